@@ -1,0 +1,48 @@
+"""The `fastdyn` command: each subcommand lives in the module that does its job.
+
+A subcommand module provides `add_arguments(parser)` and `run(args) -> int`; it is imported only
+when chosen, so `fastdyn serve` does not pay for the bench tool's imports.
+"""
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "serve": ("fastdyn.server.cli", "run a node: RESP clients on --port, peers on --peer-port"),
+    "bench": ("fastdyn.bench.cli", "load-test fastdyn, Redis or memcached"),
+    "inspect": ("fastdyn.storage.inspect", "print storage statistics of a data directory"),
+    "demo": ("fastdyn.demo", "a short tour of the whole system"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: fastdyn COMMAND [options]", "", "commands:"]
+    for name, (module, summary) in COMMANDS.items():
+        lines.append(f"  {name:<10} {summary}")
+    lines.append("")
+    lines.append("`fastdyn COMMAND --help` describes a command's options.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from fastdyn import __version__
+
+        print(f"fastdyn {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"fastdyn: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"fastdyn {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return module.run(args) or 0
+    except KeyboardInterrupt:
+        return 130

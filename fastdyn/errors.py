@@ -1,0 +1,29 @@
+"""Every exception fastdyn raises on purpose, in one place."""
+
+
+class FastdynError(Exception):
+    """Base class of fastdyn's own errors."""
+
+
+class StorageError(FastdynError):
+    """The storage engine cannot do what was asked (I/O error, closed store, bad argument)."""
+
+
+class StoreLocked(StorageError):
+    """Another process holds the data directory's lock."""
+
+
+class StorageCorruption(StorageError):
+    """A segment or hint file holds data that fails its checks."""
+
+
+class ProtocolError(FastdynError):
+    """A peer or client sent bytes that are not a valid frame; the connection must close."""
+
+
+class QuorumNotReached(FastdynError):
+    """Fewer replicas than required answered in time."""
+
+
+class SiblingLimitExceeded(FastdynError):
+    """A write would make an object hold more siblings than allowed."""
