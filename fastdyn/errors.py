@@ -27,3 +27,11 @@ class QuorumNotReached(FastdynError):
 
 class SiblingLimitExceeded(FastdynError):
     """A write would make an object hold more siblings than allowed."""
+
+
+class ReplyError(FastdynError):
+    """A server answered a request with an error reply (RESP `-ERR ...`, memcached `ERROR`)."""
+
+
+class TargetUnavailable(FastdynError):
+    """A load-test target cannot be reached or refuses the connection's setup (AUTH, HELLO)."""
