@@ -35,3 +35,8 @@ class ReplyError(FastdynError):
 
 class TargetUnavailable(FastdynError):
     """A load-test target cannot be reached or refuses the connection's setup (AUTH, HELLO)."""
+
+
+class CommandError(FastdynError):
+    """A client command the server refuses; str(exc) is the RESP error line without its '-',
+    starting with Redis' prefix (e.g. 'ERR syntax error', 'NOAUTH Authentication required.')."""
