@@ -40,3 +40,7 @@ class TargetUnavailable(FastdynError):
 class CommandError(FastdynError):
     """A client command the server refuses; str(exc) is the RESP error line without its '-',
     starting with Redis' prefix (e.g. 'ERR syntax error', 'NOAUTH Authentication required.')."""
+
+
+class MerkleFormatError(ProtocolError, ValueError):
+    """A serialised Merkle tree, request or reply is malformed or has another tree's shape."""
