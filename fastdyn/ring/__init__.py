@@ -58,13 +58,14 @@ def _check_count(n) -> int:
 class Ring:
     """The partition ring of one member set; immutable, equal for equal member sets."""
 
-    __slots__ = ("_members", "_index", "_q", "_bits", "_table", "_lists")
+    __slots__ = ("_members", "_index", "_q", "_bits", "_shift", "_table", "_lists")
 
     def __init__(self, members, partitions: int = 256):
         self._members = _check_members(members)
         self._index = {name: i for i, name in enumerate(self._members)}
         self._q = _check_partitions(partitions)
         self._bits = self._q.bit_length() - 1
+        self._shift = 64 - self._bits
         self._table = build_preference_table(list(self._members), self._q, BALANCED_POSITIONS)
         self._table.setflags(write=False)
         names = self._members
@@ -102,7 +103,7 @@ class Ring:
     # -- keys to partitions -----------------------------------------------------------
     def partition(self, key) -> int:
         """The partition of one key (bytes, or str encoded as UTF-8)."""
-        return hash64(key) >> (64 - self._bits)
+        return hash64(key) >> self._shift
 
     def partitions(self, keys) -> np.ndarray:
         """Partitions of many keys (list of bytes/str or NumPy ``S`` array), as int64."""
@@ -128,7 +129,10 @@ class Ring:
     def preference_list(self, key_or_partition, n: int) -> list[str]:
         """The first n distinct members for a key or partition: the replicas in order, then
         the fallbacks. With fewer than n members, all of them."""
-        n = _check_count(n)
+        if type(n) is not int or n < 0:
+            n = _check_count(n)
+        if type(key_or_partition) is bytes:   # the hot path: skip the generic dispatch
+            return list(self._lists[hash64(key_or_partition) >> self._shift][:n])
         return list(self._lists[self._partition_arg(key_or_partition)][:n])
 
     def owners(self, partition: int, n: int = 3) -> list[str]:
