@@ -41,7 +41,8 @@ cdef inline int parse_ll(const char *s, Py_ssize_t n, long long *out) noexcept:
         i = 1
         if n == 1:
             return -1
-    if n - i > 1 and s[i] == b'0':
+    # no leading zeros, and no "-0" (Redis' string2ll refuses both)
+    if s[i] == b'0' and (n - i > 1 or neg):
         return -1
     while i < n:
         d = s[i] - 48
@@ -490,6 +491,17 @@ cdef class ReplyWriter:
             self.line(b',', text)
         else:
             self.bulk(text)
+
+    cpdef verbatim(self, text):
+        """A verbatim text string (RESP3 `=`, format txt) such as INFO's; a bulk in RESP2."""
+        cdef bytes b = text.encode() if isinstance(text, str) else bytes(text)
+        if self.proto != 3:
+            self.bulk(b)
+            return
+        self.header(b'=', PyBytes_GET_SIZE(b) + 4)
+        self.put("txt:", 4)
+        self.put(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+        self.put("\r\n", 2)
 
     cpdef bulks(self, list items):
         """An array of bulk strings (None items are nulls), e.g. MGET's reply."""
