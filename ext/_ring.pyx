@@ -3,12 +3,18 @@
 
 Every node scores every partition with a hash of (node name, partition) (rendezvous/HRW
 hashing). Position k of each partition's preference list (k = 0 is the primary, then the
-other replicas) is a capacity-bounded matching: each node takes floor(Q/S) or ceil(Q/S)
-partitions at position k. Partitions claim nodes in the global order of their scores (the
-unique stable matching under shared scores), so a node joining or leaving mostly moves the
-partitions it wins or loses on score; augmenting paths place the few partitions that the
-greedy pass leaves without a free node. Positions past the balanced ones are the remaining
-nodes in score order (the fallbacks of the sloppy quorum).
+other replicas) is a bounded matching filled in the global order of the scores (the unique
+stable matching under shared scores), so a node joining or leaving mostly moves the
+partitions it wins or loses on score:
+
+* position 0: every node holds floor(Q/S) or ceil(Q/S) primaries; the Q mod S larger shares
+  go to the nodes that fill up first in score order;
+* positions 0..k together: every node holds floor(kQ/S) - 1 .. ceil(kQ/S) + 1 of them. The
+  one partition of slack on each side absorbs most of the cascades an exact bound causes.
+
+Breadth-first augmenting chains place partitions the greedy pass leaves without a free node
+and lift nodes left under their lower bound. Positions past BALANCED_POSITIONS are the
+remaining nodes in score order (the fallbacks of the sloppy quorum).
 
 The result depends only on the member set: callers pass names sorted, and nothing here reads
 the order in which members joined.
@@ -28,6 +34,8 @@ cnp.import_array()
 cdef uint64_t NODE_SEED = 0x52494E47  # "RING"
 cdef uint64_t PARTITION_SALT = 0x9E3779B97F4A7C15ULL
 
+# Partitions of slack per node on the cumulative replica bounds (module docstring).
+cdef int32_t REPLICA_SLACK = 1
 # Preference positions that are balanced; deeper positions follow plain score order.
 BALANCED_POSITIONS = 8
 
@@ -63,7 +71,7 @@ cdef inline void _take(int32_t *load, uint32_t n, int32_t base, uint32_t *full) 
 
 
 cdef int _augment(uint32_t p, int k, uint32_t Q, uint32_t S, uint16_t *pref,
-                  const uint16_t *order, uint8_t *in_set, int32_t *load, int32_t base,
+                  const uint16_t *order, uint8_t *in_set, int32_t *load, const int32_t *cap,
                   uint32_t extra, uint32_t *full,
                   int32_t *parent_node, int32_t *parent_part, uint8_t *seen,
                   uint32_t *queue) noexcept nogil:
@@ -84,8 +92,8 @@ cdef int _augment(uint32_t p, int k, uint32_t Q, uint32_t S, uint16_t *pref,
     while head < tail:
         n = queue[head]
         head += 1
-        if _has_room(load[n], base, extra, full[0]):
-            _take(load, n, base, full)
+        if _has_room(load[n], cap[n], extra, full[0]):
+            _take(load, n, cap[n], full)
             cur = n
             while parent_node[cur] >= 0:
                 prev = <uint32_t>parent_node[cur]
@@ -111,10 +119,50 @@ cdef int _augment(uint32_t p, int k, uint32_t Q, uint32_t S, uint16_t *pref,
     return 0
 
 
+cdef int _raise(uint32_t u, int k, uint32_t Q, uint32_t S, uint16_t *pref,
+                const uint32_t *liked, uint8_t *in_set,
+                int32_t *load, const int32_t *low, int32_t *parent_node, int32_t *parent_part,
+                uint8_t *seen, uint32_t *queue) noexcept nogil:
+    """Breadth-first search for a chain of moves that gives node u one more partition at
+    position k, taken in the end from a node above its lower bound. Returns 1 on success."""
+    cdef uint32_t head = 0, tail = 0, i, q, v, w, cur
+    cdef int32_t moved
+    memset(seen, 0, S)
+    seen[u] = 1
+    queue[tail] = u
+    tail += 1
+    while head < tail:
+        v = queue[head]
+        head += 1
+        for i in range(Q):
+            q = liked[<size_t>v * Q + i]
+            w = pref[<size_t>q * S + k]
+            if seen[w] or in_set[<size_t>q * S + v]:
+                continue
+            seen[w] = 1
+            parent_node[w] = <int32_t>v
+            parent_part[w] = <int32_t>q
+            if load[w] > low[w]:
+                load[w] -= 1
+                load[u] += 1
+                cur = w
+                while cur != u:
+                    v = <uint32_t>parent_node[cur]
+                    moved = parent_part[cur]
+                    pref[<size_t>moved * S + k] = <uint16_t>v
+                    in_set[<size_t>moved * S + cur] = 0
+                    in_set[<size_t>moved * S + v] = 1
+                    cur = v
+                return 1
+            queue[tail] = w
+            tail += 1
+    return 0
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pref,
-                int balanced) noexcept nogil:
+                int balanced, int32_t slack) noexcept nogil:
     """Fills pref[Q][S] with every partition's full preference order. Returns 0, or -1 when
     out of memory."""
     cdef size_t cells = <size_t>Q * S
@@ -124,6 +172,11 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
     cdef uint32_t *filled = <uint32_t *>calloc(Q, sizeof(uint32_t))
     cdef int32_t *load = <int32_t *>malloc(S * sizeof(int32_t))
     cdef uint32_t full[1]
+    cdef int32_t *cap = <int32_t *>malloc(S * sizeof(int32_t))
+    cdef int32_t *cum = <int32_t *>calloc(S, sizeof(int32_t))
+    cdef int32_t *low = <int32_t *>malloc(S * sizeof(int32_t))
+    cdef uint32_t *liked = <uint32_t *>malloc(cells * sizeof(uint32_t))
+    cdef uint32_t *liked_n = <uint32_t *>calloc(S, sizeof(uint32_t))
     cdef int32_t *parent_node = <int32_t *>malloc(S * sizeof(int32_t))
     cdef int32_t *parent_part = <int32_t *>malloc(S * sizeof(int32_t))
     cdef uint8_t *seen = <uint8_t *>malloc(S)
@@ -133,7 +186,8 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
     cdef int k, rc = 0
     cdef int32_t base
     if (claims == NULL or order == NULL or in_set == NULL or filled == NULL or load == NULL
-            or parent_node == NULL or parent_part == NULL or seen == NULL
+            or cap == NULL or cum == NULL or low == NULL or liked == NULL
+            or liked_n == NULL or parent_node == NULL or parent_part == NULL or seen == NULL
             or queue == NULL):
         rc = -1
     else:
@@ -150,16 +204,24 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
             p = claims[c].partition
             order[<size_t>p * S + filled[p]] = <uint16_t>claims[c].node
             filled[p] += 1
+            n = claims[c].node
+            liked[<size_t>n * Q + liked_n[n]] = p
+            liked_n[n] += 1
         if balanced > <int>S:
             balanced = <int>S
         base = <int32_t>(Q // S)
         extra = Q % S
         for k in range(balanced):
-            # Every node takes floor(Q/S) or ceil(Q/S) partitions at this position; the
-            # Q mod S larger shares go to the nodes that fill up first in score order, so
-            # the nodes the scores favour keep them across membership changes.
+            # Bounds of this position's load per node (see the module docstring); the
+            # greedy pass respects the upper ones, _raise the lower ones.
             for n in range(S):
                 load[n] = 0
+                if k == 0:
+                    cap[n] = base
+                    low[n] = base
+                else:
+                    cap[n] = <int32_t>(((k + 1) * Q + S - 1) // S) + slack - cum[n]
+                    low[n] = <int32_t>(((k + 1) * Q) // S) - slack - cum[n]
             full[0] = 0
             for p in range(Q):
                 pref[<size_t>p * S + k] = 0xFFFF
@@ -168,14 +230,15 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
                 n = claims[c].node
                 if pref[<size_t>p * S + k] != 0xFFFF or in_set[<size_t>p * S + n]:
                     continue
-                if _has_room(load[n], base, extra, full[0]):
-                    _take(load, n, base, full)
+                if _has_room(load[n], cap[n], extra if k == 0 else 0, full[0]):
+                    _take(load, n, cap[n], full)
                     pref[<size_t>p * S + k] = <uint16_t>n
                     in_set[<size_t>p * S + n] = 1
             for p in range(Q):
                 if pref[<size_t>p * S + k] != 0xFFFF:
                     continue
-                if not _augment(p, k, Q, S, pref, order, in_set, load, base, extra, full,
+                if not _augment(p, k, Q, S, pref, order, in_set, load, cap,
+                                extra if k == 0 else 0, full,
                                 parent_node, parent_part, seen, queue):
                     # No chain frees a slot: take the best remaining node over its share.
                     for j in range(S):
@@ -185,6 +248,14 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
                     load[n] += 1
                     pref[<size_t>p * S + k] = <uint16_t>n
                     in_set[<size_t>p * S + n] = 1
+            # Lift nodes the scores left below their lower bound.
+            for n in range(S):
+                while load[n] < low[n]:
+                    if not _raise(n, k, Q, S, pref, liked, in_set, load, low, parent_node,
+                                  parent_part, seen, queue):
+                        break
+            for n in range(S):
+                cum[n] += load[n]
         # Fallback positions: the remaining nodes in the partition's score order.
         for p in range(Q):
             k = balanced
@@ -193,7 +264,7 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
                 if not in_set[<size_t>p * S + n]:
                     pref[<size_t>p * S + k] = <uint16_t>n
                     k += 1
-    free(claims); free(order); free(in_set); free(filled); free(load)
+    free(claims); free(order); free(in_set); free(filled); free(load); free(cap); free(cum); free(low); free(liked); free(liked_n)
     free(parent_node); free(parent_part); free(seen); free(queue)
     return rc
 
@@ -220,7 +291,7 @@ def build_preference_table(names, unsigned int partitions, int balanced=BALANCED
     cdef uint64_t *hp = <uint64_t *>cnp.PyArray_DATA(hashes)
     cdef uint16_t *tp = <uint16_t *>cnp.PyArray_DATA(table)
     with nogil:
-        rc = _build(Q, S, hp, tp, balanced)
+        rc = _build(Q, S, hp, tp, balanced, REPLICA_SLACK)
     if rc != 0:
         raise MemoryError("cannot allocate the ring's work space")
     return table
