@@ -1,0 +1,243 @@
+"""The coordinator: the one door through which client commands reach the data.
+
+The RESP command layer never touches a store; it asks a coordinator. A single node uses the
+`LocalCoordinator` below (a direct call into the storage engine); the cluster replaces it with a
+coordinator that runs quorums over the preference list, without changing the command layer.
+
+The interface
+-------------
+Every operation returns its result directly **or** a `Pending` when the result arrives later
+(a quorum in progress). The command layer gives each command a reply slot: a direct result is
+encoded at once, a `Pending` keeps its slot open and later replies queue behind it, so replies
+leave in request order however they complete. No asyncio Task or Future is made per request:
+a `Pending` is a small object completed by a callback. An operation that fails raises
+`CommandError` (or completes its `Pending` with one).
+
+Reads:  get(key) -> value | None;  get_entry(key) -> (value, expiry_ms) | None;
+        get_many(keys) -> [value | None];  expiry(key) -> expiry_ms (0 = none) | None;
+        exists(keys) -> count;  scan(cursor, count) -> (cursor, keys);  keys() -> iterator;
+        size() -> int;  expires() -> number of keys with a TTL.
+Writes (last-writer-wins): put(key, value, expiry_ms=0);  put_many(pairs);
+        delete(keys) -> count;  flush().
+Read-modify-write: update(key, fn) -> reply, where fn(value, expiry_ms, now_ms) is called with
+        the current state (value None when absent) and returns (new_state, reply): new_state is
+        KEEP, DELETE or (value, expiry_ms). The cluster runs it as read quorum -> fn -> write
+        quorum; fn must be a pure function of its arguments.
+Counters: incr(key, delta) -> new value (a PN-counter operation in the cluster).
+Batching: `with coord.batch():` around one event-loop turn's commands (one log write per turn
+        locally, one frame per peer per turn in the cluster);  clock() -> now in Unix ms.
+Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
+"""
+import time
+
+from fastdyn._resp import parse_int
+from fastdyn.errors import CommandError
+
+KEEP = None
+DELETE = object()
+
+_LLONG_MAX = (1 << 63) - 1
+_LLONG_MIN = -(1 << 63)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Pending:
+    """A result that completes later; callbacks run in completion order, once."""
+
+    __slots__ = ("_callbacks", "done", "result")
+
+    def __init__(self):
+        self._callbacks = []
+        self.done = False
+        self.result = None
+
+    def add_done_callback(self, fn) -> None:
+        if self.done:
+            fn(self.result)
+        else:
+            self._callbacks.append(fn)
+
+    def complete(self, result) -> None:
+        """result is the operation's value, or a CommandError instance for a failure."""
+        if self.done:
+            return
+        self.done = True
+        self.result = result
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks:
+            fn(result)
+
+
+def parse_counter(value: bytes) -> int:
+    """A stored counter's integer value under Redis' rules (strict decimal, fits in 64 bits)."""
+    n = parse_int(value)
+    if n is None:
+        raise CommandError("ERR value is not an integer or out of range")
+    return n
+
+
+class LocalCoordinator:
+    """A single node: min(N, 1) = 1 replica, every operation a direct call into the Store.
+
+    Results are always direct (never Pending). `write_seq` counts mutations so the server can
+    tell whether a reply depends on data not yet fsynced (group commit)."""
+
+    def __init__(self, store, n=3, r=2, w=2, name="fastdyn", clock=now_ms):
+        self.store = store
+        self.name = name
+        self.n, self.r, self.w = n, r, w
+        self.clock = clock
+        self.write_seq = 0
+
+    # -- cluster shape -------------------------------------------------------------------
+    def replication(self) -> dict:
+        """Configured and effective replication: one member keeps min(N, S) = 1 replica."""
+        members = 1
+        n_eff = min(self.n, members)
+        return {"n": self.n, "r": self.r, "w": self.w, "members": [self.name],
+                "n_effective": n_eff, "r_effective": min(self.r, n_eff),
+                "w_effective": min(self.w, n_eff)}
+
+    def batch(self):
+        """Defer the store's log write to the end of the block: one write() per turn."""
+        return self.store.batch()
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, key):
+        try:
+            return self.store.get(key)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+
+    def get_entry(self, key):
+        try:
+            return self.store.get_entry(key)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+
+    def get_many(self, keys):
+        get = self.store.get
+        try:
+            return [get(k) for k in keys]
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+
+    def expiry(self, key):
+        try:
+            return self.store.expiry_ms(key)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+
+    def exists(self, keys) -> int:
+        expiry = self.store.expiry_ms
+        try:
+            return sum(1 for k in keys if expiry(k) is not None)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+
+    def scan(self, cursor: int, count: int):
+        return self.store.scan(cursor, count)
+
+    def keys(self):
+        return iter(self.store)
+
+    def size(self) -> int:
+        return len(self.store)
+
+    def expires(self) -> int:
+        """Keys that carry a TTL (INFO's keyspace line); a walk over the keydir."""
+        expiry = self.store.expiry_ms
+        return sum(1 for k in self.store if expiry(k))
+
+    # -- writes --------------------------------------------------------------------------
+    def put(self, key, value, expiry_ms=0) -> None:
+        try:
+            if expiry_ms and expiry_ms <= self.clock():
+                # already in the past: the write is a delete (as Redis does for SET ... PXAT)
+                self.store.delete(key)
+            else:
+                self.store.put(key, value, expiry_ms)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        self.write_seq += 1
+
+    def put_many(self, pairs) -> None:
+        put = self.store.put
+        try:
+            for key, value in pairs:
+                put(key, value, 0)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        finally:
+            self.write_seq += 1
+
+    def delete(self, keys) -> int:
+        delete = self.store.delete
+        try:
+            removed = sum(1 for k in keys if delete(k))
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        if removed:
+            self.write_seq += 1
+        return removed
+
+    def flush(self) -> None:
+        self.store.clear()
+        self.write_seq += 1
+
+    def sweep_expired(self, max_keys: int) -> int:
+        """Active expiry: drop up to max_keys expired keys from the index."""
+        return self.store.sweep_expired(max_keys)
+
+    # -- read-modify-write ---------------------------------------------------------------
+    def update(self, key, fn):
+        now = self.clock()
+        try:
+            entry = self.store.get_entry(key)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        value, expiry = entry if entry is not None else (None, 0)
+        state, reply = fn(value, expiry, now)
+        if state is KEEP:
+            return reply
+        if state is DELETE:
+            if value is not None:
+                self.store.delete(key)
+                self.write_seq += 1
+            return reply
+        new_value, new_expiry = state
+        if new_expiry and new_expiry <= now:
+            if value is not None:
+                self.store.delete(key)
+                self.write_seq += 1
+            return reply
+        try:
+            if new_value is value:
+                # only the TTL changes: no need to copy the value through the log again
+                self.store.set_expiry(key, new_expiry)
+            else:
+                self.store.put(key, new_value, new_expiry)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        self.write_seq += 1
+        return reply
+
+    def incr(self, key, delta: int) -> int:
+        """Add delta to the counter at key (absent = 0), keeping its TTL; Redis' overflow rule."""
+        try:
+            entry = self.store.get_entry(key)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        if entry is None:
+            current, expiry = 0, 0
+        else:
+            current, expiry = parse_counter(entry[0]), entry[1]
+        result = current + delta
+        if not _LLONG_MIN <= result <= _LLONG_MAX:
+            raise CommandError("ERR increment or decrement would overflow")
+        self.store.put(key, b"%d" % result, expiry)
+        self.write_seq += 1
+        return result

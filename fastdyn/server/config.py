@@ -1,0 +1,139 @@
+"""`fastdyn serve` settings: command-line flags over a TOML file over defaults.
+
+The TOML file uses the flags' names without the dashes in front (`max-value-bytes = 1048576`,
+`requirepass = "pw"`, `seeds = ["h1:17379", "h2:17379"]` or "h1:17379,h2:17379"). Flags given
+on the command line override the file; an unknown key or a wrong type is an error naming it.
+"""
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+
+HARD_MAX_BULK = 512 * 1024 * 1024
+HARD_MAX_QUERY = 1024 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or out of range; the message names it."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    advertise: str = ""                 # what peers dial; defaults to host
+    port: int = 7379
+    peer_port: int = 0                  # 0 = port + 10000
+    data_dir: str = "./fastdyn-data"
+    name: str = ""                      # node name; defaults to advertise:port
+    seeds: list = field(default_factory=list)
+    n: int = 3
+    r: int = 2
+    w: int = 2
+    partitions: int = 256
+    sync: str = "interval"
+    sync_interval_ms: int = 1000
+    requirepass: str = ""
+    protected_mode: bool = True
+    maxclients: int = 10000
+    max_value_bytes: int = 16 * 1024 * 1024
+    max_bulk_bytes: int = HARD_MAX_BULK
+    max_query_bytes: int = HARD_MAX_QUERY
+
+    def finish(self) -> "ServerConfig":
+        """Fill the derived defaults and check every value; raises ConfigError."""
+        if not self.advertise:
+            self.advertise = self.host
+        if not self.peer_port:
+            self.peer_port = self.port + 10000
+        if not self.name:
+            self.name = f"{self.advertise}:{self.port}"
+        if isinstance(self.seeds, str):
+            self.seeds = [s for s in self.seeds.split(",") if s]
+        for seed in self.seeds:
+            host, sep, port = seed.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"seeds: {seed!r} is not HOST:PORT")
+        if self.sync not in ("always", "interval", "never"):
+            raise ConfigError(f"sync: {self.sync!r} is not one of always, interval, never")
+        for name, lo, hi in (("port", 0, 65535), ("peer_port", 1, 65535), ("n", 1, 1000),
+                             ("r", 1, 1000), ("w", 1, 1000), ("partitions", 1, 1 << 20),
+                             ("sync_interval_ms", 1, 3600_000), ("maxclients", 1, 1_000_000),
+                             ("max_value_bytes", 1, HARD_MAX_BULK),
+                             ("max_bulk_bytes", 1, HARD_MAX_BULK),
+                             ("max_query_bytes", 1024, HARD_MAX_QUERY)):
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
+        if self.partitions & (self.partitions - 1):
+            raise ConfigError(f"partitions: {self.partitions} is not a power of two")
+        if self.r > self.n or self.w > self.n:
+            raise ConfigError(f"r ({self.r}) and w ({self.w}) cannot exceed n ({self.n})")
+        return self
+
+
+def load_toml(path: str) -> dict:
+    """The settings in a TOML file, as ServerConfig field names; raises ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    known = {f.name: f for f in fields(ServerConfig)}
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+        want = known[name].type
+        if name == "seeds" and isinstance(value, str):
+            value = [s for s in value.split(",") if s]
+        if name == "protected_mode" and isinstance(value, str) and value in ("yes", "no"):
+            value = value == "yes"
+        if want is int and isinstance(value, bool) or not isinstance(value, want):
+            raise ConfigError(f"config file {path}: {key} must be a {want.__name__}, "
+                              f"not {type(value).__name__}")
+        out[name] = value
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag defaults to None so that only flags actually given override the file."""
+    a = parser.add_argument
+    a("--host", help="address to bind for clients and peers (default 127.0.0.1)")
+    a("--advertise", help="address peers dial to reach this node (default: --host)")
+    a("--port", type=int, help="RESP client port (default 7379)")
+    a("--peer-port", type=int, help="peer protocol port (default: port + 10000)")
+    a("--data-dir", help="data directory (default ./fastdyn-data)")
+    a("--name", help="node name (default ADVERTISE:PORT)")
+    a("--seeds", help="comma-separated HOST:PEERPORT of nodes to join")
+    a("--n", type=int, help="replicas per key (default 3)")
+    a("--r", type=int, help="read quorum (default 2)")
+    a("--w", type=int, help="write quorum (default 2)")
+    a("--partitions", type=int, help="ring partitions, a power of two (default 256)")
+    a("--sync", choices=("always", "interval", "never"),
+      help="fsync policy: always (group commit), interval (every second), never")
+    a("--sync-interval-ms", type=int, help="fsync period for --sync interval (default 1000)")
+    a("--requirepass", help="password clients must give with AUTH or HELLO ... AUTH")
+    a("--protected-mode", choices=("yes", "no"),
+      help="without a password accept only loopback clients (default yes)")
+    a("--maxclients", type=int, help="maximum connected clients (default 10000)")
+    a("--max-value-bytes", type=int, help="largest value accepted (default 16 MiB)")
+    a("--max-bulk-bytes", type=int, help="largest RESP bulk string (default and cap 512 MiB)")
+    a("--max-query-bytes", type=int, help="query buffer limit per client (default and cap 1 GiB)")
+    a("--config", help="TOML file with the same settings (flags override it)")
+
+
+def from_args(args: argparse.Namespace) -> ServerConfig:
+    settings = load_toml(args.config) if getattr(args, "config", None) else {}
+    for f in fields(ServerConfig):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name == "protected_mode":
+            value = value == "yes"
+        settings[f.name] = value
+    cfg = ServerConfig(**settings)
+    cfg.data_dir = os.path.abspath(cfg.data_dir)
+    return cfg.finish()

@@ -1,0 +1,241 @@
+"""One client connection: the asyncio Protocol that moves bytes between a socket and the codec.
+
+Per received chunk: one Cython call parses every complete pipelined command, each command runs
+through the table in `commands.py`, replies accumulate in one ReplyWriter and leave in one
+transport.write. A reply that completes later (a `Pending` from the coordinator) holds its slot;
+replies behind it wait in `slots` so the client always reads them in request order.
+"""
+import asyncio
+import collections
+import ipaddress
+import logging
+import socket
+
+from fastdyn._resp import ReplyWriter, RequestParser
+from fastdyn.errors import CommandError
+from fastdyn.server.commands import (COMMANDS, find_command, unknown_command_error,
+                                     wrong_arity_error)
+
+log = logging.getLogger("fastdyn.server")
+
+DENIED = ("DENIED fastdyn is running in protected mode because protected mode is enabled and no "
+          "password is set for the default user. In this mode connections are only accepted "
+          "from the loopback interface. If you want to connect from external computers to "
+          "fastdyn you may adopt one of the following solutions: 1) Set up an authentication "
+          "password with --requirepass (or requirepass in the config file) and restart. 2) "
+          "Restart the server with '--protected-mode no', after making sure it is not publicly "
+          "accessible from the internet. NOTE: You only need to do one of the above things in "
+          "order for the server to start accepting connections from the outside.")
+
+
+def is_loopback(peername) -> bool:
+    """Whether a client address (transport 'peername') is on the loopback interface."""
+    if not peername:
+        return True  # a Unix socket
+    host = peername[0] if isinstance(peername, tuple) else peername
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
+                 "authenticated", "slots", "closing", "peer", "paused")
+
+    def __init__(self, server):
+        self.server = server
+        self.coord = server.coord
+        cfg = server.config
+        self.out = ReplyWriter()
+        self.authenticated = not cfg.requirepass
+        self.parser = RequestParser(cfg.max_bulk_bytes, cfg.max_query_bytes,
+                                    not self.authenticated)
+        self.transport = None
+        self.id = 0
+        self.name = b""
+        self.lib = {}
+        self.slots = None
+        self.closing = False
+        self.peer = None
+        self.paused = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        server = self.server
+        self.id = server.next_client_id()
+        self.peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server.stats["total_connections_received"] += 1
+        if len(server.clients) >= server.config.maxclients:
+            server.stats["rejected_connections"] += 1
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            return
+        if server.config.protected_mode and not server.config.requirepass \
+                and not is_loopback(self.peer):
+            server.stats["rejected_connections"] += 1
+            transport.write(b"-" + DENIED.encode() + b"\r\n")
+            transport.close()
+            return
+        server.clients.add(self)
+
+    def connection_lost(self, exc):
+        self.server.clients.discard(self)
+        self.closing = True
+
+    def pause_writing(self):
+        # the client does not read its replies: stop reading its requests until it catches up
+        self.paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.paused = False
+        if not self.closing:
+            self.transport.resume_reading()
+
+    def close_after_reply(self):
+        self.closing = True
+
+    # -- requests ---------------------------------------------------------------------------
+    def data_received(self, data):
+        if self.closing:
+            return
+        parser = self.parser
+        limit = 0 if self.authenticated else 1
+        with self.coord.batch():
+            while True:
+                cmds = parser.parse(data, limit)
+                data = b""
+                if cmds:
+                    self.execute(cmds)
+                if self.closing or not cmds or not limit:
+                    break
+                # before AUTH every command is parsed alone: the limits change once it succeeds
+                limit = 0 if self.authenticated else 1
+        if parser.error is not None and not self.closing:
+            self.out.error("ERR " + parser.error)
+            self.closing = True
+        self.flush_replies()
+
+    def execute(self, cmds):
+        table = COMMANDS
+        out = self.out
+        self.server.stats["total_commands_processed"] += len(cmds)
+        for args in cmds:
+            spec = table.get(args[0])
+            if spec is None:
+                spec = find_command(args[0])
+                if spec is None:
+                    out.error(unknown_command_error(args))
+                    continue
+            if not self.authenticated and not spec[2]:
+                out.error("NOAUTH Authentication required.")
+                continue
+            arity = spec[1]
+            n = len(args)
+            if (n != arity) if arity > 0 else (n < -arity):
+                out.error(wrong_arity_error(spec[3]))
+                continue
+            try:
+                spec[0](self, args)
+            except CommandError as exc:
+                out.error(str(exc))
+            except Exception as exc:  # a bug or an I/O failure must not take the node down
+                log.exception("command %r failed", spec[3])
+                out.error("ERR internal error in '%s': %s" % (spec[3], exc))
+            if self.closing:
+                break
+
+    # -- replies ----------------------------------------------------------------------------
+    def defer(self, pending, encode):
+        """Reserve this command's reply slot until `pending` completes; see module doc."""
+        slots = self.slots
+        if slots is None:
+            slots = self.slots = collections.deque()
+        ready = self.out.take()
+        if ready:
+            slots.append(ready)
+        slot = [None]
+        slots.append(slot)
+        proto = self.out.proto
+
+        def done(result):
+            w = ReplyWriter()
+            w.proto = proto
+            if isinstance(result, CommandError):
+                w.error(str(result))
+            else:
+                encode(w, result)
+            slot[0] = w.take()
+            self.drain_slots()
+
+        pending.add_done_callback(done)
+
+    def drain_slots(self):
+        """Send the completed prefix of the reply slots."""
+        slots = self.slots
+        chunks = []
+        while slots:
+            head = slots[0]
+            if head.__class__ is list:
+                if head[0] is None:
+                    break
+                head = head[0]
+            chunks.append(head)
+            slots.popleft()
+        if not slots:
+            self.slots = None
+        if chunks:
+            self.send(b"".join(chunks))
+        if self.slots is None and self.closing and self.transport is not None:
+            self.transport.close()
+
+    def flush_replies(self):
+        data = self.out.take()
+        if self.slots is not None:
+            if data:
+                self.slots.append(data)
+            self.drain_slots()
+            return
+        if data:
+            self.send(data)
+        if self.closing:
+            self.transport.close()
+
+    def send(self, data):
+        server = self.server
+        if server.group_commit and (server.coord.write_seq > server.durable_seq
+                                    or server.waiting):
+            # sync=always: a reply may depend on writes not yet on disk; it leaves after the fsync
+            server.hold_reply(self, data)
+        elif not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- state used by commands -------------------------------------------------------------
+    def authenticate(self, user: bytes, password: bytes):
+        cfg = self.server.config
+        if cfg.requirepass:
+            ok = user == b"default" and password == cfg.requirepass.encode()
+        else:
+            ok = user == b"default"  # the default user needs no password
+        if not ok:
+            raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
+        self.authenticated = True
+        self.parser.auth_required = False
+
+    def set_name(self, name: bytes):
+        if any(c < 33 or c > 126 for c in name):
+            raise CommandError("ERR Client names cannot contain spaces, newlines or special "
+                               "characters.")
+        self.name = name
+
+    def describe(self) -> str:
+        addr = "%s:%s" % (self.peer[0], self.peer[1]) if isinstance(self.peer, tuple) else "?"
+        return "id=%d addr=%s name=%s db=0 resp=%d lib-name=%s lib-ver=%s" % (
+            self.id, addr, self.name.decode("utf-8", "replace"), self.out.proto,
+            self.lib.get(b"lib-name", b"").decode("utf-8", "replace"),
+            self.lib.get(b"lib-ver", b"").decode("utf-8", "replace"))

@@ -1,0 +1,157 @@
+"""A running node: the store, the coordinator, the client listener and the node's timers.
+
+Durability: with `--sync always` the store is opened without its own fsync and the node does
+group commit: replies produced after a write wait (held) until one fsync, run in a worker
+thread so the event loop keeps parsing and executing, covers that write; one fsync serves every
+write made before it started. `--sync interval` and `never` leave fsync to the store.
+"""
+import asyncio
+import collections
+import logging
+import os
+import signal
+import time
+
+from fastdyn import __version__
+from fastdyn.cluster.coordinator import LocalCoordinator
+
+log = logging.getLogger("fastdyn.server")
+
+REDIS_VERSION = "7.2.0"
+EXPIRE_PERIOD = 0.1          # active expiry runs every 100 ms, like Redis' serverCron
+EXPIRE_BUDGET = 0.025        # ... for at most 25 ms
+EXPIRE_BATCH = 200
+
+
+class Node:
+    def __init__(self, config):
+        from fastdyn.storage import Store
+
+        self.config = config
+        self.redis_version = REDIS_VERSION
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.group_commit = config.sync == "always"
+        self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
+                           sync_interval_ms=config.sync_interval_ms,
+                           max_value_bytes=config.max_value_bytes)
+        self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.clients = set()
+        self.started = time.time()
+        self.stats = collections.Counter()
+        self._client_ids = 0
+        # group commit state
+        self.durable_seq = 0
+        self.waiting = collections.deque()   # (write_seq, connection, reply bytes)
+        self.fsync_running = False
+        self.loop = None
+        self.listener = None
+        self.stopping = None
+
+    def next_client_id(self) -> int:
+        self._client_ids += 1
+        return self._client_ids
+
+    def reset_stats(self):
+        self.stats.clear()
+
+    def config_view(self) -> dict:
+        """Settings CONFIG GET shows, as Redis names them where Redis has the setting."""
+        c = self.config
+        return {b"port": str(c.port), b"bind": c.host, b"requirepass": c.requirepass,
+                b"maxclients": str(c.maxclients), b"protected-mode": "yes" if c.protected_mode
+                else "no", b"proto-max-bulk-len": str(c.max_bulk_bytes),
+                b"client-query-buffer-limit": str(c.max_query_bytes),
+                b"max-value-bytes": str(c.max_value_bytes), b"databases": "1",
+                b"save": "", b"appendonly": "yes" if c.sync != "never" else "no",
+                b"appendfsync": {"always": "always", "interval": "everysec",
+                                 "never": "no"}[c.sync],
+                b"maxmemory": "0", b"maxmemory-policy": "noeviction", b"dir": c.data_dir}
+
+    # -- group commit (sync=always) ---------------------------------------------------------
+    def hold_reply(self, conn, data):
+        self.waiting.append((self.coord.write_seq, conn, data))
+        if not self.fsync_running:
+            self.fsync_running = True
+            self.loop.call_soon(self._start_fsync)
+
+    def _start_fsync(self):
+        seq = self.coord.write_seq
+        try:
+            self.store.flush_buffer()
+        except Exception:
+            log.exception("write to the data directory failed")
+            self._fsync_failed()
+            return
+        fut = self.loop.run_in_executor(None, self.store.fsync)
+        fut.add_done_callback(lambda f: self._fsync_done(f, seq))
+
+    def _fsync_done(self, fut, seq):
+        if fut.exception() is not None:
+            log.error("fsync failed: %s", fut.exception())
+            self._fsync_failed()
+            return
+        self.durable_seq = max(self.durable_seq, seq)
+        waiting = self.waiting
+        while waiting and waiting[0][0] <= seq:
+            _, conn, data = waiting.popleft()
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.write(data)
+        if waiting:
+            self._start_fsync()
+        else:
+            self.fsync_running = False
+
+    def _fsync_failed(self):
+        # the writes may not be durable: never acknowledge them; drop those clients
+        while self.waiting:
+            _, conn, _ = self.waiting.popleft()
+            if conn.transport is not None:
+                conn.transport.abort()
+        self.fsync_running = False
+
+    # -- timers -----------------------------------------------------------------------------
+    def _active_expire(self):
+        deadline = time.monotonic() + EXPIRE_BUDGET
+        try:
+            while self.coord.sweep_expired(EXPIRE_BATCH) >= EXPIRE_BATCH \
+                    and time.monotonic() < deadline:
+                pass
+        except Exception:
+            log.exception("active expiry failed")
+        self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
+
+    # -- run --------------------------------------------------------------------------------
+    async def serve(self) -> int:
+        from fastdyn.server.protocol import ClientConnection
+
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stopping.set)
+        cfg = self.config
+        self.listener = await self.loop.create_server(
+            lambda: ClientConnection(self), cfg.host, cfg.port, backlog=511, reuse_address=True)
+        self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
+        rep = self.coord.replication()
+        log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
+                 "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
+                 rep["n"], rep["r"], rep["w"], rep["n_effective"], rep["r_effective"],
+                 rep["w_effective"])
+        await self.stopping.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self):
+        """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
+        log.info("shutting down")
+        self.listener.close()
+        while self.fsync_running:
+            await asyncio.sleep(0.01)
+        for conn in list(self.clients):
+            if conn.transport is not None:
+                conn.transport.close()
+        await self.listener.wait_closed()
+        self.store.flush_buffer()
+        self.store.fsync()
+        self.store.close()
+        log.info("data flushed and closed")
