@@ -8,7 +8,7 @@ node serves as one of the N replicas) against the size of the membership state (
 Q partitions), and the fraction of keys whose primary / replica set moves when a 31st node
 joins. Prints a table and writes docs/ring_balance.png.
 
-    python bench/ring_balance.py [--keys 1000000] [--zipf 0.99] [--trials 5]
+    python bench/ring_balance.py [--keys 1000000] [--zipf 0.8] [--trials 5]
 """
 import argparse
 import os
@@ -92,7 +92,7 @@ def main():
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1_000_000)
-    ap.add_argument("--zipf", type=float, default=0.99)
+    ap.add_argument("--zipf", type=float, default=0.8)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--png", default=os.path.join(os.path.dirname(__file__), "..", "docs",
                                                   "ring_balance.png"))
