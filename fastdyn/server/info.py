@@ -64,7 +64,7 @@ def info_text(node, wanted) -> str:
                             ("fastdyn_sync", cfg.sync), ("fastdyn_data_dir", cfg.data_dir)])
     stats = node.stats
     section("stats", [("total_connections_received", stats["total_connections_received"]),
-                      ("total_commands_processed", stats["total_commands_processed"]),
+                      ("total_commands_processed", node.commands_processed),
                       ("rejected_connections", stats["rejected_connections"])])
     section("replication", [("role", "master"), ("connected_slaves", 0)])
     rep = node.coord.replication()

@@ -105,17 +105,18 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         parser = self.parser
-        limit = 0 if self.authenticated else 1
-        with self.coord.batch():
-            while True:
-                cmds = parser.parse(data, limit)
+        if self.authenticated:
+            cmds = parser.parse(data)
+            if cmds:
+                self.execute(cmds)
+        else:
+            # before AUTH each command is parsed alone: the size limits change once it succeeds
+            while not self.closing:
+                cmds = parser.parse(data, 0 if self.authenticated else 1)
                 data = b""
-                if cmds:
-                    self.execute(cmds)
-                if self.closing or not cmds or not limit:
+                if not cmds:
                     break
-                # before AUTH every command is parsed alone: the limits change once it succeeds
-                limit = 0 if self.authenticated else 1
+                self.execute(cmds)
         if parser.error is not None and not self.closing:
             self.out.error("ERR " + parser.error)
             self.closing = True
@@ -124,7 +125,7 @@ class ClientConnection(asyncio.Protocol):
     def execute(self, cmds):
         table = COMMANDS
         out = self.out
-        self.server.stats["total_commands_processed"] += len(cmds)
+        self.server.commands_processed += len(cmds)
         for args in cmds:
             spec = table.get(args[0])
             if spec is None:
@@ -190,9 +191,7 @@ class ClientConnection(asyncio.Protocol):
         if not slots:
             self.slots = None
         if chunks:
-            self.send(b"".join(chunks))
-        if self.slots is None and self.closing and self.transport is not None:
-            self.transport.close()
+            self.send(b"".join(chunks), self.closing and self.slots is None)
 
     def flush_replies(self):
         data = self.out.take()
@@ -200,20 +199,24 @@ class ClientConnection(asyncio.Protocol):
             if data:
                 self.slots.append(data)
             self.drain_slots()
-            return
-        if data:
-            self.send(data)
-        if self.closing:
+        elif data:
+            self.send(data, self.closing)
+        elif self.closing:
             self.transport.close()
 
-    def send(self, data):
+    def send(self, data, close=False):
         server = self.server
-        if server.group_commit and (server.coord.write_seq > server.durable_seq
-                                    or server.waiting):
-            # sync=always: a reply may depend on writes not yet on disk; it leaves after the fsync
-            server.hold_reply(self, data)
-        elif not self.transport.is_closing():
-            self.transport.write(data)
+        if server.coord.write_seq != server.acked_seq or server.waiting:
+            server.hold_reply(self, data, close)
+        else:
+            self.write_now(data, close)
+
+    def write_now(self, data, close=False):
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            if close:
+                transport.close()
 
     # -- state used by commands -------------------------------------------------------------
     def authenticate(self, user: bytes, password: bytes):

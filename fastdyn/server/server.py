@@ -1,9 +1,11 @@
 """A running node: the store, the coordinator, the client listener and the node's timers.
 
-Durability: with `--sync always` the store is opened without its own fsync and the node does
-group commit: replies produced after a write wait (held) until one fsync, run in a worker
-thread so the event loop keeps parsing and executing, covers that write; one fsync serves every
-write made before it started. `--sync interval` and `never` leave fsync to the store.
+Durability: the node decides when the log is written. Replies produced after a write are held
+until the end of the event-loop turn, when one write() hands every connection's records to the
+OS. With `--sync always` the store is opened without its own fsync and the node does group
+commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
+parsing and executing; one fsync covers every write made before it started. `--sync interval`
+leaves the periodic fsync to the store.
 """
 import asyncio
 import collections
@@ -39,10 +41,14 @@ class Node:
         self.started = time.time()
         self.stats = collections.Counter()
         self._client_ids = 0
-        # group commit state
-        self.durable_seq = 0
-        self.waiting = collections.deque()   # (write_seq, connection, reply bytes)
+        # Replies that follow a write leave only once that write is handed to the OS (sync
+        # interval/never: a killed process loses no acknowledged write) or fsynced (sync
+        # always); one write() and at most one fsync serve every connection of a turn.
+        self.acked_seq = 0                   # write_seq up to which replies may leave
+        self.waiting = collections.deque()   # (write_seq, connection, reply bytes, close)
+        self.commit_scheduled = False
         self.fsync_running = False
+        self.commands_processed = 0
         self.loop = None
         self.listener = None
         self.stopping = None
@@ -53,6 +59,7 @@ class Node:
 
     def reset_stats(self):
         self.stats.clear()
+        self.commands_processed = 0
 
     def config_view(self) -> dict:
         """Settings CONFIG GET shows, as Redis names them where Redis has the setting."""
@@ -67,47 +74,57 @@ class Node:
                                  "never": "no"}[c.sync],
                 b"maxmemory": "0", b"maxmemory-policy": "noeviction", b"dir": c.data_dir}
 
-    # -- group commit (sync=always) ---------------------------------------------------------
-    def hold_reply(self, conn, data):
-        self.waiting.append((self.coord.write_seq, conn, data))
-        if not self.fsync_running:
-            self.fsync_running = True
-            self.loop.call_soon(self._start_fsync)
+    # -- replies after writes --------------------------------------------------------------
+    def hold_reply(self, conn, data, close=False):
+        """Keep a reply that may depend on writes not yet released (see release rule below);
+        `close`: close the connection once it is sent."""
+        self.waiting.append((self.coord.write_seq, conn, data, close))
+        if not self.commit_scheduled:
+            self.commit_scheduled = True
+            self.loop.call_soon(self._commit)
 
-    def _start_fsync(self):
+    def _commit(self):
+        """Once per event-loop turn: one write() of the turn's records, then release replies
+        (sync interval/never), or one fsync in a worker thread first (sync always)."""
+        self.commit_scheduled = False
         seq = self.coord.write_seq
         try:
             self.store.flush_buffer()
         except Exception:
             log.exception("write to the data directory failed")
-            self._fsync_failed()
+            self._drop_waiting()
             return
-        fut = self.loop.run_in_executor(None, self.store.fsync)
-        fut.add_done_callback(lambda f: self._fsync_done(f, seq))
+        if not self.group_commit:
+            self.acked_seq = seq
+            self._release(seq)
+        elif not self.fsync_running:
+            self.fsync_running = True
+            fut = self.loop.run_in_executor(None, self.store.fsync)
+            fut.add_done_callback(lambda f: self._fsync_done(f, seq))
 
     def _fsync_done(self, fut, seq):
+        self.fsync_running = False
         if fut.exception() is not None:
             log.error("fsync failed: %s", fut.exception())
-            self._fsync_failed()
+            self._drop_waiting()
             return
-        self.durable_seq = max(self.durable_seq, seq)
+        self.acked_seq = max(self.acked_seq, seq)
+        self._release(seq)
+        if self.waiting and not self.commit_scheduled:
+            self._commit()
+
+    def _release(self, seq):
         waiting = self.waiting
         while waiting and waiting[0][0] <= seq:
-            _, conn, data = waiting.popleft()
-            if conn.transport is not None and not conn.transport.is_closing():
-                conn.transport.write(data)
-        if waiting:
-            self._start_fsync()
-        else:
-            self.fsync_running = False
+            _, conn, data, close = waiting.popleft()
+            conn.write_now(data, close)
 
-    def _fsync_failed(self):
-        # the writes may not be durable: never acknowledge them; drop those clients
+    def _drop_waiting(self):
+        # the writes may be lost: never acknowledge them; drop those clients instead
         while self.waiting:
-            _, conn, _ = self.waiting.popleft()
+            conn = self.waiting.popleft()[1]
             if conn.transport is not None:
                 conn.transport.abort()
-        self.fsync_running = False
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
@@ -145,7 +162,7 @@ class Node:
         """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
         log.info("shutting down")
         self.listener.close()
-        while self.fsync_running:
+        while self.fsync_running or self.commit_scheduled:
             await asyncio.sleep(0.01)
         for conn in list(self.clients):
             if conn.transport is not None:
