@@ -1,0 +1,1609 @@
+# cython: language_level=3
+"""The log-structured storage engine: Bitcask (Sheehy & Smith 2010) with a C keydir.
+
+On disk a data directory holds append-only segment files `<id>.data` (16 hex digits), hint
+files `<id>.hint` written by merges, `LOCK` (flock, one process per directory), the marker
+`FASTDYN-STORE` and `RECOVERY.json` (what the last open found).
+
+Record (little-endian):  crc32c u32 | timestamp_ms u64 | expiry_ms u64 | flags u8 |
+key_len u32 | value_len u32 | key | value.  The CRC covers everything after it.  Flags:
+1 tombstone, 2 value is lz4 block-compressed (with its size prefix), 4 clear marker (FLUSHDB:
+every record before it, in segment order, is dead).
+
+Segment order decides which record of a key wins at start-up.  A merge writes the records it
+keeps to new segments whose ids follow the largest merged id (ids leave 2**20 room after each
+segment), so a copied record still sorts after every older version of its key and before
+anything written later.
+"""
+import json
+import os
+import threading
+import time
+import weakref
+
+import fcntl
+import lz4.block
+
+from fastdyn.errors import StorageCorruption, StorageError, StoreLocked
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy, memcmp, memmove, memset
+from libc.stdlib cimport malloc, realloc, free, qsort
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport write as c_write, fdatasync
+from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
+                            PyBytes_CheckExact)
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.unicode cimport PyUnicode_Check
+
+
+cdef extern from "crc32c.h":
+    void crc32c_setup()
+    uint32_t crc32c_extend(uint32_t crc, const void *p, size_t n) nogil
+    uint32_t crc32c_portable(uint32_t crc, const void *p, size_t n) nogil
+
+cdef extern from "keydir.h":
+    uint32_t KD_DEAD
+    size_t KD_ENTRY_HEADER
+    uint64_t kd_hash(const keydir *kd, const void *key, size_t len) nogil
+    size_t kd_home(const keydir *kd, uint64_t h) nogil
+    kd_entry *kd_entry_at(const keydir *kd, size_t i) nogil
+    size_t kd_entry_bytes(const kd_entry *e) nogil
+    int kd_init(keydir *kd, uint64_t seed0, uint64_t seed1) nogil
+    void kd_free(keydir *kd) nogil
+    int64_t kd_find(const keydir *kd, const void *key, size_t len, uint64_t h) nogil
+    int64_t kd_insert(keydir *kd, const void *key, size_t len, uint64_t h) nogil
+    void kd_remove(keydir *kd, size_t i) nogil
+    int kd_maybe_compact(keydir *kd) nogil
+    int kd_clear(keydir *kd) nogil
+    uint64_t kd_cursor_for_slot(const keydir *kd, size_t i) nogil
+    size_t kd_memory(const keydir *kd) nogil
+
+crc32c_setup()
+
+# ---- on-disk format ------------------------------------------------------------------------
+cdef enum:
+    HDR = 29                # record header bytes
+    F_TOMB = 1
+    F_LZ4 = 2
+    F_CLEAR = 4
+    F_KNOWN = 7
+    MAX_KEY = 65536
+    SEG_FREE = 0
+    SEG_SEALED = 1
+    SEG_ACTIVE = 2
+    SEG_RETIRED = 3
+    SYNC_NEVER = 0
+    SYNC_INTERVAL = 1
+    SYNC_ALWAYS = 2
+    HINT_ENTRY = 21         # off u32, size u32, expiry u64, flags u8, key_len u32
+
+cdef uint64_t MAX_VALUE_HARD = 1 << 30
+cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
+cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
+cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
+cdef bytes HINT_MAGIC = b"FDHINT01"
+MARKER = "FASTDYN-STORE"
+MARKER_TEXT = "fastdyn log-structured store, format 1\n"
+
+HEADER_BYTES = HDR
+FLAG_TOMBSTONE = F_TOMB
+FLAG_LZ4 = F_LZ4
+FLAG_CLEAR = F_CLEAR
+
+
+cdef inline uint32_t ld32(const char *p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+cdef inline uint64_t ld64(const char *p) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p, 8)
+    return v
+
+cdef inline void st32(char *p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)
+
+cdef inline void st64(char *p, uint64_t v) noexcept nogil:
+    memcpy(p, &v, 8)
+
+
+cdef inline size_t encode_record(char *p, uint64_t ts, uint64_t expiry, uint8_t flags,
+                                 const char *kp, size_t kl, const char *vp, size_t vl) noexcept nogil:
+    """Write one whole record at p (room for HDR + kl + vl); returns its size."""
+    st64(p + 4, ts)
+    st64(p + 12, expiry)
+    p[20] = <char>flags
+    st32(p + 21, <uint32_t>kl)
+    st32(p + 25, <uint32_t>vl)
+    if kl:
+        memcpy(p + HDR, kp, kl)
+    if vl:
+        memcpy(p + HDR + kl, vp, vl)
+    st32(p, crc32c_extend(0, p + 4, HDR - 4 + kl + vl))
+    return HDR + kl + vl
+
+
+cdef inline size_t check_record(const char *base, size_t pos, size_t end) noexcept nogil:
+    """Size of the valid record at base+pos (header sane, CRC good), or 0."""
+    if end - pos < HDR:
+        return 0
+    cdef const char *p = base + pos
+    cdef uint8_t flags = <uint8_t>p[20]
+    cdef uint64_t kl = ld32(p + 21)
+    cdef uint64_t vl = ld32(p + 25)
+    if flags & ~F_KNOWN:
+        return 0
+    if flags & F_CLEAR:
+        if kl != 0 or vl != 0:
+            return 0
+    elif kl == 0 or kl > MAX_KEY:
+        return 0
+    if (flags & F_TOMB) and vl != 0:
+        return 0
+    if vl > MAX_VALUE_HARD or HDR + kl + vl > end - pos:
+        return 0
+    if crc32c_extend(0, p + 4, HDR - 4 + kl + vl) != ld32(p):
+        return 0
+    return <size_t>(HDR + kl + vl)
+
+
+cdef inline int64_t resync(const char *base, size_t pos, size_t end) noexcept nogil:
+    """Offset of the next valid record at or after pos, or -1: skips over damaged bytes."""
+    while pos + HDR <= end:
+        if check_record(base, pos, end):
+            return <int64_t>pos
+        pos += 1
+    return -1
+
+
+def crc32c(data, crc=0, portable=False):
+    """CRC-32C of a bytes-like object (extending `crc`); `portable` forces the table code."""
+    cdef Py_buffer buf
+    PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+    try:
+        if portable:
+            return crc32c_portable(<uint32_t>crc, buf.buf, <size_t>buf.len)
+        return crc32c_extend(<uint32_t>crc, buf.buf, <size_t>buf.len)
+    finally:
+        PyBuffer_Release(&buf)
+
+
+def segment_name(uint64_t seg_id):
+    return "%016x.data" % seg_id
+
+
+cdef int64_t wall_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef bytes key_bytes(object key):
+    """The key as bytes, validated: bytes, str (UTF-8) or another bytes-like object."""
+    cdef bytes b
+    if PyBytes_CheckExact(key):
+        b = <bytes>key
+    elif PyUnicode_Check(key):
+        b = (<str>key).encode("utf-8")
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        b = bytes(key)
+    else:
+        raise TypeError(f"keys must be bytes or str, not {type(key).__name__}")
+    if PyBytes_GET_SIZE(b) == 0 or PyBytes_GET_SIZE(b) > MAX_KEY:
+        raise ValueError(f"key must be 1 to {MAX_KEY} bytes long, got {PyBytes_GET_SIZE(b)}")
+    return b
+
+
+ctypedef struct FoldItem:
+    uint64_t seg_id
+    uint32_t seg
+    uint32_t off
+
+
+cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
+    cdef const FoldItem *x = <const FoldItem *>a
+    cdef const FoldItem *y = <const FoldItem *>b
+    if x.seg_id != y.seg_id:
+        return -1 if x.seg_id < y.seg_id else 1
+    if x.off != y.off:
+        return -1 if x.off < y.off else 1
+    return 0
+
+
+cdef class _Batch:
+    """Context manager returned by Store.batch(); nests."""
+    cdef Store store
+
+    def __cinit__(self, Store store):
+        self.store = store
+
+    def __enter__(self):
+        self.store._check_writable()
+        self.store.batch_depth += 1
+        return self.store
+
+    def __exit__(self, exc_type, exc, tb):
+        self.store.batch_depth -= 1
+        if self.store.batch_depth == 0 and not self.store.closed:
+            self.store._flush()
+            if self.store.sync_mode == SYNC_ALWAYS:
+                self.store._fsync_active()
+        return False
+
+
+def _flusher_loop(ref, stop, double period):
+    """Background duty of a store: write() pending records, fsync (interval policy) and start
+    merges.  Holds only a weak reference, so a forgotten store can still be collected."""
+    while not stop.wait(period):
+        store = ref()
+        if store is None:
+            return
+        try:
+            store._tick()
+        except Exception:
+            # a closed store or a transient I/O error: the next tick or call reports it
+            pass
+        del store
+
+
+cdef class Store:
+    """A log-structured hash store in one data directory (see the module docstring).
+
+    Keys are bytes (str keys are UTF-8 encoded; bytearray/memoryview are copied), 1 B to
+    64 KiB.  Values are bytes-like, up to `max_value_bytes`; str values raise TypeError rather
+    than guess an encoding.
+
+    Durability (`sync`):
+      - "always": every mutating call outside `batch()` returns only after its record is
+        fsynced; in a batch, one write() and one fsync at the end of the outermost block.
+      - "interval": records are handed to the OS (write()) at the end of each batch, when
+        1 MiB is pending, and every `sync_interval_ms` by a background thread, which then
+        fsyncs.  A crash loses at most about the last interval of writes.
+      - "never": like "interval" without the fsync (the OS decides).
+    """
+
+    def __cinit__(self):
+        self.segs = NULL
+        self.nsegs = 0
+        self.segs_cap = 0
+        self.active = -1
+        self.wbuf = NULL
+        self.wlen = 0
+        self.wcap = 0
+        self.closed = 1
+        self.kd.slots = NULL
+        self.kd.arena = NULL
+
+    def __init__(self, path, sync="interval", int sync_interval_ms=1000,
+                 max_value_bytes=16 << 20, segment_bytes=64 << 20, compress_threshold=4096,
+                 merge_ratio=0.4, auto_merge=True, on_write=None, clock=None,
+                 read_only=False):
+        """Open (creating if needed) the store in directory `path`.
+
+        `clock`: a callable returning the current Unix time in milliseconds (tests use it to
+        control expiry); default the system clock.  `read_only`: inspect without changing
+        anything (no repair, no writes); the directory must exist.
+        """
+        if sync not in ("always", "interval", "never"):
+            raise ValueError(f"sync must be 'always', 'interval' or 'never', not {sync!r}")
+        if sync_interval_ms <= 0:
+            raise ValueError("sync_interval_ms must be positive")
+        if not 0 < max_value_bytes <= MAX_VALUE_HARD:
+            raise ValueError(f"max_value_bytes must be between 1 and {MAX_VALUE_HARD}")
+        if not 1024 <= segment_bytes <= (2 << 30):
+            raise ValueError("segment_bytes must be between 1 KiB and 2 GiB")
+        if compress_threshold < 0:
+            raise ValueError("compress_threshold must be >= 0 (0 disables compression)")
+        if not 0.0 < merge_ratio <= 1.0:
+            raise ValueError("merge_ratio must be in (0, 1]")
+        if on_write is not None and not callable(on_write):
+            raise TypeError("on_write must be callable")
+        self.path = os.path.abspath(os.fspath(path))
+        self.sync = sync
+        self.sync_mode = {"never": SYNC_NEVER, "interval": SYNC_INTERVAL, "always": SYNC_ALWAYS}[sync]
+        self.sync_interval_ms = sync_interval_ms
+        self.max_value_bytes = max_value_bytes
+        self.segment_bytes = segment_bytes
+        self.compress_threshold = compress_threshold
+        self.merge_ratio = merge_ratio
+        self.auto_merge = auto_merge and not read_only
+        self.on_write = on_write
+        self._clock = clock
+        self.read_only = 1 if read_only else 0
+        self.map_len = segment_bytes + HDR + MAX_KEY + max_value_bytes + 4096
+        self._merge_lock = threading.Lock()
+        self._merges_done = 0
+        seed = os.urandom(16)
+        if kd_init(&self.kd, ld64(PyBytes_AS_STRING(seed)), ld64(PyBytes_AS_STRING(seed) + 8)) < 0:
+            raise MemoryError("cannot allocate the keydir")
+        self._lock_directory()
+        try:
+            self.closed = 0
+            self._open_segments()
+        except BaseException:
+            self._release_all()
+            raise
+        if not self.read_only:
+            self._flusher_stop = threading.Event()
+            period = self.sync_interval_ms / 1000.0 if self.sync_mode == SYNC_INTERVAL else 1.0
+            self._flusher = threading.Thread(
+                target=_flusher_loop, args=(weakref.ref(self), self._flusher_stop, period),
+                name="fastdyn-store-flusher", daemon=True)
+            self._flusher.start()
+
+    # ---- opening --------------------------------------------------------------------------
+    def _lock_directory(self):
+        path = self.path
+        if self.read_only:
+            if not os.path.isdir(path):
+                raise StorageError(f"{path} is not a directory")
+            if not os.path.exists(os.path.join(path, MARKER)):
+                raise StorageError(f"{path} is not a fastdyn data directory (no {MARKER} file)")
+        else:
+            os.makedirs(path, exist_ok=True)
+        lock_path = os.path.join(path, "LOCK")
+        try:
+            f = open(lock_path, "a+" if not self.read_only else "r")
+        except FileNotFoundError:
+            raise StorageError(f"{path} is not a fastdyn data directory (no LOCK file)") from None
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            who = f" (pid {holder})" if holder else ""
+            raise StoreLocked(
+                f"data directory {path} is locked by another process{who}; "
+                "only one process may open a store at a time") from None
+        if not self.read_only:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            marker = os.path.join(path, MARKER)
+            if not os.path.exists(marker):
+                with open(marker, "w") as m:
+                    m.write(MARKER_TEXT)
+                _fsync_dir(path)
+        self._lock_file = f
+
+    def _open_segments(self):
+        cdef uint32_t si
+        cdef int64_t now = self._now()
+        t0 = time.perf_counter()
+        report = {"segments": 0, "from_hints": 0, "scanned": 0, "keys": 0, "truncated": [],
+                  "corrupt": [], "hint_fallbacks": [], "cleared": [], "seconds": 0.0}
+        names = sorted(os.listdir(self.path))
+        ids = []
+        for name in names:
+            if name.endswith(".tmp") and not self.read_only:
+                os.unlink(os.path.join(self.path, name))
+            elif name.endswith(".data") and len(name) == 21:
+                try:
+                    ids.append(int(name[:16], 16))
+                except ValueError:
+                    pass
+        ids.sort()
+        hinted = {int(n[:16], 16) for n in names if n.endswith(".hint") and len(n) == 21}
+        self.next_major = (ids[-1] // ID_GAP + 1) if ids else 1
+        flags = os.O_RDONLY if self.read_only else os.O_RDWR
+        for seg_id in ids:
+            data_path = os.path.join(self.path, "%016x.data" % seg_id)
+            fd = os.open(data_path, flags | os.O_CLOEXEC)
+            size = os.fstat(fd).st_size
+            si = self._add_seg(seg_id, fd, size, size, SEG_SEALED)
+            report["segments"] += 1
+            if seg_id in hinted:
+                with open(os.path.join(self.path, "%016x.hint" % seg_id), "rb") as hf:
+                    hint = hf.read()
+                if self._load_hint(si, hint, now):
+                    self.segs[si].hinted = 1
+                    report["from_hints"] += 1
+                    continue
+                report["hint_fallbacks"].append("%016x.hint" % seg_id)
+            report["scanned"] += 1
+            self._scan_segment(si, now, report)
+        # a clear marker found at start-up finishes an interrupted clear()
+        for si in range(self.nsegs):
+            if self.segs[si].state == SEG_RETIRED:
+                report["cleared"].append("%016x.data" % self.segs[si].id)
+        report["keys"] = self.kd.count
+        report["seconds"] = round(time.perf_counter() - t0, 6)
+        self.recovery_report = report
+        if not self.read_only:
+            tmp = os.path.join(self.path, "RECOVERY.json.tmp")
+            with open(tmp, "w") as f:
+                json.dump(dict(report, opened_at=time.time()), f, indent=1)
+            os.replace(tmp, os.path.join(self.path, "RECOVERY.json"))
+
+    cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
+                           int state) except? 0xFFFFFFFF:
+        cdef Seg *segs
+        cdef void *m
+        if self.nsegs == self.segs_cap:
+            segs = <Seg *>realloc(self.segs, (self.segs_cap * 2 + 16) * sizeof(Seg))
+            if segs == NULL:
+                raise MemoryError()
+            self.segs = segs
+            self.segs_cap = self.segs_cap * 2 + 16
+        m = NULL
+        if map_len:
+            m = mmap(NULL, map_len, PROT_READ, MAP_SHARED, fd, 0)
+            if m == MAP_FAILED:
+                os.close(fd)
+                raise StorageError(f"cannot map segment {seg_id:016x}: {os.strerror(errno)}")
+        cdef Seg *s = &self.segs[self.nsegs]
+        memset(s, 0, sizeof(Seg))
+        s.fd = fd
+        s.id = seg_id
+        s.map = <char *>m
+        s.map_len = map_len
+        s.size = size
+        s.state = state
+        self.nsegs += 1
+        return self.nsegs - 1
+
+    cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,
+                    uint8_t flags, uint64_t expiry, int64_t now) except -1:
+        """Replay one record (from a scan or a hint) into the keydir; later records win."""
+        cdef int64_t slot
+        cdef kd_entry *e
+        if flags & F_CLEAR:
+            kd_clear(&self.kd)
+            for i in range(self.nsegs):
+                if i != si and self.segs[i].state == SEG_SEALED and self.segs[i].id < self.segs[si].id:
+                    self.segs[i].live = 0
+                    if not self.read_only:
+                        self._retire(i)
+            return 0
+        slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+        if slot >= 0:
+            e = kd_entry_at(&self.kd, slot)
+            self.segs[e.seg].live -= e.size
+        if (flags & F_TOMB) or (expiry != 0 and <int64_t>expiry <= now):
+            if slot >= 0:
+                self._remove_slot(slot)
+            return 0
+        self._index(kp, kl, si, off, size, expiry)
+        return 0
+
+    cdef int _scan_segment(self, uint32_t si, int64_t now, dict report) except -1:
+        cdef size_t pos = 0, rec, end = self.segs[si].size
+        cdef const char *base = self.segs[si].map
+        cdef int64_t nxt
+        cdef uint32_t kl
+        name = "%016x.data" % self.segs[si].id
+        while pos < end:
+            rec = check_record(base, pos, end)
+            if rec:
+                kl = ld32(base + pos + 21)
+                self._apply(si, <uint32_t>pos, <uint32_t>rec, base + pos + HDR, kl,
+                            <uint8_t>base[pos + 20], ld64(base + pos + 12), now)
+                pos += rec
+                continue
+            nxt = resync(base, pos + 1, end)
+            if nxt < 0:
+                report["truncated"].append({"file": name, "offset": pos, "bytes": end - pos})
+                if not self.read_only:
+                    os.ftruncate(self.segs[si].fd, pos)
+                    os.fsync(self.segs[si].fd)
+                self.segs[si].size = pos
+                break
+            report["corrupt"].append({"file": name, "offset": pos, "bytes": <size_t>nxt - pos})
+            pos = <size_t>nxt
+        return 0
+
+    cdef int _load_hint(self, uint32_t si, bytes hint, int64_t now) except -1:
+        """Replay a hint file; 0 (and nothing applied) when it does not check out."""
+        cdef const char *p = PyBytes_AS_STRING(hint)
+        cdef size_t n = PyBytes_GET_SIZE(hint), pos, kl, count = 0, end
+        cdef uint32_t off, size
+        if n < 8 + 8 + 8 + 4 or memcmp(p, PyBytes_AS_STRING(HINT_MAGIC), 8) != 0:
+            return 0
+        if crc32c_extend(0, p, n - 4) != ld32(p + n - 4):
+            return 0
+        if ld64(p + 8) != self.segs[si].size:
+            return 0
+        end = n - 12
+        pos = 16
+        while pos < end:   # structural pass: nothing is applied unless all of it is sound
+            if end - pos < HINT_ENTRY:
+                return 0
+            kl = ld32(p + pos + 17)
+            off = ld32(p + pos)
+            size = ld32(p + pos + 4)
+            if kl > MAX_KEY or end - pos - HINT_ENTRY < kl or <uint64_t>off + size > self.segs[si].size:
+                return 0
+            pos += HINT_ENTRY + kl
+            count += 1
+        if pos != end or count != ld64(p + end):
+            return 0
+        pos = 16
+        while pos < end:
+            kl = ld32(p + pos + 17)
+            self._apply(si, ld32(p + pos), ld32(p + pos + 4), p + pos + HINT_ENTRY, kl,
+                        <uint8_t>p[pos + 16], ld64(p + pos + 8), now)
+            pos += HINT_ENTRY + kl
+        return 1
+
+    # ---- small helpers ----------------------------------------------------------------------
+    cdef int64_t _now(self) except? -1:
+        if self._clock is None:
+            return wall_ms()
+        return int(self._clock())
+
+    cdef int _check_open(self) except -1:
+        if self.closed:
+            raise StorageError(f"store {self.path} is closed")
+        return 0
+
+    cdef int _check_writable(self) except -1:
+        if self.closed:
+            raise StorageError(f"store {self.path} is closed")
+        if self.read_only:
+            raise StorageError(f"store {self.path} is open read-only")
+        return 0
+
+    cdef int64_t _lookup(self, const char *kp, size_t kl) except -2:
+        """Slot of a live key, or -1; an expired key found here is dropped (lazy expiry)."""
+        cdef int64_t slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+        cdef kd_entry *e
+        if slot < 0:
+            return -1
+        e = kd_entry_at(&self.kd, slot)
+        if e.expiry != 0 and <int64_t>e.expiry <= self._now():
+            if not self.read_only:
+                self._remove_slot(slot)
+            return -1
+        return slot
+
+    cdef int _remove_slot(self, size_t slot) except -1:
+        cdef kd_entry *e = kd_entry_at(&self.kd, slot)
+        self.segs[e.seg].live -= e.size
+        kd_remove(&self.kd, slot)
+        if kd_maybe_compact(&self.kd) < 0:
+            raise MemoryError("cannot compact the keydir")
+        return 0
+
+    cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
+                    uint32_t size, uint64_t expiry) except -1:
+        """Point key at a record (insert or update), moving its live bytes."""
+        cdef uint64_t h = kd_hash(&self.kd, kp, kl)
+        cdef int64_t slot = kd_find(&self.kd, kp, kl, h)
+        cdef kd_entry *e
+        if slot >= 0:
+            e = kd_entry_at(&self.kd, slot)
+            self.segs[e.seg].live -= e.size
+        else:
+            slot = kd_insert(&self.kd, kp, kl, h)
+            if slot < 0:
+                raise MemoryError("cannot grow the keydir")
+            e = kd_entry_at(&self.kd, slot)
+        if e.expiry != 0:
+            self.kd.volatile_count -= 1
+        if expiry != 0:
+            self.kd.volatile_count += 1
+        e.seg = seg
+        e.off = off
+        e.size = size
+        e.expiry = expiry
+        self.segs[seg].live += size
+        return 0
+
+    cdef object _read_value(self, kd_entry *e):
+        """The value of the record e points at, checked against its CRC."""
+        cdef uint32_t si = e.seg, off = e.off, size = e.size
+        cdef size_t kl = <size_t>e.klen_m1 + 1
+        cdef size_t vl = size - HDR - kl
+        cdef Seg *s = &self.segs[si]
+        cdef const char *p
+        cdef bint in_buffer = si == <uint32_t>self.active and off >= s.size
+        cdef uint32_t crc
+        cdef bytes out
+        cdef char *dst
+        if in_buffer:
+            p = self.wbuf + (off - s.size)
+        else:
+            p = s.map + off
+        if vl >= UNLOCKED_READ and not in_buffer:
+            # a big copy from the page cache may fault in pages from disk: let other threads run
+            out = PyBytes_FromStringAndSize(NULL, vl)
+            dst = PyBytes_AS_STRING(out)
+            s.readers += 1
+            with nogil:
+                crc = crc32c_extend(0, p + 4, size - 4)
+                memcpy(dst, p + HDR + kl, vl)
+            self.segs[si].readers -= 1
+            self._release(si)
+        else:
+            crc = crc32c_extend(0, p + 4, size - 4)
+            out = None
+        if crc != ld32(p):
+            raise StorageCorruption(
+                f"record at offset {off} of segment {self.segs[si].id:016x}.data in {self.path} "
+                "fails its checksum")
+        if out is None:
+            out = PyBytes_FromStringAndSize(p + HDR + kl, vl)
+        if (<uint8_t>p[20]) & F_LZ4:
+            return lz4.block.decompress(out)
+        return out
+
+    # ---- write path -------------------------------------------------------------------------
+    cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                     uint64_t expiry, uint8_t flags, int64_t now) except -1:
+        """Append one record to the write buffer of the active segment (rotating first when it
+        would overflow).  The record's (segment, offset) is active, size + wlen before."""
+        cdef size_t rec = HDR + kl + vl, ncap
+        cdef char *nb
+        cdef uint64_t used
+        if self.active < 0:
+            self._rotate()
+        else:
+            used = self.segs[self.active].size + self.wlen
+            if used > 0 and used + rec > self.segment_bytes:
+                self._rotate()
+        if self.wlen + rec > self.wcap:
+            ncap = self.wcap * 2 if self.wcap else (1 << 16)
+            while ncap < self.wlen + rec:
+                ncap *= 2
+            nb = <char *>realloc(self.wbuf, ncap)
+            if nb == NULL:
+                raise MemoryError("cannot grow the write buffer")
+            self.wbuf = nb
+            self.wcap = ncap
+        encode_record(self.wbuf + self.wlen, <uint64_t>now, expiry, flags, kp, kl, vp, vl)
+        self.wlen += rec
+        return 0
+
+    cdef int _after_write(self) except -1:
+        """Apply the sync policy after a mutating call."""
+        if self.batch_depth:
+            if self.wlen >= WBUF_FLUSH:
+                self._flush()
+            return 0
+        if self.sync_mode == SYNC_ALWAYS:
+            self._flush()
+            self._fsync_active()
+        elif self.wlen >= WBUF_FLUSH:
+            self._flush()
+        return 0
+
+    cdef int _flush(self) except -1:
+        """One write() of the pending records (retrying short writes)."""
+        if self.wlen == 0 or self.active < 0:
+            return 0
+        cdef int fd = self.segs[self.active].fd
+        cdef size_t done = 0, n = self.wlen
+        cdef ssize_t r
+        cdef int err = 0
+        while done < n:
+            r = c_write(fd, self.wbuf + done, n - done)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                err = errno
+                break
+            done += r
+        self.segs[self.active].size += done
+        if done < n:
+            memmove(self.wbuf, self.wbuf + done, n - done)
+        self.wlen = n - done
+        if err:
+            raise StorageError(f"write to {self.path} failed: {os.strerror(err)}")
+        return 0
+
+    cdef int _fsync_active(self) except -1:
+        cdef int a = self.active
+        cdef int fd, rc
+        if a < 0:
+            return 0
+        fd = self.segs[a].fd
+        self.segs[a].readers += 1
+        with nogil:
+            rc = fdatasync(fd)
+        self.segs[a].readers -= 1
+        err = errno
+        self._release(a)
+        if rc != 0:
+            raise StorageError(f"fsync in {self.path} failed: {os.strerror(err)}")
+        return 0
+
+    cdef int _seal_active(self) except -1:
+        """Flush and fsync the active segment and make it immutable."""
+        if self.active < 0:
+            return 0
+        self._flush()
+        self._fsync_active()
+        self.segs[self.active].state = SEG_SEALED
+        self.active = -1
+        return 0
+
+    cdef int _rotate(self) except -1:
+        """Seal the active segment and start a new, empty one (fsyncing the directory)."""
+        self._seal_active()
+        seg_id = self.next_major * ID_GAP
+        self.next_major += 1
+        fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
+                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        _fsync_dir(self.path)
+        self.active = self._add_seg(seg_id, fd, self.map_len, 0, SEG_ACTIVE)
+        return 0
+
+    cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1:
+        cdef bytes kb
+        cdef const char *kp
+        cdef size_t kl, vl
+        cdef const char *vp
+        cdef Py_buffer vbuf
+        cdef bint have_buf = False
+        cdef uint8_t flags = 0
+        cdef int64_t now
+        cdef uint32_t off
+        if self.closed or self.read_only:
+            self._check_writable()
+        if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
+            kb = <bytes>key
+        else:
+            kb = key_bytes(key)
+        kp = PyBytes_AS_STRING(kb)
+        kl = PyBytes_GET_SIZE(kb)
+        stored = value
+        if PyBytes_CheckExact(value):
+            vp = PyBytes_AS_STRING(value)
+            vl = PyBytes_GET_SIZE(value)
+        elif PyUnicode_Check(value) or value is None:
+            raise TypeError(f"values must be bytes-like, not {type(value).__name__} "
+                            "(encode str values explicitly)")
+        else:
+            try:
+                PyObject_GetBuffer(value, &vbuf, PyBUF_SIMPLE)
+            except TypeError:
+                raise TypeError(f"values must be bytes-like, not {type(value).__name__}") from None
+            have_buf = True
+            vp = <const char *>vbuf.buf
+            vl = vbuf.len
+        try:
+            if vl > self.max_value_bytes:
+                raise ValueError(f"value of {vl} bytes exceeds max_value_bytes "
+                                 f"({self.max_value_bytes})")
+            if self.compress_threshold and vl >= self.compress_threshold:
+                packed = lz4.block.compress(value, store_size=True)
+                if PyBytes_GET_SIZE(packed) < <Py_ssize_t>vl:
+                    stored = packed
+                    vp = PyBytes_AS_STRING(packed)
+                    vl = PyBytes_GET_SIZE(packed)
+                    flags = F_LZ4
+            now = self._now()
+            self._append(kp, kl, vp, vl, expiry_ms, flags, now)
+        finally:
+            if have_buf:
+                PyBuffer_Release(&vbuf)
+        off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
+        self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms)
+        if expiry_ms != 0 and <int64_t>expiry_ms <= now:
+            # written already expired (e.g. SET .. PXAT in the past): the key is gone
+            self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
+        self._after_write()
+        if self.on_write is not None:
+            self.on_write(kb, value)
+        return 0
+
+    # ---- the mapping API --------------------------------------------------------------------
+    def put(self, key, value, uint64_t expiry_ms=0):
+        """Store value under key; expiry_ms is an absolute Unix time in ms (0 = none)."""
+        self._put(key, value, expiry_ms)
+
+    def __setitem__(self, key, value):
+        self._put(key, value, 0)
+
+    def set(self, key, value, ttl=None):
+        """Store value under key, expiring after `ttl` seconds (float) when given."""
+        cdef uint64_t expiry = 0
+        if ttl is not None:
+            if not ttl > 0:
+                raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+            expiry = <uint64_t>(self._now() + max(1, int(round(ttl * 1000))))
+        self._put(key, value, expiry)
+
+    def __getitem__(self, key):
+        cdef int64_t slot
+        if self.closed:
+            self._check_open()
+        if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
+            slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+        else:
+            kb = key_bytes(key)
+            slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+        if slot < 0:
+            raise KeyError(key)
+        return self._read_value(kd_entry_at(&self.kd, slot))
+
+    def get(self, key, default=None):
+        """The value of key, or default when absent or expired."""
+        cdef int64_t slot
+        if self.closed:
+            self._check_open()
+        if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
+            slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+        else:
+            kb = key_bytes(key)
+            slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+        if slot < 0:
+            return default
+        return self._read_value(kd_entry_at(&self.kd, slot))
+
+    def get_entry(self, key):
+        """(value, expiry_ms) of a live key, or None when absent or expired."""
+        self._check_open()
+        kb = key_bytes(key)
+        cdef int64_t slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+        if slot < 0:
+            return None
+        cdef kd_entry *e = kd_entry_at(&self.kd, slot)
+        expiry = e.expiry
+        return self._read_value(e), expiry
+
+    def expiry_ms(self, key):
+        """From the keydir alone: None if absent or expired, 0 if no expiry, else the expiry."""
+        self._check_open()
+        kb = key_bytes(key)
+        cdef int64_t slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+        if slot < 0:
+            return None
+        return kd_entry_at(&self.kd, slot).expiry
+
+    def __contains__(self, key):
+        self._check_open()
+        kb = key_bytes(key)
+        return self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb)) >= 0
+
+    def delete(self, key):
+        """Remove key; True if a live key was removed (a tombstone records it)."""
+        self._check_writable()
+        kb = key_bytes(key)
+        cdef const char *kp = PyBytes_AS_STRING(kb)
+        cdef size_t kl = PyBytes_GET_SIZE(kb)
+        cdef int64_t slot = self._lookup(kp, kl)
+        if slot < 0:
+            return False
+        self._append(kp, kl, NULL, 0, 0, F_TOMB, self._now())
+        # the tombstone's own bytes are dead from the start: merge drops them when it can
+        self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
+        self._after_write()
+        if self.on_write is not None:
+            self.on_write(kb, None)
+        return True
+
+    def __delitem__(self, key):
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def set_expiry(self, key, uint64_t expiry_ms):
+        """Give a live key a new absolute expiry (0 = persist) by rewriting its record.
+        Returns False when the key is absent or expired.  An expiry in the past removes it."""
+        self._check_writable()
+        kb = key_bytes(key)
+        cdef const char *kp = PyBytes_AS_STRING(kb)
+        cdef size_t kl = PyBytes_GET_SIZE(kb)
+        cdef int64_t slot = self._lookup(kp, kl)
+        cdef kd_entry *e
+        cdef const char *p
+        cdef int64_t now
+        if slot < 0:
+            return False
+        e = kd_entry_at(&self.kd, slot)
+        if e.expiry == expiry_ms:
+            return True
+        if e.seg == <uint32_t>self.active and e.off >= self.segs[e.seg].size:
+            p = self.wbuf + (e.off - self.segs[e.seg].size)
+        else:
+            p = self.segs[e.seg].map + e.off
+        # copy the stored (maybe compressed) value: the buffer may move while appending
+        stored = PyBytes_FromStringAndSize(p + HDR + kl, e.size - HDR - kl)
+        flags = (<uint8_t>p[20]) & F_LZ4
+        now = self._now()
+        self._append(kp, kl, PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored), expiry_ms,
+                     flags, now)
+        self._index(kp, kl, self.active,
+                    <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + PyBytes_GET_SIZE(stored))),
+                    <uint32_t>(HDR + kl + PyBytes_GET_SIZE(stored)), expiry_ms)
+        if expiry_ms != 0 and <int64_t>expiry_ms <= now:
+            self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
+        self._after_write()
+        return True
+
+    def sweep_expired(self, size_t max_keys=20):
+        """Active expiry: drop up to max_keys expired keys from the keydir (their records
+        already carry the expiry, so no tombstone is written).  Returns how many."""
+        self._check_open()
+        if self.read_only or self.kd.volatile_count == 0 or max_keys == 0:
+            return 0
+        cdef int64_t now = self._now()
+        # examine at most one full pass of the table per call
+        cdef size_t removed = 0, examined = 0
+        cdef size_t limit = min(max(<size_t>1024, max_keys * 16), self.kd.nslots)
+        cdef size_t i = self.sweep_pos
+        cdef kd_entry *e
+        while removed < max_keys and examined < limit and self.kd.volatile_count:
+            if i >= self.kd.nslots:
+                i = 0
+            if self.kd.slots[i]:
+                e = kd_entry_at(&self.kd, i)
+                if e.expiry != 0 and <int64_t>e.expiry <= now:
+                    self._remove_slot(i)   # a later entry may shift into i: look again
+                    removed += 1
+                    continue
+            i += 1
+            examined += 1
+        self.sweep_pos = i
+        return removed
+
+    def __len__(self):
+        """Live keys (expired keys are swept first, so they never count)."""
+        self._check_open()
+        if self.kd.volatile_count and not self.read_only:
+            self.sweep_pos = 0
+            self.sweep_expired(self.kd.count)
+            return self.kd.count
+        if self.kd.volatile_count:
+            return self.kd.count - self._count_expired()
+        return self.kd.count
+
+    cdef size_t _count_expired(self):
+        cdef size_t i, n = 0
+        cdef kd_entry *e
+        cdef int64_t now = self._now()
+        for i in range(self.kd.nslots):
+            if self.kd.slots[i]:
+                e = kd_entry_at(&self.kd, i)
+                if e.expiry != 0 and <int64_t>e.expiry <= now:
+                    n += 1
+        return n
+
+    def scan(self, cursor, size_t count=10):
+        """Redis SCAN: returns (next_cursor, keys); cursor 0 starts, a returned 0 ends.
+
+        The cursor is a hash value and slots are kept in hash order, so every key present for
+        the whole scan is returned exactly once even when the table grows or shrinks between
+        calls.  Expired keys are skipped.  `count` is a hint: a call finishes the run of
+        occupied slots it is in."""
+        self._check_open()
+        cdef uint64_t start
+        try:
+            start = cursor
+        except OverflowError:
+            raise ValueError(f"invalid cursor {cursor!r}") from None
+        if count == 0:
+            count = 1
+        cdef size_t i = kd_home(&self.kd, start) if start else 0
+        cdef size_t found = 0, last = self.kd.nslots - 1
+        cdef uint64_t s
+        cdef kd_entry *e
+        cdef int64_t now = -1
+        out = []
+        while True:
+            s = self.kd.slots[i]
+            if s == 0:
+                if found >= count or i >= last:
+                    break
+                i += 1
+                continue
+            e = kd_entry_at(&self.kd, i)
+            if kd_hash(&self.kd, e.key, <size_t>e.klen_m1 + 1) >= start:
+                if e.expiry != 0 and now < 0:
+                    now = self._now()
+                if e.expiry == 0 or <int64_t>e.expiry > now:
+                    out.append(PyBytes_FromStringAndSize(e.key, <size_t>e.klen_m1 + 1))
+                    found += 1
+            i += 1
+        return (0 if i >= last else kd_cursor_for_slot(&self.kd, i + 1)), out
+
+    def __iter__(self):
+        cursor = 0
+        while True:
+            cursor, keys = self.scan(cursor, 1024)
+            yield from keys
+            if cursor == 0:
+                return
+
+    def keys(self):
+        return iter(self)
+
+    def items(self):
+        """Yield (key, value, expiry_ms) for every live key, reading records in segment order
+        (sequential disk reads).  A key live for the whole iteration is yielded exactly once,
+        with the value it has when yielded; keys written during the iteration may be missed."""
+        self._check_open()
+        cdef size_t n = 0, i, cap = self.kd.count + 1
+        cdef FoldItem *items = <FoldItem *>malloc(cap * sizeof(FoldItem))
+        cdef size_t pos = 0
+        cdef kd_entry *e
+        cdef int64_t now = self._now(), slot
+        cdef const char *p
+        cdef Seg *s
+        if items == NULL:
+            raise MemoryError()
+        pinned = set()
+        try:
+            while pos < self.kd.arena_used:
+                e = <kd_entry *>(self.kd.arena + pos)
+                pos += kd_entry_bytes(e)
+                if e.seg == KD_DEAD or (e.expiry != 0 and <int64_t>e.expiry <= now):
+                    continue
+                items[n].seg_id = self.segs[e.seg].id
+                items[n].seg = e.seg
+                items[n].off = e.off
+                n += 1
+            qsort(items, n, sizeof(FoldItem), fold_item_cmp)
+            for i in range(n):
+                if items[i].seg not in pinned:
+                    pinned.add(items[i].seg)
+                    self.segs[items[i].seg].readers += 1
+            for i in range(n):
+                self._check_open()
+                s = &self.segs[items[i].seg]
+                if items[i].seg == <uint32_t>self.active and items[i].off >= s.size:
+                    p = self.wbuf + (items[i].off - s.size)
+                else:
+                    p = s.map + items[i].off
+                key = PyBytes_FromStringAndSize(p + HDR, ld32(p + 21))
+                slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+                if slot < 0:
+                    continue
+                e = kd_entry_at(&self.kd, slot)
+                expiry = e.expiry
+                value = self._read_value(e)
+                yield key, value, expiry
+        finally:
+            free(items)
+            if not self.closed:
+                for si in pinned:
+                    self.segs[<uint32_t>si].readers -= 1
+                    self._release(si)
+
+    def fold(self, fn, acc=None):
+        """acc = fn(key, value, expiry_ms, acc) over every live record (see items()); returns
+        the final acc."""
+        for key, value, expiry in self.items():
+            acc = fn(key, value, expiry, acc)
+        return acc
+
+    # ---- group commit -----------------------------------------------------------------------
+    def batch(self):
+        """`with store.batch():` defers write() and fsync to the end of the outermost block:
+        one write() (more only past 1 MiB pending) and, for sync="always", one fsync, before
+        the block exits.  Reads inside the block see its writes."""
+        return _Batch(self)
+
+    def flush_buffer(self):
+        """Hand every pending record to the OS with one write().  No fsync: after it returns
+        the records survive a crash of this process, not of the machine."""
+        self._check_writable()
+        self._flush()
+
+    def fsync(self):
+        """Make durable every record written to the OS (by flush_buffer(), a batch's end or an
+        earlier call) before this call began.  Releases the GIL while the disk works, so a
+        worker thread may call it while another thread keeps appending."""
+        self._check_writable()
+        self._fsync_active()
+
+    def _tick(self):
+        """The background thread's periodic duty (see _flusher_loop)."""
+        if self.closed:
+            return
+        if self.batch_depth == 0:
+            self._flush()
+            if self.sync_mode == SYNC_INTERVAL:
+                self._fsync_active()
+        if self.auto_merge:
+            self._maybe_start_merge()
+
+    # ---- clear ------------------------------------------------------------------------------
+    def clear(self):
+        """Remove every key, durably: a clear marker is written and fsynced in a new segment,
+        then older segments are deleted.  A crash in between finishes the clear at the next
+        open.  on_write is not called."""
+        self._check_writable()
+        self._stop_merge()
+        with self._merge_lock:
+            self._flush()
+            self._rotate()
+            self._append(NULL, 0, NULL, 0, 0, F_CLEAR, self._now())
+            self._flush()
+            self._fsync_active()
+            kd_clear(&self.kd)
+            for i in range(self.nsegs):
+                if i != self.active and self.segs[i].state == SEG_SEALED:
+                    self.segs[i].live = 0
+                    self._retire(i)
+            self.segs[self.active].live = 0
+            _fsync_dir(self.path)
+        self.merge_stop = 0
+
+    # ---- merge ------------------------------------------------------------------------------
+    cdef int _release(self, uint32_t si) except -1:
+        """Unmap and close a retired segment once nothing pins it."""
+        cdef Seg *s = &self.segs[si]
+        if s.state == SEG_RETIRED and s.readers == 0:
+            if s.map != NULL:
+                munmap(s.map, s.map_len)
+                s.map = NULL
+            os.close(s.fd)
+            s.fd = -1
+            s.state = SEG_FREE
+        return 0
+
+    cdef int _retire(self, uint32_t si) except -1:
+        """Delete a segment's files; its memory goes when the last pin does."""
+        cdef Seg *s = &self.segs[si]
+        base = os.path.join(self.path, "%016x" % s.id)
+        for suffix in (".hint", ".data"):
+            try:
+                os.unlink(base + suffix)
+            except FileNotFoundError:
+                pass
+        s.state = SEG_RETIRED
+        self._release(si)
+        return 0
+
+    def _stop_merge(self):
+        t = self._merge_thread
+        if t is not None and t.is_alive():
+            self.merge_stop = 1
+            t.join()
+        self._merge_thread = None
+
+    def _mergeable(self, bint all_dead):
+        """Sealed segments worth merging: any dead bytes (explicit merge) or a dead fraction of
+        at least merge_ratio (background)."""
+        cdef Seg *s
+        cdef uint32_t i
+        out = []
+        for i in range(self.nsegs):
+            s = &self.segs[i]
+            if s.state != SEG_SEALED or s.size == 0:
+                continue
+            dead = s.size - s.live
+            if (all_dead and dead > 0) or (dead >= self.merge_ratio * s.size):
+                out.append(i)
+        return out
+
+    def _unhinted(self):
+        return [i for i in range(self.nsegs)
+                if self.segs[i].state == SEG_SEALED and not self.segs[i].hinted]
+
+    def merge(self):
+        """Merge now, synchronously: seal the active segment, rewrite every sealed segment that
+        holds dead bytes (dropping overwritten, deleted and expired records) and write hint
+        files for the rest.  Returns the number of segments merged."""
+        self._check_writable()
+        with self._merge_lock:
+            self._seal_active()
+            victims = self._mergeable(True)
+            self._merge_segments(victims)
+            for si in self._unhinted():
+                if self.merge_stop:
+                    break
+                self._hint_segment(si)
+        return len(victims)
+
+    def _maybe_start_merge(self):
+        t = self._merge_thread
+        if self.closed or (t is not None and t.is_alive()):
+            return
+        if self._mergeable(False) or self._unhinted():
+            self._merge_thread = threading.Thread(
+                target=self._background_merge, name="fastdyn-store-merge", daemon=True)
+            self._merge_thread.start()
+
+    def _background_merge(self):
+        if not self._merge_lock.acquire(blocking=False):
+            return
+        try:
+            if self.closed or self.merge_stop:
+                return
+            self._merge_segments(self._mergeable(False))
+            for si in self._unhinted():
+                if self.merge_stop or self.closed:
+                    break
+                self._hint_segment(si)
+        finally:
+            self._merge_lock.release()
+
+    def _hint_segment(self, uint32_t si):
+        """Write the hint file of a sealed segment from its records (dead ones included: a hint
+        replays exactly like a scan of its data file)."""
+        cdef size_t pos = 0, rec, end
+        cdef const char *base
+        cdef int64_t nxt
+        cdef uint32_t kl
+        self.segs[si].readers += 1
+        try:
+            end = self.segs[si].size
+            base = self.segs[si].map
+            hint = bytearray()
+            count = 0
+            while pos < end:
+                rec = check_record(base, pos, end)
+                if rec == 0:
+                    nxt = resync(base, pos + 1, end)
+                    if nxt < 0:
+                        break
+                    pos = <size_t>nxt
+                    continue
+                kl = ld32(base + pos + 21)
+                hint += _hint_entry(pos, rec, ld64(base + pos + 12), <uint8_t>base[pos + 20],
+                                    PyBytes_FromStringAndSize(base + pos + HDR, kl))
+                count += 1
+                pos += rec
+            _write_hint(self.path, self.segs[si].id, end, hint, count)
+            self.segs[si].hinted = 1
+        finally:
+            self.segs[si].readers -= 1
+            self._release(si)
+
+    def _merge_segments(self, victims):
+        """Rewrite the live records of `victims` (segment slots) into new segments placed just
+        after the largest victim id, then delete the victims.  Runs in any thread: keydir work
+        happens with the GIL held, the writes without it.  A keydir entry moves to the copy only
+        if it still points at the original (Bitcask's rule), so concurrent writes win."""
+        cdef uint32_t si, out = 0xFFFFFFFF
+        cdef size_t pos, end, rec, kl, mlen, mcap = 2 << 20, rel, k
+        cdef const char *base
+        cdef const char *kp
+        cdef char *mbuf
+        cdef int64_t nxt, slot, now
+        cdef kd_entry *e
+        cdef uint8_t flags
+        cdef uint64_t expiry
+        cdef int fd, err
+        cdef ssize_t r
+        cdef size_t *moves      # triples: old offset, offset in mbuf, size
+        cdef size_t nmoves
+        cdef uint32_t j
+        cdef uint64_t top = 0, limit = self.next_major * ID_GAP
+        if not victims:
+            return
+        victims = [v for _, v in sorted([(self.segs[<uint32_t>v].id, v) for v in victims])]
+        vset = set(victims)
+        for v in victims:
+            top = max(top, self.segs[<uint32_t>v].id)
+        for j in range(self.nsegs):
+            if self.segs[j].state in (SEG_SEALED, SEG_ACTIVE) and self.segs[j].id > top:
+                limit = min(limit, self.segs[j].id)
+        next_id = top + 1
+        # a tombstone must survive the merge when an older segment outside it may hold the key
+        keep_tombs = {}
+        for v in victims:
+            keep = False
+            for j in range(self.nsegs):
+                if (self.segs[j].state == SEG_SEALED and j not in vset
+                        and self.segs[j].id < self.segs[<uint32_t>v].id):
+                    keep = True
+            keep_tombs[v] = keep
+        mbuf = <char *>malloc(mcap)
+        moves = <size_t *>malloc(3 * sizeof(size_t) * (mcap // HDR + 1))
+        if mbuf == NULL or moves == NULL:
+            free(mbuf)
+            free(moves)
+            raise MemoryError()
+        outputs = []
+        out_size = 0
+        hint = bytearray()
+        hint_count = 0
+        emitted = set()
+        stopped = False
+        try:
+            for i in victims:
+                si = i
+                self.segs[si].readers += 1
+                try:
+                    pos = 0
+                    end = self.segs[si].size
+                    while pos < end:
+                        if self.merge_stop or self.closed:
+                            stopped = True
+                            break
+                        # -- with the GIL: choose what to keep from up to ~1 MiB of records
+                        base = self.segs[si].map
+                        now = self._now()
+                        mlen = 0
+                        nmoves = 0
+                        chunk_hints = []   # (offset in chunk, size, expiry, flags, key)
+                        while pos < end and mlen < (1 << 20):
+                            rec = check_record(base, pos, end)
+                            if rec == 0:
+                                nxt = resync(base, pos + 1, end)
+                                if nxt < 0:
+                                    pos = end
+                                    break
+                                pos = <size_t>nxt
+                                continue
+                            if mlen + rec > mcap:
+                                if mlen:
+                                    break
+                                mcap = rec + HDR
+                                mbuf = <char *>realloc(mbuf, mcap)
+                                if mbuf == NULL:
+                                    raise MemoryError()
+                            flags = <uint8_t>base[pos + 20]
+                            kl = ld32(base + pos + 21)
+                            kp = base + pos + HDR
+                            expiry = ld64(base + pos + 12)
+                            if flags & F_CLEAR:
+                                if keep_tombs[i]:
+                                    memcpy(mbuf + mlen, base + pos, rec)
+                                    chunk_hints.append((mlen, rec, 0, flags, b""))
+                                    mlen += rec
+                                pos += rec
+                                continue
+                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                            if slot >= 0 and not (flags & F_TOMB):
+                                e = kd_entry_at(&self.kd, slot)
+                                if e.seg == si and e.off == pos:
+                                    if e.expiry != 0 and <int64_t>e.expiry <= now:
+                                        self._remove_slot(slot)
+                                        slot = -1
+                                    else:
+                                        memcpy(mbuf + mlen, base + pos, rec)
+                                        moves[3 * nmoves] = pos
+                                        moves[3 * nmoves + 1] = mlen
+                                        moves[3 * nmoves + 2] = rec
+                                        nmoves += 1
+                                        chunk_hints.append((mlen, rec, expiry, flags,
+                                                            PyBytes_FromStringAndSize(kp, kl)))
+                                        mlen += rec
+                            if slot < 0 and keep_tombs[i]:
+                                key = PyBytes_FromStringAndSize(kp, kl)
+                                if key not in emitted:
+                                    emitted.add(key)
+                                    chunk_hints.append((mlen, HDR + kl, 0, F_TOMB, key))
+                                    mlen += encode_record(mbuf + mlen, <uint64_t>now, 0, F_TOMB,
+                                                          kp, kl, NULL, 0)
+                            pos += rec
+                        if mlen == 0:
+                            continue
+                        # -- an output segment with room
+                        if out == 0xFFFFFFFF or (out_size > 0 and out_size + mlen > self.segment_bytes):
+                            if out != 0xFFFFFFFF:
+                                self._finish_output(out, hint, hint_count)
+                                hint = bytearray()
+                                hint_count = 0
+                            if next_id >= limit:
+                                raise StorageError("no segment id left for a merge output")
+                            fdo = os.open(os.path.join(self.path, "%016x.data" % next_id),
+                                          os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND
+                                          | os.O_CLOEXEC, 0o644)
+                            out = self._add_seg(next_id, fdo, self.map_len, 0, SEG_SEALED)
+                            self.segs[out].readers += 1   # pinned while being written
+                            outputs.append(out)
+                            next_id += 1
+                            out_size = 0
+                        # -- without the GIL: one write of the chunk
+                        fd = self.segs[out].fd
+                        rel = 0
+                        err = 0
+                        with nogil:
+                            while rel < mlen:
+                                r = c_write(fd, mbuf + rel, mlen - rel)
+                                if r < 0:
+                                    if errno == EINTR:
+                                        continue
+                                    err = errno
+                                    break
+                                rel += r
+                        if err:
+                            raise StorageError(f"merge write failed: {os.strerror(err)}")
+                        # -- with the GIL: move keydir entries that still point at the originals
+                        for k in range(nmoves):
+                            kp = mbuf + moves[3 * k + 1] + HDR
+                            kl = ld32(mbuf + moves[3 * k + 1] + 21)
+                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                            if slot < 0:
+                                continue
+                            e = kd_entry_at(&self.kd, slot)
+                            if e.seg == si and e.off == moves[3 * k]:
+                                self.segs[si].live -= e.size
+                                e.seg = out
+                                e.off = <uint32_t>(out_size + moves[3 * k + 1])
+                                self.segs[out].live += e.size
+                        for h_off, h_size, h_exp, h_flags, h_key in chunk_hints:
+                            hint += _hint_entry(out_size + h_off, h_size, h_exp, h_flags, h_key)
+                        hint_count += len(chunk_hints)
+                        # tombstones and markers a merge keeps are needed: count them live
+                        self.segs[out].live += mlen - sum_moves(moves, nmoves)
+                        self.segs[out].size += mlen
+                        out_size += mlen
+                finally:
+                    self.segs[si].readers -= 1
+                    self._release(si)
+                if stopped:
+                    break
+            if out != 0xFFFFFFFF:
+                self._finish_output(out, hint, hint_count)
+            if not stopped:
+                _fsync_dir(self.path)
+                for i in victims:
+                    self._retire(i)
+                _fsync_dir(self.path)
+                self._merges_done += 1
+        finally:
+            for o in outputs:
+                self.segs[<uint32_t>o].readers -= 1
+            free(mbuf)
+            free(moves)
+
+    def _finish_output(self, uint32_t out, hint, count):
+        cdef int fd = self.segs[out].fd
+        cdef int rc
+        with nogil:
+            rc = fdatasync(fd)
+        if rc:
+            raise StorageError(f"fsync of a merge output failed: {os.strerror(errno)}")
+        _write_hint(self.path, self.segs[out].id, self.segs[out].size, hint, count)
+        self.segs[out].hinted = 1
+
+    # ---- statistics and lifetime ---------------------------------------------------------------
+    def stats(self):
+        """Keys, per-segment live/dead bytes, expired-but-unswept keys, keydir memory, recovery."""
+        self._check_open()
+        cdef Seg *s
+        cdef uint32_t i
+        segments = []
+        live = dead = 0
+        for i in range(self.nsegs):
+            s = &self.segs[i]
+            if s.state not in (SEG_SEALED, SEG_ACTIVE):
+                continue
+            size = s.size + (self.wlen if i == self.active else 0)
+            segments.append({"file": "%016x.data" % s.id, "bytes": size, "live_bytes": s.live,
+                             "dead_bytes": size - s.live, "hint": bool(s.hinted),
+                             "active": i == self.active})
+            live += s.live
+            dead += size - s.live
+        cdef size_t key_bytes_total = 0, pos = 0
+        cdef kd_entry *e
+        while pos < self.kd.arena_used:
+            e = <kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            if e.seg != KD_DEAD:
+                key_bytes_total += <size_t>e.klen_m1 + 1
+        n = self.kd.count
+        mem = kd_memory(&self.kd)
+        return {
+            "path": self.path,
+            "keys": n,
+            "expired_keys": self._count_expired() if self.kd.volatile_count else 0,
+            "keys_with_expiry": self.kd.volatile_count,
+            "live_bytes": live,
+            "dead_bytes": dead,
+            "pending_bytes": self.wlen,
+            "segments": segments,
+            "keydir_bytes": mem,
+            "keydir_bytes_per_key": (mem / n) if n else 0.0,
+            "keydir_overhead_per_key": ((mem - key_bytes_total) / n) if n else 0.0,
+            "sync": self.sync,
+            "merging": self._merge_thread is not None and self._merge_thread.is_alive(),
+            "merges": self._merges_done,
+            "recovery": self.recovery_report,
+        }
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
+    def close(self):
+        """Write and fsync pending records, stop the background threads, release the lock."""
+        if self.closed:
+            return
+        if self._flusher_stop is not None:
+            self._flusher_stop.set()
+        self._stop_merge()
+        try:
+            if not self.read_only and self.active >= 0:
+                self._flush()
+                self._fsync_active()
+        finally:
+            self._release_all()
+
+    def _release_all(self):
+        cdef uint32_t i
+        self.closed = 1
+        for i in range(self.nsegs):
+            if self.segs[i].map != NULL:
+                munmap(self.segs[i].map, self.segs[i].map_len)
+                self.segs[i].map = NULL
+            if self.segs[i].fd >= 0 and self.segs[i].state != SEG_FREE:
+                os.close(self.segs[i].fd)
+            self.segs[i].fd = -1
+            self.segs[i].state = SEG_FREE
+        self.active = -1
+        free(self.wbuf)
+        self.wbuf = NULL
+        self.wlen = self.wcap = 0
+        kd_free(&self.kd)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __del__(self):
+        if not self.closed:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __dealloc__(self):
+        cdef uint32_t i
+        if self.segs != NULL:
+            for i in range(self.nsegs):
+                if self.segs[i].map != NULL:
+                    munmap(self.segs[i].map, self.segs[i].map_len)
+            free(self.segs)
+        free(self.wbuf)
+        if self.kd.slots != NULL:
+            kd_free(&self.kd)
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"{self.kd.count} keys"
+        return f"<fastdyn Store {self.path!r} sync={self.sync} {state}>"
+
+
+cdef size_t sum_moves(size_t *moves, size_t n) noexcept nogil:
+    cdef size_t t = 0, k
+    for k in range(n):
+        t += moves[3 * k + 2]
+    return t
+
+
+cdef bytes _hint_entry(size_t off, size_t size, uint64_t expiry, uint8_t flags, bytes key):
+    cdef char head[HINT_ENTRY]
+    st32(head, <uint32_t>off)
+    st32(head + 4, <uint32_t>size)
+    st64(head + 8, expiry)
+    head[16] = <char>flags
+    st32(head + 17, <uint32_t>PyBytes_GET_SIZE(key))
+    return PyBytes_FromStringAndSize(head, HINT_ENTRY) + key
+
+
+def _write_hint(path, uint64_t seg_id, uint64_t data_size, hint, count):
+    """Write `<id>.hint` atomically: magic, data size, entries, count, crc32c."""
+    cdef char head[16]
+    memcpy(head, PyBytes_AS_STRING(HINT_MAGIC), 8)
+    st64(head + 8, data_size)
+    body = bytearray(PyBytes_FromStringAndSize(head, 16))
+    body += hint
+    cdef char tail[8]
+    st64(tail, <uint64_t>count)
+    body += PyBytes_FromStringAndSize(tail, 8)
+    cdef char crc[4]
+    cdef bytes flat = bytes(body)
+    st32(crc, crc32c_extend(0, PyBytes_AS_STRING(flat), PyBytes_GET_SIZE(flat)))
+    body += PyBytes_FromStringAndSize(crc, 4)
+    final = os.path.join(path, "%016x.hint" % seg_id)
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

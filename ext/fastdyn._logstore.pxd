@@ -1,0 +1,98 @@
+# cython: language_level=3
+# The storage engine's C-level interface: `from fastdyn._logstore cimport Store` lets another
+# Cython module call Store's methods without Python attribute lookups.  (The dotted file name is
+# how Cython finds the declarations of module fastdyn._logstore built from ext/_logstore.pyx.)
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+
+
+cdef extern from "keydir.h":
+    ctypedef struct kd_entry:
+        uint32_t seg
+        uint32_t off
+        uint32_t size
+        uint64_t expiry
+        uint16_t klen_m1
+        char key[1]
+
+    ctypedef struct keydir:
+        uint64_t *slots
+        size_t cap
+        size_t nslots
+        size_t count
+        size_t volatile_count
+        char *arena
+        size_t arena_used
+        size_t arena_cap
+        size_t arena_dead
+        uint64_t seed0
+        uint64_t seed1
+        uint64_t generation
+
+
+cdef struct Seg:
+    int fd
+    uint64_t id
+    char *map
+    size_t map_len
+    uint64_t size       # bytes in the file (written with write())
+    uint64_t live       # bytes of records the keydir points at, plus tombstones a merge kept
+    int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
+    int state           # SEG_* below
+    int hinted
+
+
+cdef class Store:
+    cdef keydir kd
+    cdef Seg *segs
+    cdef uint32_t nsegs, segs_cap
+    cdef int active
+    cdef char *wbuf
+    cdef size_t wlen, wcap
+    cdef int sync_mode
+    cdef int batch_depth
+    cdef int closed, read_only
+    cdef int merge_stop
+    cdef uint64_t next_major
+    cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
+    cdef double merge_ratio
+    cdef size_t sweep_pos
+    cdef object _clock
+    cdef object on_write
+    cdef readonly object path
+    cdef readonly object recovery_report
+    cdef readonly str sync
+    cdef readonly int sync_interval_ms
+    cdef readonly bint auto_merge
+    cdef object _lock_file
+    cdef object _merge_lock
+    cdef object _merge_thread
+    cdef object _flusher
+    cdef object _flusher_stop
+    cdef object _merges_done
+    cdef object __weakref__
+
+    cdef int64_t _now(self) except? -1
+    cdef int64_t _lookup(self, const char *kp, size_t kl) except -2
+    cdef object _read_value(self, kd_entry *e)
+    cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
+    cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                     uint64_t expiry, uint8_t flags, int64_t now) except -1
+    cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
+                    uint32_t size, uint64_t expiry) except -1
+    cdef int _remove_slot(self, size_t slot) except -1
+    cdef int _after_write(self) except -1
+    cdef int _flush(self) except -1
+    cdef int _fsync_active(self) except -1
+    cdef int _rotate(self) except -1
+    cdef int _seal_active(self) except -1
+    cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
+                           int state) except? 0xFFFFFFFF
+    cdef int _release(self, uint32_t si) except -1
+    cdef int _retire(self, uint32_t si) except -1
+    cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,
+                    uint8_t flags, uint64_t expiry, int64_t now) except -1
+    cdef int _scan_segment(self, uint32_t si, int64_t now, dict report) except -1
+    cdef int _load_hint(self, uint32_t si, bytes hint, int64_t now) except -1
+    cdef size_t _count_expired(self)
+    cdef int _check_open(self) except -1
+    cdef int _check_writable(self) except -1
