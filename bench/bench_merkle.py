@@ -120,7 +120,7 @@ def main():
           f"fanout {args.fanout} ({tree_a.segment_count:,} segments)")
     print(f"build: digests {t_digest:.3f} s + fold {t_fold:.3f} s = "
           f"{t_digest + t_fold:.3f} s ({args.keys / (t_digest + t_fold):,.0f} keys/s); "
-          f"incremental update {t_updates * 1e6:.2f} us")
+          f"digest + tree update {t_updates * 1e6:.2f} us per changed key")
     print(f"| {'method':34s} | {'bytes shipped':>13s} | {'time (ms)':>9s} |")
     print(f"|{'-' * 36}|{'-' * 15}|{'-' * 11}|")
     print(f"| {'Merkle exchange (%d rounds)' % rounds:34s} | {sent + received:13,d} | "

@@ -100,6 +100,12 @@ cdef class MerkleCore:
             self._nodes[self._offsets[level] + <Py_ssize_t>segment] += delta
             segment >>= self.shift
 
+    def update_key(self, key, uint64_t old_digest, uint64_t new_digest):
+        """update() for a key given as bytes or str: hashes it here, saving a call per write."""
+        cdef bytes b = _as_bytes(key, "a key")
+        self.update(fd_xxh64(PyBytes_AS_STRING(b), <size_t>PyBytes_GET_SIZE(b), FD_KEY_SEED),
+                    old_digest, new_digest)
+
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def fold(self, const uint64_t[::1] key_hashes, const uint64_t[::1] digests):

@@ -14,7 +14,7 @@ MOVE_MARGIN = 0.10
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:", min_size=1, max_size=12)
 member_sets = st.lists(names, min_size=1, max_size=64, unique=True)
-FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def replica_counts(ring, n):

@@ -63,13 +63,13 @@ class MerkleTree:
     # -- incremental maintenance ------------------------------------------------------
     def update(self, key, old_digest: int, new_digest: int) -> None:
         """A write replaced key's version: old_digest -> new_digest (0 when absent)."""
-        self._core.update(hash64(key), old_digest, new_digest)
+        self._core.update_key(key, old_digest, new_digest)
 
     def insert(self, key, digest_: int) -> None:
-        self._core.update(hash64(key), 0, digest_)
+        self._core.update_key(key, 0, digest_)
 
     def remove(self, key, digest_: int) -> None:
-        self._core.update(hash64(key), digest_, 0)
+        self._core.update_key(key, digest_, 0)
 
     def fold(self, keys, digests_) -> None:
         """Add many (key, digest) items, e.g. a full scan of a partition at start-up."""
