@@ -285,6 +285,52 @@ def cmd_config(conn, args):
                            % args[1].decode("utf-8", "replace"))
 
 
+# -- transactions -----------------------------------------------------------------------------
+
+TRANSACTION_CONTROL = {"multi", "exec", "discard", "quit", "watch", "unwatch"}
+
+
+@command("multi", 1)
+def cmd_multi(conn, args):
+    if conn.multi is not None:
+        raise CommandError("ERR MULTI calls can not be nested")
+    conn.multi = []
+    conn.multi_failed = False
+    conn.out.ok()
+
+
+@command("exec", 1)
+def cmd_exec(conn, args):
+    if conn.multi is None:
+        raise CommandError("ERR EXEC without MULTI")
+    queued, failed = conn.multi, conn.multi_failed
+    conn.multi, conn.multi_failed = None, False
+    if failed:
+        raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+    conn.run_queued(queued)
+
+
+@command("discard", 1)
+def cmd_discard(conn, args):
+    if conn.multi is None:
+        raise CommandError("ERR DISCARD without MULTI")
+    conn.multi, conn.multi_failed = None, False
+    conn.out.ok()
+
+
+@command("watch", -2)
+def cmd_watch(conn, args):
+    if conn.multi is not None:
+        raise CommandError("ERR WATCH inside MULTI is not allowed")
+    raise CommandError("ERR WATCH is not supported: fastdyn replicates without locks; use "
+                       "SET NX/XX or a single MULTI block instead")
+
+
+@command("unwatch", 1)
+def cmd_unwatch(conn, args):
+    conn.out.ok()
+
+
 # -- keyspace ---------------------------------------------------------------------------------
 
 @command("dbsize", 1)

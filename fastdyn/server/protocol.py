@@ -13,8 +13,8 @@ import socket
 
 from fastdyn._resp import ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
-from fastdyn.server.commands import (COMMANDS, find_command, unknown_command_error,
-                                     wrong_arity_error)
+from fastdyn.server.commands import (COMMANDS, TRANSACTION_CONTROL, find_command,
+                                     unknown_command_error, wrong_arity_error)
 
 log = logging.getLogger("fastdyn.server")
 
@@ -41,7 +41,8 @@ def is_loopback(peername) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
-                 "authenticated", "slots", "closing", "peer", "paused")
+                 "authenticated", "slots", "closing", "peer", "paused", "multi",
+                 "multi_failed")
 
     def __init__(self, server):
         self.server = server
@@ -59,6 +60,8 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.peer = None
         self.paused = False
+        self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
+        self.multi_failed = False  # a queued command was refused: EXEC must abort
 
     # -- lifecycle --------------------------------------------------------------------------
     def connection_made(self, transport):
@@ -132,6 +135,8 @@ class ClientConnection(asyncio.Protocol):
                 spec = find_command(args[0])
                 if spec is None:
                     out.error(unknown_command_error(args))
+                    if self.multi is not None:
+                        self.multi_failed = True
                     continue
             if not self.authenticated and not spec[2]:
                 out.error("NOAUTH Authentication required.")
@@ -140,6 +145,12 @@ class ClientConnection(asyncio.Protocol):
             n = len(args)
             if (n != arity) if arity > 0 else (n < -arity):
                 out.error(wrong_arity_error(spec[3]))
+                if self.multi is not None:
+                    self.multi_failed = True
+                continue
+            if self.multi is not None and spec[3] not in TRANSACTION_CONTROL:
+                self.multi.append((spec, args))
+                out.simple("QUEUED")
                 continue
             try:
                 spec[0](self, args)
@@ -150,6 +161,21 @@ class ClientConnection(asyncio.Protocol):
                 out.error("ERR internal error in '%s': %s" % (spec[3], exc))
             if self.closing:
                 break
+
+    def run_queued(self, queued):
+        """EXEC: the queued commands back to back, their replies as one array. On one node
+        nothing runs in between, so the block is atomic; an error in one command does not stop
+        the others (Redis' rule)."""
+        out = self.out
+        out.array(len(queued))
+        for spec, args in queued:
+            try:
+                spec[0](self, args)
+            except CommandError as exc:
+                out.error(str(exc))
+            except Exception as exc:
+                log.exception("command %r failed", spec[3])
+                out.error("ERR internal error in '%s': %s" % (spec[3], exc))
 
     # -- replies ----------------------------------------------------------------------------
     def defer(self, pending, encode):
