@@ -697,28 +697,45 @@ cdef class Store:
             raise StorageError(f"write to {self.path} failed: {os.strerror(err)}")
         return 0
 
-    cdef int _fsync_active(self) except -1:
-        cdef int a = self.active
-        cdef int fd, rc
-        if a < 0:
-            return 0
-        fd = self.segs[a].fd
-        self.segs[a].readers += 1
+    cdef int _fsync_seg(self, uint32_t si) except -1:
+        """fdatasync one segment with the GIL released (pinned so it cannot be closed)."""
+        cdef int fd = self.segs[si].fd
+        cdef int rc
+        self.segs[si].readers += 1
+        self.segs[si].dirty = 0
         with nogil:
             rc = fdatasync(fd)
-        self.segs[a].readers -= 1
         err = errno
-        self._release(a)
+        self.segs[si].readers -= 1
+        self._release(si)
         if rc != 0:
             raise StorageError(f"fsync in {self.path} failed: {os.strerror(err)}")
         return 0
 
+    cdef int _fsync_active(self) except -1:
+        """fsync segments sealed since the last fsync (oldest first), then the active one."""
+        cdef uint32_t i
+        if self.ndirty:
+            self.ndirty = 0
+            for i in range(self.nsegs):
+                if self.segs[i].dirty and self.segs[i].state == SEG_SEALED:
+                    self._fsync_seg(i)
+        if self.active >= 0:
+            self._fsync_seg(self.active)
+        return 0
+
     cdef int _seal_active(self) except -1:
-        """Flush and fsync the active segment and make it immutable."""
+        """Flush the active segment and make it immutable.  Under "always" it is fsynced now;
+        otherwise the next fsync (background thread, fsync(), close) does it, so rotation never
+        stalls a writer."""
         if self.active < 0:
             return 0
         self._flush()
-        self._fsync_active()
+        if self.sync_mode == SYNC_ALWAYS:
+            self._fsync_seg(self.active)
+        else:
+            self.segs[self.active].dirty = 1
+            self.ndirty += 1
         self.segs[self.active].state = SEG_SEALED
         self.active = -1
         return 0
@@ -1310,13 +1327,13 @@ cdef class Store:
                         if self.merge_stop or self.closed:
                             stopped = True
                             break
-                        # -- with the GIL: choose what to keep from up to ~1 MiB of records
+                        # -- with the GIL: choose what to keep from up to ~256 KiB of records
                         base = self.segs[si].map
                         now = self._now()
                         mlen = 0
                         nmoves = 0
                         chunk_hints = []   # (offset in chunk, size, expiry, flags, key)
-                        while pos < end and mlen < (1 << 20):
+                        while pos < end and mlen < (256 << 10):
                             rec = check_record(base, pos, end)
                             if rec == 0:
                                 nxt = resync(base, pos + 1, end)
@@ -1510,7 +1527,7 @@ cdef class Store:
             self._flusher_stop.set()
         self._stop_merge()
         try:
-            if not self.read_only and self.active >= 0:
+            if not self.read_only:
                 self._flush()
                 self._fsync_active()
         finally:

@@ -39,6 +39,7 @@ cdef struct Seg:
     int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
     int state           # SEG_* below
     int hinted
+    int dirty           # sealed with writes not yet fsynced (interval/never policies)
 
 
 cdef class Store:
@@ -49,6 +50,7 @@ cdef class Store:
     cdef char *wbuf
     cdef size_t wlen, wcap
     cdef int sync_mode
+    cdef int ndirty
     cdef int batch_depth
     cdef int closed, read_only
     cdef int merge_stop
@@ -83,6 +85,7 @@ cdef class Store:
     cdef int _after_write(self) except -1
     cdef int _flush(self) except -1
     cdef int _fsync_active(self) except -1
+    cdef int _fsync_seg(self, uint32_t si) except -1
     cdef int _rotate(self) except -1
     cdef int _seal_active(self) except -1
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
