@@ -291,6 +291,12 @@ cdef class Generator:
         finally:
             free(out.data)
 
+    def encode_next(self):
+        """Chooses the next operation as a worker does; returns (op index, request, key)."""
+        op = self.choose_op()
+        data, key = self.encode_one(op)
+        return op, data, key
+
     def encode_write(self, int op, uint64_t key, bytes ctx=b""):
         cdef OutBuf out
         out.data = NULL
@@ -434,7 +440,10 @@ cdef class Stats:
     cdef void error(self, int op, const char *p, const char *end) noexcept:
         self.c_err[op] += 1
         if self.error_samples[op] is None:
-            sample = PyBytes_FromStringAndSize(p, min(end - p, 200)).strip()
+            sample = PyBytes_FromStringAndSize(p, min(end - p, 200))
+            if sample[:1] == b"!":      # RESP3 blob error: the text follows its length line
+                sample = sample.partition(b"\r\n")[2]
+            sample = sample.strip().lstrip(b"-")
             self.error_samples[op] = sample.decode("utf-8", "replace")
 
     def fail(self, int op, int count, str reason, bint timeout=False):

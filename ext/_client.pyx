@@ -24,6 +24,20 @@ cdef extern from "_client_wire.h":
     int64_t fd_mc_value_bytes(const char *line, int64_t length) noexcept nogil
 
 
+class _Incomplete:
+    """gets() returns INCOMPLETE when no whole reply has arrived (False is a RESP3 reply)."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "INCOMPLETE"
+
+    def __bool__(self):
+        return False
+
+
+INCOMPLETE = _Incomplete()
+
+
 cdef bytes _as_bytes(object arg):
     if isinstance(arg, bytes):
         return <bytes>arg
@@ -177,7 +191,7 @@ cdef class _Reader:
         return PyBytes_FromStringAndSize(p, min(end - p, 40))
 
     def gets(self):
-        """The next whole reply as Python values, or False if it has not fully arrived.
+        """The next whole reply as Python values, or INCOMPLETE if it has not fully arrived.
 
         Error replies are returned (not raised) as ReplyError instances, like hiredis does,
         so one failed command in a pipeline does not hide the others' replies.
@@ -189,7 +203,7 @@ cdef class _Reader:
         if nxt == NULL:
             if bad:
                 raise ProtocolError(f"invalid reply near {self._near(p, end)!r}")
-            return False
+            return INCOMPLETE
         value = self.parse(p, nxt)
         self.buf.consume_to(nxt)
         return value
@@ -288,7 +302,7 @@ cdef class MemcacheReader(_Reader):
             p = lf + 1
             if line.startswith(b"VALUE "):
                 n = fd_mc_value_bytes(PyBytes_AS_STRING(line), len(line))
-                fields = line.split()
+                fields = line.split(b" ")
                 values.append((fields[1], int(fields[2]), PyBytes_FromStringAndSize(p, n)))
                 p += n + 2
             elif line.startswith(b"STAT "):

@@ -65,6 +65,28 @@ static inline const char *fd_read_int_line(const char *p, const char *end, int64
     return cr + 2;
 }
 
+/* An integer reply's line: an optional '-' and 1..19 digits (any int64). */
+static inline const char *fd_check_int_line(const char *p, const char *end, int *bad)
+{
+    const char *q = fd_skip_line(p, end, bad);
+    const char *d = p;
+    if (q == NULL)
+        return NULL;
+    if (*d == '-')
+        d++;
+    if (d == q - 2 || q - 2 - d > 19) {
+        *bad = 1;
+        return NULL;
+    }
+    for (; d < q - 2; d++) {
+        if (*d < '0' || *d > '9') {
+            *bad = 1;
+            return NULL;
+        }
+    }
+    return q;
+}
+
 /* One whole RESP2/RESP3 value starting at p. *kind says OK, ERROR, NIL or PUSH. */
 static const char *fd_resp_skip(const char *p, const char *end, int depth, int *kind, int *bad)
 {
@@ -80,7 +102,10 @@ static const char *fd_resp_skip(const char *p, const char *end, int depth, int *
     }
     t = *p++;
     switch (t) {
-    case '+': case ':': case ',': case '(': case '#':
+    case ':':
+        *kind = FD_REPLY_OK;
+        return fd_check_int_line(p, end, bad);
+    case '+': case ',': case '(': case '#':
         *kind = FD_REPLY_OK;
         return fd_skip_line(p, end, bad);
     case '-':

@@ -11,7 +11,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from fastdyn._client import MemcacheReader, RespReader, encode_command, encode_pipeline
+from fastdyn._client import INCOMPLETE, MemcacheReader, RespReader, encode_command, encode_pipeline
 from fastdyn.errors import ProtocolError, ReplyError, TargetUnavailable
 
 __all__ = ["Target", "parse_target", "connect", "RespClient", "MemcacheClient",
@@ -92,7 +92,7 @@ class _Client:
         replies = []
         while len(replies) < count:
             reply = self.reader.gets()
-            if reply is not False:
+            if reply is not INCOMPLETE:
                 replies.append(reply)
                 continue
             try:
