@@ -462,9 +462,6 @@ cdef class Store:
                         self._retire(i)
             return 0
         slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
-        if slot >= 0:
-            e = kd_entry_at(&self.kd, slot)
-            self.segs[e.seg].live -= e.size
         if (flags & F_TOMB) or (expiry != 0 and <int64_t>expiry <= now):
             if slot >= 0:
                 self._remove_slot(slot)
