@@ -173,17 +173,7 @@ cdef class RequestParser:
     (without the "-ERR " prefix) and every later call returns nothing: the connection must be
     closed once the commands returned before the error have been answered.
     """
-    cdef char *buf
-    cdef Py_ssize_t start
-    cdef Py_ssize_t end
-    cdef Py_ssize_t cap
-    cdef list args            # arguments of the multibulk frame being parsed
-    cdef long long mb_left    # arguments still missing from it (0 = at a frame boundary)
-    cdef long long bulk_len   # length of the bulk being waited for (-1 = header not read yet)
-    cdef public long long max_bulk
-    cdef public long long max_query
-    cdef public bint auth_required
-    cdef public object error
+    # fields: see fastdyn._resp.pxd
 
     def __cinit__(self):
         self.buf = NULL
@@ -353,10 +343,7 @@ cdef class ReplyWriter:
     RESP3-only types degrade the way Redis degrades them for RESP2 clients: null → $-1 (or *-1
     for null_array), map → flat array, set → array, double → bulk string, boolean → 1/0.
     """
-    cdef char *buf
-    cdef Py_ssize_t len
-    cdef Py_ssize_t cap
-    cdef public int proto
+    # fields: see fastdyn._resp.pxd
 
     def __cinit__(self):
         self.buf = <char *>malloc(4096)
@@ -372,7 +359,7 @@ cdef class ReplyWriter:
     def __len__(self):
         return self.len
 
-    cdef inline int grow(self, Py_ssize_t extra) except -1:
+    cdef int grow(self, Py_ssize_t extra) except -1:
         cdef Py_ssize_t ncap
         cdef char *nbuf
         if self.len + extra <= self.cap:
@@ -387,13 +374,13 @@ cdef class ReplyWriter:
         self.cap = ncap
         return 0
 
-    cdef inline int put(self, const char *s, Py_ssize_t n) except -1:
+    cdef int put(self, const char *s, Py_ssize_t n) except -1:
         self.grow(n)
         memcpy(self.buf + self.len, s, n)
         self.len += n
         return 0
 
-    cdef inline int header(self, char kind, long long n) except -1:
+    cdef int header(self, char kind, long long n) except -1:
         self.grow(24)
         self.len += snprintf(self.buf + self.len, 24, "%c%lld\r\n", kind, n)
         return 0

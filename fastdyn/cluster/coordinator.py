@@ -91,6 +91,9 @@ class LocalCoordinator:
         self.n, self.r, self.w = n, r, w
         self.clock = clock
         self.write_seq = 0
+        # get(key) -> value | None is the store's own method: the hottest read path has no
+        # Python frame in between (a bad key raises ValueError, which the command layer reports)
+        self.get = store.get
 
     # -- cluster shape -------------------------------------------------------------------
     def replication(self) -> dict:
@@ -106,12 +109,6 @@ class LocalCoordinator:
         return self.store.batch()
 
     # -- reads ---------------------------------------------------------------------------
-    def get(self, key):
-        try:
-            return self.store.get(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
-
     def get_entry(self, key):
         try:
             return self.store.get_entry(key)

@@ -5,10 +5,13 @@ ReplyWriter). Data goes through `conn.coord` (the coordinator) only; a result th
 (a `Pending`) is handed to `conn.defer(pending, encode)` which keeps the reply's place in line.
 Read-modify-write commands are one `coord.update(key, fn)` with a pure `fn`, counters one
 `coord.incr`. `COMMANDS` maps the lower- and upper-case name to (function, arity, allowed before
-AUTH); arity follows Redis: n > 0 exactly n arguments with the name, n < 0 at least -n.
+AUTH, name, fast op); arity follows Redis: n > 0 exactly n arguments with the name, n < 0 at
+least -n. A fast op marks the commands fastdyn._commands runs inline (its function serves the
+forms the fast path does not take, and EXEC).
 """
 from fastdyn import __version__
 from fastdyn._glob import GlobPattern
+from fastdyn._commands import FAST_GET, FAST_NONE, FAST_SET
 from fastdyn._resp import incr_float, parse_int
 from fastdyn.cluster.coordinator import DELETE, KEEP, Pending
 from fastdyn.errors import CommandError
@@ -22,9 +25,9 @@ ERR_NOT_INT = "ERR value is not an integer or out of range"
 COMMANDS = {}
 
 
-def command(name, arity, before_auth=False):
+def command(name, arity, before_auth=False, fast=FAST_NONE):
     def register(fn):
-        spec = (fn, arity, before_auth, name)
+        spec = (fn, arity, before_auth, name, fast)
         COMMANDS[name.encode()] = spec
         COMMANDS[name.upper().encode()] = spec
         return fn
@@ -244,7 +247,7 @@ def cmd_command(conn, args):
 
 
 def _command_info(out, spec):
-    fn, arity, _, name = spec
+    fn, arity, _, name, _ = spec
     keyed = name not in _KEYLESS
     out.array(6)
     out.bulk(name)
@@ -287,7 +290,7 @@ def cmd_config(conn, args):
 
 # -- transactions -----------------------------------------------------------------------------
 
-TRANSACTION_CONTROL = {"multi", "exec", "discard", "quit", "watch", "unwatch"}
+TRANSACTION_CONTROL = frozenset({"multi", "exec", "discard", "quit", "watch", "unwatch"})
 
 
 @command("multi", 1)
@@ -414,7 +417,7 @@ def cmd_scan(conn, args):
 
 # -- strings ----------------------------------------------------------------------------------
 
-@command("get", 2)
+@command("get", 2, fast=FAST_GET)
 def cmd_get(conn, args):
     result = conn.coord.get(args[1])
     if result.__class__ is Pending:
@@ -447,7 +450,7 @@ def _expire_at(conn, cmd: str, amount: bytes, unit_ms: int, absolute: bool) -> i
     return ms
 
 
-@command("set", -3)
+@command("set", -3, fast=FAST_SET)
 def cmd_set(conn, args):
     value = args[2]
     if len(value) > conn.server.config.max_value_bytes:

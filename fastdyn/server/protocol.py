@@ -1,7 +1,7 @@
 """One client connection: the asyncio Protocol that moves bytes between a socket and the codec.
 
-Per received chunk: one Cython call parses every complete pipelined command, each command runs
-through the table in `commands.py`, replies accumulate in one ReplyWriter and leave in one
+Per received chunk: one Cython call parses every complete pipelined command, one Cython call
+(fastdyn._commands.execute) runs them through the table in `commands.py`, replies accumulate in one ReplyWriter and leave in one
 transport.write. A reply that completes later (a `Pending` from the coordinator) holds its slot;
 replies behind it wait in `slots` so the client always reads them in request order.
 """
@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import socket
 
+from fastdyn._commands import execute
 from fastdyn._resp import ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
 from fastdyn.server.commands import (COMMANDS, TRANSACTION_CONTROL, find_command,
@@ -126,41 +127,9 @@ class ClientConnection(asyncio.Protocol):
         self.flush_replies()
 
     def execute(self, cmds):
-        table = COMMANDS
-        out = self.out
         self.server.commands_processed += len(cmds)
-        for args in cmds:
-            spec = table.get(args[0])
-            if spec is None:
-                spec = find_command(args[0])
-                if spec is None:
-                    out.error(unknown_command_error(args))
-                    if self.multi is not None:
-                        self.multi_failed = True
-                    continue
-            if not self.authenticated and not spec[2]:
-                out.error("NOAUTH Authentication required.")
-                continue
-            arity = spec[1]
-            n = len(args)
-            if (n != arity) if arity > 0 else (n < -arity):
-                out.error(wrong_arity_error(spec[3]))
-                if self.multi is not None:
-                    self.multi_failed = True
-                continue
-            if self.multi is not None and spec[3] not in TRANSACTION_CONTROL:
-                self.multi.append((spec, args))
-                out.simple("QUEUED")
-                continue
-            try:
-                spec[0](self, args)
-            except CommandError as exc:
-                out.error(str(exc))
-            except Exception as exc:  # a bug or an I/O failure must not take the node down
-                log.exception("command %r failed", spec[3])
-                out.error("ERR internal error in '%s': %s" % (spec[3], exc))
-            if self.closing:
-                break
+        execute(self, cmds, COMMANDS, find_command, unknown_command_error, wrong_arity_error,
+                TRANSACTION_CONTROL)
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
@@ -173,6 +142,8 @@ class ClientConnection(asyncio.Protocol):
                 spec[0](self, args)
             except CommandError as exc:
                 out.error(str(exc))
+            except ValueError as exc:
+                out.error("ERR " + str(exc))
             except Exception as exc:
                 log.exception("command %r failed", spec[3])
                 out.error("ERR internal error in '%s': %s" % (spec[3], exc))

@@ -1,0 +1,118 @@
+# cython: language_level=3
+"""The command layer's hot loop: dispatch every command of one received chunk.
+
+Each command is looked up in the table of fastdyn.server.commands (name -> (function, arity,
+allowed before AUTH, canonical name, fast op)), checked for arity, authentication and MULTI
+queueing with Redis' error texts, then run. The commands that dominate cache traffic (GET and
+plain SET) run right here: one coordinator call and a reply written into the connection's
+ReplyWriter at C level, with no Python frame of their own. Everything else calls its Python
+function. A result that is a `Pending` keeps its reply slot through `conn.defer`.
+"""
+from cpython.list cimport PyList_GET_SIZE
+from fastdyn._resp cimport ReplyWriter
+
+import logging
+
+from fastdyn.cluster.coordinator import Pending
+from fastdyn.errors import CommandError
+
+log = logging.getLogger("fastdyn.server")
+
+cdef object _Pending = Pending
+cdef object _CommandError = CommandError
+
+# fast op codes (the fifth field of a command spec)
+FAST_NONE = 0
+FAST_GET = 1
+FAST_SET = 2
+
+
+def _encode_bulk(out, value):
+    out.bulk(value)
+
+
+def _encode_ok(out, _):
+    out.ok()
+
+
+cdef int run_one(object conn, ReplyWriter out, object spec, list args) except -1:
+    """Run a command through its Python function; errors become error replies."""
+    try:
+        spec[0](conn, args)
+    except _CommandError as exc:
+        out.error(str(exc))
+    except ValueError as exc:  # the store refusing an argument (empty key, oversized value)
+        out.error("ERR " + str(exc))
+    except Exception as exc:  # a bug or an I/O failure must not take the node down
+        log.exception("command %r failed", spec[3])
+        out.error("ERR internal error in '%s': %s" % (spec[3], exc))
+    return 0
+
+
+def execute(conn, list cmds, dict table, find_command, unknown_error, arity_error,
+            frozenset transaction_control):
+    """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out."""
+    cdef ReplyWriter out = conn.out
+    cdef object coord = conn.coord
+    cdef object coord_get = coord.get
+    cdef object coord_put = coord.put
+    cdef bint authenticated = conn.authenticated  # before AUTH, cmds holds one command
+    cdef Py_ssize_t max_value = conn.server.config.max_value_bytes
+    cdef Py_ssize_t n, arity
+    cdef long fast
+    cdef list args
+    cdef object spec, result
+    for args in cmds:
+        n = PyList_GET_SIZE(args)
+        spec = table.get(args[0])
+        if spec is None:
+            spec = find_command(args[0])
+            if spec is None:
+                out.error(unknown_error(args))
+                if conn.multi is not None:
+                    conn.multi_failed = True
+                continue
+        if not authenticated and not spec[2]:
+            out.error("NOAUTH Authentication required.")
+            continue
+        arity = spec[1]
+        if (n != arity) if arity > 0 else (n < -arity):
+            out.error(arity_error(spec[3]))
+            if conn.multi is not None:
+                conn.multi_failed = True
+            continue
+        if conn.multi is not None and spec[3] not in transaction_control:
+            conn.multi.append((spec, args))
+            out.simple("QUEUED")
+            continue
+        fast = spec[4]
+        if fast == FAST_GET:
+            try:
+                result = coord_get(args[1])
+            except _CommandError as exc:
+                out.error(str(exc))
+                continue
+            except ValueError as exc:
+                out.error("ERR " + str(exc))
+                continue
+            if type(result) is _Pending:
+                conn.defer(result, _encode_bulk)
+            else:
+                out.bulk(result)
+        elif fast == FAST_SET and n == 3 and len(<bytes>args[2]) <= max_value:
+            try:
+                result = coord_put(args[1], args[2], 0)
+            except _CommandError as exc:
+                out.error(str(exc))
+                continue
+            except ValueError as exc:
+                out.error("ERR " + str(exc))
+                continue
+            if type(result) is _Pending:
+                conn.defer(result, _encode_ok)
+            else:
+                out.ok()
+        else:
+            run_one(conn, out, spec, args)
+            if conn.closing:
+                break
