@@ -46,11 +46,20 @@ cdef extern from "_client_wire.h":
 
 HIST_BUCKETS = FD_HIST_BUCKETS
 
-# Operation kinds; fastdyn.bench.workload maps the user's names onto them.
-KIND_GET, KIND_SET, KIND_INSERT, KIND_DEL, KIND_INCR, KIND_SCAN, KIND_RMW = range(7)
-KIND_DYN_GET, KIND_DYN_PUT, KIND_DYN_RMW = 7, 8, 9
-DIST_UNIFORM, DIST_ZIPFIAN, DIST_LATEST, DIST_SEQUENTIAL = range(4)
-PROTO_RESP, PROTO_MEMCACHE = 0, 1
+# Operation kinds, key distributions and protocols as C constants (compared in the hot path)
+cdef enum:
+    K_GET, K_SET, K_INSERT, K_DEL, K_INCR, K_SCAN, K_RMW, K_DYN_GET, K_DYN_PUT, K_DYN_RMW
+cdef enum:
+    D_UNIFORM, D_ZIPFIAN, D_LATEST, D_SEQUENTIAL
+cdef enum:
+    PR_RESP, PR_MEMCACHE
+
+# ... and their Python names; fastdyn.bench.workload maps the user's names onto them
+KIND_GET, KIND_SET, KIND_INSERT, KIND_DEL, KIND_INCR = K_GET, K_SET, K_INSERT, K_DEL, K_INCR
+KIND_SCAN, KIND_RMW, KIND_DYN_GET, KIND_DYN_PUT = K_SCAN, K_RMW, K_DYN_GET, K_DYN_PUT
+KIND_DYN_RMW = K_DYN_RMW
+DIST_UNIFORM, DIST_ZIPFIAN, DIST_LATEST, DIST_SEQUENTIAL = D_UNIFORM, D_ZIPFIAN, D_LATEST, D_SEQUENTIAL
+PROTO_RESP, PROTO_MEMCACHE = PR_RESP, PR_MEMCACHE
 ARRIVAL_EXP, ARRIVAL_CONST = 0, 1
 
 cdef enum:
@@ -202,7 +211,7 @@ cdef class Generator:
         self.thresholds[self.nops - 1] = 0xFFFFFFFFFFFFFFFF
         self.keys = keys
         self.dist = dist
-        if dist == DIST_ZIPFIAN or dist == DIST_LATEST:
+        if dist == D_ZIPFIAN or dist == D_LATEST:
             fd_zipf_init(&self.zipf, keys, theta)
         self.vmin = vmin
         self.vmax = vmax
@@ -218,11 +227,11 @@ cdef class Generator:
 
     cdef inline uint64_t next_key(self) noexcept:
         cdef uint64_t newest, r
-        if self.dist == DIST_UNIFORM:
+        if self.dist == D_UNIFORM:
             return fd_rng_below(&self.rng, self.keys)
-        if self.dist == DIST_ZIPFIAN:
+        if self.dist == D_ZIPFIAN:
             return fd_fnv64(fd_zipf_next(&self.zipf, &self.rng)) % self.keys
-        if self.dist == DIST_LATEST:
+        if self.dist == D_LATEST:
             # recently inserted keys are the hot ones (YCSB's SkewedLatest)
             if self.inserted:
                 newest = self.keys + (self.inserted - 1) * self.nworkers + self.wid
@@ -253,29 +262,29 @@ cdef class Generator:
         """Encodes the first request of a new operation `op`; stores its key."""
         cdef int kind = self.kinds[op]
         cdef uint64_t k
-        if kind == KIND_INSERT:
+        if kind == K_INSERT:
             k = self.insert_key()
         else:
             k = self.next_key()
         key[0] = k
-        if kind == KIND_GET or kind == KIND_RMW:
+        if kind == K_GET or kind == K_RMW:
             return self.encode(out, E_GET, k, NULL, 0)
-        if kind == KIND_SET or kind == KIND_INSERT:
+        if kind == K_SET or kind == K_INSERT:
             return self.encode(out, E_SET, k, NULL, 0)
-        if kind == KIND_DEL:
+        if kind == K_DEL:
             return self.encode(out, E_DEL, k, NULL, 0)
-        if kind == KIND_INCR:
+        if kind == K_INCR:
             return self.encode(out, E_INCR, k, NULL, 0)
-        if kind == KIND_SCAN:
+        if kind == K_SCAN:
             return self.encode(out, E_MGET, k, NULL, 0)
-        if kind == KIND_DYN_GET or kind == KIND_DYN_RMW:
+        if kind == K_DYN_GET or kind == K_DYN_RMW:
             return self.encode(out, E_DYN_GET, k, NULL, 0)
         return self.encode(out, E_DYN_PUT, k, "", 0)
 
     cdef int emit_write(self, OutBuf *out, int op, uint64_t key, const char *ctx,
                         int64_t ctxlen) except -1:
         """Encodes the write half of a read-modify-write."""
-        if self.kinds[op] == KIND_DYN_RMW:
+        if self.kinds[op] == K_DYN_RMW:
             return self.encode(out, E_DYN_PUT, key, ctx, ctxlen)
         return self.encode(out, E_SET, key, NULL, 0)
 
@@ -320,7 +329,7 @@ cdef class Generator:
             n = 1 + fd_rng_below(&self.rng, self.scan_max)
         outbuf_reserve(out, 128 + vlen + ctxlen + n * (KEY_LEN + 8))
         p = out.data + out.length
-        if self.protocol == PROTO_RESP:
+        if self.protocol == PR_RESP:
             if enc == E_GET:
                 p = put(p, "*2\r\n$3\r\nGET\r\n$16\r\n", 18)
             elif enc == E_SET:
@@ -659,6 +668,7 @@ cdef class Connection:
     """One TCP connection: an asyncio protocol whose callbacks do all their work in C."""
     cdef Worker w
     cdef readonly object transport
+    cdef object write          # transport.write, looked up once
     cdef Rec *ring
     cdef Py_ssize_t mask, head
     cdef readonly Py_ssize_t outstanding
@@ -677,7 +687,7 @@ cdef class Connection:
         if self.ring == NULL:
             raise MemoryError()
         self.mask = cap - 1
-        self.scan_resp = w.gen.protocol == PROTO_RESP
+        self.scan_resp = w.gen.protocol == PR_RESP
 
     def __dealloc__(self):
         free(self.ring)
@@ -693,6 +703,7 @@ cdef class Connection:
         cdef Rec *r
         cdef int i
         self.transport = transport
+        self.write = transport.write
         if self.w.setup_count:
             # AUTH / HELLO before any load: their replies are checked, not timed
             for i in range(self.w.setup_count):
@@ -798,8 +809,8 @@ cdef class Connection:
         if kind == FD_REPLY_ERROR:
             self.w.stats.error(rec.op, p, end)
             return 0
-        if rec.phase == 0 and (k == KIND_RMW or k == KIND_DYN_RMW):
-            if k == KIND_DYN_RMW and not fd_resp_first_string(p, end, &ctx, &ctxlen):
+        if rec.phase == 0 and (k == K_RMW or k == K_DYN_RMW):
+            if k == K_DYN_RMW and not fd_resp_first_string(p, end, &ctx, &ctxlen):
                 self.w.stats.fail(rec.op, 1, "DYN.GET reply is not [context, values]: "
                                   + PyBytes_FromStringAndSize(p, min(end - p, 60)).decode(
                                       "utf-8", "replace"))
@@ -845,7 +856,7 @@ cdef class Connection:
 
     cdef void flush(self):
         if self.out.length and not self.closed:
-            self.transport.write(PyBytes_FromStringAndSize(self.out.data, self.out.length))
+            self.write(PyBytes_FromStringAndSize(self.out.data, self.out.length))
         self.out.length = 0
 
     cdef void abandon(self, str reason, bint timeout):

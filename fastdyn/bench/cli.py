@@ -60,6 +60,8 @@ def _fail(message: str) -> int:
 
 
 def run(args) -> int:
+    # numpy's BLAS threads would spin in every forked worker; the tool needs none
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if args.compare:
         if args.compare[0] != "compare":
             return _fail(f"unexpected argument {args.compare[0]!r} (did you mean `compare`?)")

@@ -1,0 +1,119 @@
+"""Is `fastdyn bench` fast enough not to be the bottleneck? Compared with redis-benchmark.
+
+Both tools drive the same redis-server (persistence off) in the same run, at the same
+concurrency and pipelining: -c 50, -P 1 and -P 16, SET then GET, 100-byte values, 100000
+random keys. Runs alternate between the tools and repeat; the table shows each tool's median
+and the ratio fastdyn bench / redis-benchmark (>= 1.0 means the tool keeps up).
+
+    python bench/bench_loadgen.py [--rounds 3] [--seconds 4] [--quick]
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def redis_benchmark(port, test, pipeline, requests, clients=50):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-P", str(pipeline),
+         "-d", "100", "-r", "100000", "-n", str(requests), "-t", test, "--csv"],
+        capture_output=True, text=True, check=True).stdout
+    row = next(csv.DictReader(io.StringIO(out)))
+    return float(row["rps"]), float(row["p99_latency_ms"])
+
+
+def fastdyn_bench(port, test, pipeline, seconds, clients=50, processes=None):
+    with tempfile.TemporaryDirectory() as out:
+        argv = [sys.executable, "-m", "fastdyn", "bench", "--target", f"redis://{HOST}:{port}",
+                "--mix", f"{test}=1", "--clients", str(clients), "--pipeline", str(pipeline),
+                "--keys", "100000", "--key-dist", "uniform", "--value-size", "100",
+                "--duration", str(seconds), "--quiet", "--out", out]
+        if processes:
+            argv += ["--processes", str(processes)]
+        subprocess.run(argv, capture_output=True, text=True, check=True)
+        with open(os.path.join(out, "summary.json")) as f:
+            s = json.load(f)
+    return s["throughput"], s["ops"][test]["p99_ms"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4, help="length of each fastdyn bench run")
+    parser.add_argument("--processes", type=int, help="fastdyn bench --processes (default: cores)")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 2
+    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
+        print("redis-server and redis-benchmark are needed (apt-get install redis-server "
+              "redis-tools)", file=sys.stderr)
+        return 1
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", HOST,
+                                   "--save", "", "--appendonly", "no", "--dir", tmp],
+                                  stdout=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            rows = []
+            for pipeline in (1, 16):
+                # redis-benchmark is told a request count that takes about as long as our run
+                requests = (100_000 if pipeline == 1 else 1_000_000) * args.seconds
+                for test in ("set", "get"):
+                    theirs, ours = [], []
+                    for _ in range(args.rounds):
+                        theirs.append(redis_benchmark(port, test, pipeline, requests))
+                        ours.append(fastdyn_bench(port, test, pipeline, args.seconds,
+                                                  processes=args.processes))
+                    rb = statistics.median(r for r, _ in theirs)
+                    fd = statistics.median(r for r, _ in ours)
+                    rb99 = statistics.median(p for _, p in theirs)
+                    fd99 = statistics.median(p for _, p in ours)
+                    rows.append((test.upper(), pipeline, rb, fd, rb99, fd99))
+                    print(f"{test.upper()} -P {pipeline}: redis-benchmark {rb:,.0f}/s, "
+                          f"fastdyn bench {fd:,.0f}/s ({fd / rb:.2f}x)", file=sys.stderr)
+        finally:
+            server.terminate()
+            server.wait()
+    print(f"\n`python bench/bench_loadgen.py --rounds {args.rounds} --seconds {args.seconds}`, "
+          f"-c 50, 100-byte values, 100000 random keys, median of {args.rounds} alternating "
+          f"runs\n")
+    print("| test | pipeline | redis-benchmark req/s | fastdyn bench ops/s | ratio | "
+          "p99 ms redis-benchmark | p99 ms fastdyn bench |")
+    print("|---|---|---|---|---|---|---|")
+    for test, pipeline, rb, fd, rb99, fd99 in rows:
+        print(f"| {test} | {pipeline} | {rb:,.0f} | {fd:,.0f} | **{fd / rb:.2f}x** | "
+              f"{rb99:.3f} | {fd99:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
