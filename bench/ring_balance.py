@@ -8,7 +8,12 @@ node serves as one of the N replicas) against the size of the membership state (
 Q partitions), and the fraction of keys whose primary / replica set moves when a 31st node
 joins. Prints a table and writes docs/ring_balance.png.
 
+With --movement it instead measures fastdyn's ring alone at Q=256: over random member sets of
+S=1..64 nodes, the partitions (primaries) and replica slots (first k positions) that change
+holder on one join or leave, beyond the ideal 1/(S+1) (join) or 1/S (leave) of them.
+
     python bench/ring_balance.py [--keys 1000000] [--zipf 0.8] [--trials 5]
+    python bench/ring_balance.py --movement [--trials 20]
 """
 import argparse
 import os
@@ -87,8 +92,41 @@ def moved(before, after, s_before):
     return primary, replica
 
 
+def slot_moves(before, after, k):
+    """Replica slots (partition, position < k) whose holder is new after the change."""
+    return sum(len(set(after.preference_list(p, k)) - set(before.preference_list(p, k)))
+               for p in range(before.partition_count))
+
+
+def movement(trials, q=256, max_nodes=64):
+    """Excess movement of single joins and leaves, as a fraction of k*Q per position."""
+    rng = np.random.default_rng(11)
+    excess = {(kind, k): [] for kind in ("join", "leave") for k in (1, 2, 3)}
+    for s in range(1, max_nodes + 1):
+        for trial in range(trials):
+            members = [f"n{x}" for x in rng.choice(10**9, size=s, replace=False)]
+            ring = Ring(members, q)
+            grown = Ring(members + [f"new{trial}"], q)
+            shrunk = Ring(members[1:], q) if s > 1 else None
+            for k in (1, 2, 3):
+                kk = min(k, s + 1)
+                excess["join", k].append(slot_moves(ring, grown, kk) / (kk * q) - 1 / (s + 1))
+                if shrunk is not None:
+                    kk = min(k, s - 1)
+                    excess["leave", k].append(slot_moves(ring, shrunk, kk) / (kk * q) - 1 / s)
+    print(f"Q={q}, S=1..{max_nodes}, {trials} random member sets per S; excess movement beyond "
+          "the ideal, as a fraction of k*Q")
+    print("| change | positions k | mean excess | p99 excess | max excess |")
+    print("|---|---:|---:|---:|---:|")
+    for (kind, k), values in excess.items():
+        v = np.array(values)
+        print(f"| {kind} | {k} | {v.mean():.3f} | {np.percentile(v, 99):.3f} | {v.max():.3f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--movement", action="store_true",
+                    help="measure join/leave movement of the ring for S=1..64 instead")
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -97,6 +135,9 @@ def main():
     ap.add_argument("--png", default=os.path.join(os.path.dirname(__file__), "..", "docs",
                                                   "ring_balance.png"))
     args = ap.parse_args()
+    if args.movement:
+        movement(args.trials)
+        return
     rng = np.random.default_rng(7)
     s, n = args.nodes, args.n
     hashes = hash64_batch([b"key:%d" % i for i in range(args.keys)])

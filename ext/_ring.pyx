@@ -9,8 +9,10 @@ partitions it wins or loses on score:
 
 * position 0: every node holds floor(Q/S) or ceil(Q/S) primaries; the Q mod S larger shares
   go to the nodes that fill up first in score order;
-* positions 0..k together: every node holds floor(kQ/S) - 1 .. ceil(kQ/S) + 1 of them. The
-  one partition of slack on each side absorbs most of the cascades an exact bound causes.
+* positions 0..k together (k >= 2): every node holds floor(kQ/S) - 2 .. ceil(kQ/S) + 2 of
+  them. Two partitions of slack on each side absorb most of the cascades an exact bound
+  causes: on a join they cut the replica slots that move beyond the ideal by about a third
+  against one partition of slack (docs/ring.md).
 
 Breadth-first augmenting chains place partitions the greedy pass leaves without a free node
 and lift nodes left under their lower bound. Positions past BALANCED_POSITIONS are the
@@ -35,7 +37,7 @@ cdef uint64_t NODE_SEED = 0x52494E47  # "RING"
 cdef uint64_t PARTITION_SALT = 0x9E3779B97F4A7C15ULL
 
 # Partitions of slack per node on the cumulative replica bounds (module docstring).
-cdef int32_t REPLICA_SLACK = 1
+cdef int32_t REPLICA_SLACK = 2
 # Preference positions that are balanced; deeper positions follow plain score order.
 BALANCED_POSITIONS = 8
 

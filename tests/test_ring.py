@@ -7,10 +7,14 @@ from fastdyn._hash import hash64
 from fastdyn.ring import Ring
 
 Q = 256
-# Measured worst case over random member sets of 1..64 nodes at Q=256 is about 0.08 of the
-# partitions beyond the ideal 1/(S+1): exact +-1 balance for every member set costs a few
-# cascading moves (docs/ring.md).
-MOVE_MARGIN = 0.10
+# Movement beyond the ideal on one join (1/(S+1) of the partitions) or leave (1/S), as a
+# fraction of Q per preference position. Measured at Q=256 over about 3,000 random joins and
+# leaves with S=1..64 (bench/ring_balance.py --movement): worst 0.082 for primaries and 0.063
+# per position for the first 3 replicas; the averages are asserted separately below.
+PRIMARY_MARGIN = 0.09
+REPLICA_MARGIN = 0.075
+# The first k positions together hold floor(kQ/S) - 2 .. ceil(kQ/S) + 2 per node (k >= 2).
+REPLICA_SLACK = 2
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.:", min_size=1, max_size=12)
 member_sets = st.lists(names, min_size=1, max_size=64, unique=True)
@@ -39,9 +43,8 @@ def test_replica_load_balanced(members, n):
     k = min(n, len(members))
     counts = replica_counts(ring, k)
     ideal = k * Q / len(members)
-    # The first k positions together hold floor(ideal) - 1 .. ceil(ideal) + 1 per node.
-    assert counts.min() >= np.floor(ideal) - 1
-    assert counts.max() <= np.ceil(ideal) + 1
+    assert counts.min() >= np.floor(ideal) - REPLICA_SLACK
+    assert counts.max() <= np.ceil(ideal) + REPLICA_SLACK
 
 
 @given(member_sets, st.integers(1, 6))
@@ -83,9 +86,9 @@ def test_join_moves_about_one_in_s_plus_one(members, newcomer, n):
     before, after = Ring(members, Q), Ring(members + [newcomer], Q)
     s1 = len(members) + 1
     primaries = len(before.moved(after, 1))
-    assert primaries <= Q * (1 / s1 + MOVE_MARGIN)
+    assert primaries <= Q * (1 / s1 + PRIMARY_MARGIN)
     k = min(n, s1)
-    assert _slot_moves(before, after, k) <= k * Q * (1 / s1 + MOVE_MARGIN)
+    assert _slot_moves(before, after, k) <= k * Q * (1 / s1 + REPLICA_MARGIN)
     # Every moved primary went to the newcomer or was displaced by the rebalance.
     assert len(after.partitions_of(newcomer, 1)) in (Q // s1, -(-Q // s1))
 
@@ -97,9 +100,30 @@ def test_leave_moves_about_one_in_s(members, data):
     before = Ring(members, Q)
     after = Ring([m for m in members if m != leaver], Q)
     s = len(members)
-    assert len(before.moved(after, 1)) <= Q * (1 / s + MOVE_MARGIN)
+    assert len(before.moved(after, 1)) <= Q * (1 / s + PRIMARY_MARGIN)
     k = min(3, s - 1)
-    assert _slot_moves(before, after, k) <= k * Q * (1 / s + MOVE_MARGIN)
+    assert _slot_moves(before, after, k) <= k * Q * (1 / s + REPLICA_MARGIN)
+
+
+@pytest.mark.parametrize("k,join_mean,leave_mean", [(1, 0.045, 0.040), (3, 0.032, 0.030)])
+def test_average_movement_close_to_ideal(k, join_mean, leave_mean):
+    """Mean excess over one fixed member set per S = 1..64 (measured 0.040 / 0.035 for
+    primaries, 0.028 / 0.026 per position for 3 replicas): a regression guard on the
+    typical case, which the worst-case margins above are too loose to see."""
+    joins, leaves = [], []
+    for s in range(1, 65):
+        members = [f"node-{s}-{i}" for i in range(s)]
+        ring = Ring(members, Q)
+        grown = Ring(members + ["newcomer"], Q)
+        kk = min(k, s + 1)
+        joins.append(_slot_moves(ring, grown, kk) / (kk * Q) - 1 / (s + 1))
+        if s > 1:
+            kk = min(k, s - 1)
+            shrunk = Ring(members[1:], Q)
+            leaves.append(_slot_moves(ring, shrunk, kk) / (kk * Q) - 1 / s)
+    assert np.mean(joins) <= join_mean
+    assert np.mean(leaves) <= leave_mean
+    assert min(joins) >= -2 / Q  # no join moves less than the newcomer's own share
 
 
 @given(st.lists(names, min_size=3, max_size=30, unique=True), st.data())
