@@ -52,11 +52,19 @@ CASES = {
     "hello_errors": [("HELLO", 4), ("HELLO", 1), ("HELLO", "abc"), ("HELLO", 3, "BOGUS"),
                      ("HELLO", 3, "AUTH", "default"), ("HELLO", 2), ("PING",)],
     "hello_auth_no_password": [("HELLO", 2, "AUTH", "default", "anything"), ("PING",)],
+    "hello_setname": [("HELLO", 3, "SETNAME", "conn-a"), ("CLIENT", "GETNAME"),
+                      ("HELLO", 2, "SETNAME", "bad name"), ("CLIENT", "GETNAME"),
+                      ("HELLO", 2, "SETNAME"), ("HELLO",), ("CLIENT", "GETNAME")],
     "info_and_command": [("SET", "a", "1"), ("SET", "b", "2", "EX", 100), ("INFO",),
                          ("INFO", "keyspace"), ("INFO", "server"), ("COMMAND", "COUNT"),
-                         ("DBSIZE",)],
+                         ("COMMAND",), ("COMMAND", "DOCS", "GET"), ("DBSIZE",)],
     "unknown_command": [("NOSUCHCOMMAND",), ("NOSUCHCOMMAND", "a", "b"), ("get2", "x"),
-                        ("PING",)],
+                        (b"\xff\x00", "x"), (b"",), ("PING",)],
+    "integer_argument_spelling": [
+        ("SET", "k", "v"), ("EXPIRE", "k", "+10"), ("EXPIRE", "k", "010"), ("EXPIRE", "k", " 10"),
+        ("EXPIRE", "k", "10 "), ("EXPIRE", "k", ""), ("SETEX", "k", "010", "v"),
+        ("SET", "k", "v", "EX", "0x10"), ("INCRBY", "c", "-0"), ("INCRBY", "c", "00"),
+        ("DECRBY", "c", "1e3"), ("PEXPIRE", "k", "-0"), ("TTL", "k"), ("GET", "c")],
     # --- keyspace -------------------------------------------------------------------------
     "dbsize_flush": [("DBSIZE",), ("MSET", "a", 1, "b", 2, "c", 3), ("DBSIZE",), ("FLUSHDB",),
                      ("DBSIZE",), ("GET", "a"), ("SET", "d", 4), ("FLUSHALL",), ("DBSIZE",),
@@ -249,6 +257,20 @@ CASES = {
     "case_insensitive_names": [
         ("set", "k", "v", "ex", 100), ("GeT", "k"), ("ttl", "k"), ("mget", "k", "x"),
         ("incrBY", "n", 3), ("Del", "k", "n"), ("dbsize",)],
+    # --- transactions (redis-py's default pipeline and Django's set_many use MULTI/EXEC) ----
+    "multi_exec": [
+        ("MULTI",), ("SET", "k", "v"), ("INCR", "n"), ("GET", "k"), ("GET", "missing"),
+        ("SET", "k", "w", "GET"), ("EXPIRE", "k", 100), ("PING",), ("EXEC",), ("TTL", "k"),
+        ("MULTI",), ("EXEC",), ("EXEC",), ("DISCARD",), ("MULTI", "extra"),
+        ("MULTI",), ("MULTI",), ("SET", "a", 1), ("DISCARD",), ("GET", "a"), ("DISCARD",)],
+    "multi_queue_errors_abort": [
+        ("MULTI",), ("SET", "a", 1), ("GET",), ("SET", "b", 2), ("EXEC",), ("MGET", "a", "b"),
+        ("MULTI",), ("SET", "a", 1), ("NOSUCHCOMMAND", "x"), ("EXEC",), ("EXISTS", "a"),
+        ("MULTI",), ("SET", "a", 1), ("EXEC", "extra"), ("EXEC",), ("GET", "a")],
+    "multi_runtime_errors_do_not_abort": [
+        ("SET", "s", "text"), ("MULTI",), ("INCR", "s"), ("SET", "t", "1"),
+        ("SET", "u", "v", "EX", 0), ("INCRBY", "t", "x"), ("APPEND", "s", "!"), ("EXEC",),
+        ("MGET", "s", "t", "u")],
     # Null and non-null replies of every kind, and switching protocol mid-connection.
     "null_replies_and_protocol_switch": [
         ("SET", "k", "v"), ("GET", "k"), ("GET", "missing"), ("MGET", "k", "missing"),

@@ -1,0 +1,219 @@
+"""Web frameworks wired to fastdyn the way their users wire them to Redis.
+
+Django's built-in `RedisCache` backend (settings configured in-process) and Flask-Session's
+Redis backend in a real Flask app driven by its test client. Each test also runs against a
+real redis-server ("redis" ids) as a control.
+"""
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+
+from resp_client import RawClient
+from resp_servers import alive, start_fastdyn, start_redis
+
+django = pytest.importorskip("django")
+flask = pytest.importorskip("flask")
+flask_session = pytest.importorskip("flask_session")
+
+
+@pytest.fixture(scope="module")
+def _servers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("frameworks")
+    started = {"fastdyn": start_fastdyn(tmp), "redis": start_redis(tmp)}
+    yield started
+    for server in started.values():
+        server.kill()
+
+
+@pytest.fixture(params=["fastdyn", "redis"])
+def server(request, _servers):
+    s = _servers[request.param]
+    assert alive(s), f"{request.param} died earlier:\n{s.log()[-2000:]}"
+    with RawClient(s.port) as c:
+        assert c.call("FLUSHALL") == ("simple", b"OK")
+    yield s
+    assert alive(s), f"{request.param} died during this test:\n{s.log()[-2000:]}"
+
+
+def _ttl(server, key: bytes) -> int:
+    with RawClient(server.port) as c:
+        reply = c.call("TTL", key)
+    assert reply[0] == "int", reply
+    return reply[1]
+
+
+def _keys(server) -> list:
+    with RawClient(server.port) as c:
+        reply = c.call("KEYS", "*")
+    return sorted(item[1] for item in reply[1])
+
+
+# --- Django --------------------------------------------------------------------------------
+
+@pytest.fixture
+def django_cache(server):
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    if not settings.configured:
+        settings.configure(USE_TZ=True, CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}})
+        django.setup()
+    caches = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{server.port}",
+        "TIMEOUT": 300,
+        "KEY_PREFIX": "site",
+    }}
+    with override_settings(CACHES=caches):
+        from django.core.cache import cache
+
+        yield cache
+        cache.close()
+
+
+def test_django_set_get_and_timeouts(server, django_cache):
+    cache = django_cache
+    cache.set("greeting", "hello")
+    assert cache.get("greeting") == "hello"
+    assert 298 <= _ttl(server, b"site:1:greeting") <= 300
+    cache.set("forever", {"a": [1, 2, b"\x00\xff"]}, timeout=None)
+    assert cache.get("forever") == {"a": [1, 2, b"\x00\xff"]}
+    assert _ttl(server, b"site:1:forever") == -1
+    cache.set("short", "v", timeout=10)
+    assert 9 <= _ttl(server, b"site:1:short") <= 10
+    cache.set("gone-now", "v", timeout=0)
+    assert cache.get("gone-now") is None
+    assert cache.get("missing", "default") == "default"
+    assert cache.get_or_set("computed", lambda: 42) == 42
+    assert cache.get("computed") == 42
+    assert _keys(server) == [b"site:1:computed", b"site:1:forever", b"site:1:greeting",
+                             b"site:1:short"]
+
+
+def test_django_expiry_happens(server, django_cache):
+    cache = django_cache
+    cache.set("a", "v", timeout=1)
+    cache.set_many({"b": 1, "c": 2}, timeout=1)
+    cache.set("keep", "v", timeout=100)
+    assert cache.get_many(["a", "b", "c"]) == {"a": "v", "b": 1, "c": 2}
+    time.sleep(1.3)
+    assert cache.get("a") is None
+    assert cache.get_many(["a", "b", "c", "keep"]) == {"keep": "v"}
+    assert cache.has_key("b") is False
+    assert _keys(server) == [b"site:1:keep"]
+
+
+def test_django_add_incr_decr_touch(server, django_cache):
+    cache = django_cache
+    assert cache.add("once", "first") is True
+    assert cache.add("once", "second") is False
+    assert cache.get("once") == "first"
+    cache.set("hits", 10)
+    assert cache.incr("hits") == 11
+    assert cache.incr("hits", 5) == 16
+    assert cache.decr("hits") == 15
+    assert cache.decr("hits", 20) == -5
+    assert cache.get("hits") == -5
+    with pytest.raises(ValueError):
+        cache.incr("no-such-counter")
+    assert cache.touch("once", 50) is True
+    assert 49 <= _ttl(server, b"site:1:once") <= 50
+    assert cache.touch("once", None) is True
+    assert _ttl(server, b"site:1:once") == -1
+    assert cache.touch("no-such-key", 10) is False
+
+
+def test_django_many_and_clear(server, django_cache):
+    cache = django_cache
+    data = {f"k{i}": {"n": i, "blob": bytes([i]) * i} for i in range(50)}
+    assert cache.set_many(data, timeout=60) == []
+    assert cache.get_many(list(data) + ["absent"]) == data
+    assert all(55 <= _ttl(server, f"site:1:k{i}".encode()) <= 60 for i in (0, 25, 49))
+    assert cache.has_key("k7") is True
+    cache.delete_many([f"k{i}" for i in range(10)])
+    assert cache.has_key("k7") is False
+    assert len(cache.get_many(list(data))) == 40
+    assert cache.delete("k20") is True
+    assert cache.delete("k20") is False
+    cache.clear()
+    assert cache.get_many(list(data)) == {}
+    assert _keys(server) == []
+
+
+# --- Flask-Session -------------------------------------------------------------------------
+
+def _flask_app(server, lifetime: timedelta):
+    from flask import Flask, jsonify, session
+    from flask_session import Session
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="test-secret",
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis(host="127.0.0.1", port=server.port),
+        SESSION_PERMANENT=True,
+        PERMANENT_SESSION_LIFETIME=lifetime,
+        SESSION_KEY_PREFIX="session:",
+    )
+    Session(app)
+
+    @app.route("/login/<user>")
+    def login(user):
+        session["user"] = user
+        session["visits"] = 0
+        return "ok"
+
+    @app.route("/visit")
+    def visit():
+        if "user" not in session:
+            return jsonify(user=None, visits=0)
+        session["visits"] += 1
+        return jsonify(user=session["user"], visits=session["visits"])
+
+    @app.route("/logout")
+    def logout():
+        session.clear()
+        return "bye"
+
+    return app
+
+
+def _session_keys(server):
+    return [k for k in _keys(server) if k.startswith(b"session:")]
+
+
+def test_flask_session_survives_requests(server):
+    app = _flask_app(server, timedelta(seconds=600))
+    alice, bob = app.test_client(), app.test_client()
+    assert alice.get("/login/alice").status_code == 200
+    assert alice.get("/visit").get_json() == {"user": "alice", "visits": 1}
+    assert alice.get("/visit").get_json() == {"user": "alice", "visits": 2}
+    assert bob.get("/visit").get_json() == {"user": None, "visits": 0}
+    bob.get("/login/bob")
+    assert bob.get("/visit").get_json() == {"user": "bob", "visits": 1}
+    assert alice.get("/visit").get_json() == {"user": "alice", "visits": 3}
+
+    keys = _session_keys(server)
+    assert len(keys) == 2
+    sid = alice.get_cookie("session").value
+    assert f"session:{sid}".encode() in keys
+    for key in keys:
+        assert 595 <= _ttl(server, key) <= 600
+
+    alice.get("/logout")
+    assert alice.get("/visit").get_json() == {"user": None, "visits": 0}
+    assert f"session:{sid}".encode() not in _session_keys(server)
+    assert bob.get("/visit").get_json() == {"user": "bob", "visits": 2}
+
+
+def test_flask_session_expires_with_its_lifetime(server):
+    app = _flask_app(server, timedelta(seconds=1))
+    client = app.test_client()
+    client.get("/login/carol")
+    assert client.get("/visit").get_json() == {"user": "carol", "visits": 1}
+    time.sleep(1.3)
+    assert _session_keys(server) == []
+    assert client.get("/visit").get_json() == {"user": None, "visits": 0}
