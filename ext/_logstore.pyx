@@ -597,21 +597,21 @@ cdef class Store:
         cdef uint32_t si = e.seg, off = e.off, size = e.size
         cdef size_t kl = <size_t>e.klen_m1 + 1
         cdef size_t vl = size - HDR - kl
-        cdef Seg *s = &self.segs[si]
+        cdef uint64_t flushed = self.segs[si].size
         cdef const char *p
-        cdef bint in_buffer = si == <uint32_t>self.active and off >= s.size
+        cdef bint in_buffer = si == <uint32_t>self.active and off >= flushed
         cdef uint32_t crc
         cdef bytes out
         cdef char *dst
         if in_buffer:
-            p = self.wbuf + (off - s.size)
+            p = self.wbuf + (off - flushed)
         else:
-            p = s.map + off
+            p = self.segs[si].map + off
         if vl >= UNLOCKED_READ and not in_buffer:
             # a big copy from the page cache may fault in pages from disk: let other threads run
+            self.segs[si].readers += 1
             out = PyBytes_FromStringAndSize(NULL, vl)
             dst = PyBytes_AS_STRING(out)
-            s.readers += 1
             with nogil:
                 crc = crc32c_extend(0, p + 4, size - 4)
                 memcpy(dst, p + HDR + kl, vl)
@@ -722,29 +722,27 @@ cdef class Store:
         return 0
 
     cdef int _seal_active(self) except -1:
-        """Flush the active segment and make it immutable.  Under "always" it is fsynced now;
-        otherwise the next fsync (background thread, fsync(), close) does it, so rotation never
-        stalls a writer."""
+        """Flush the active segment and make it immutable, without releasing the GIL (so no
+        other thread can append in between).  The next fsync - the same call's under "always",
+        else the background thread's, fsync() or close() - makes it durable first."""
         if self.active < 0:
             return 0
         self._flush()
-        if self.sync_mode == SYNC_ALWAYS:
-            self._fsync_seg(self.active)
-        else:
-            self.segs[self.active].dirty = 1
-            self.ndirty += 1
+        self.segs[self.active].dirty = 1
+        self.ndirty += 1
         self.segs[self.active].state = SEG_SEALED
         self.active = -1
         return 0
 
     cdef int _rotate(self) except -1:
-        """Seal the active segment and start a new, empty one (fsyncing the directory)."""
-        self._seal_active()
+        """Seal the active segment and start a new, empty one (fsyncing the directory).  The
+        file is created first: the switch itself happens with no GIL release."""
         seg_id = self.next_major * ID_GAP
         self.next_major += 1
         fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
                      os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         _fsync_dir(self.path)
+        self._seal_active()
         self.active = self._add_seg(seg_id, fd, self.map_len, 0, SEG_ACTIVE)
         return 0
 
@@ -1142,27 +1140,28 @@ cdef class Store:
 
     # ---- merge ------------------------------------------------------------------------------
     cdef int _release(self, uint32_t si) except -1:
-        """Unmap and close a retired segment once nothing pins it."""
+        """Unmap and close a retired segment once nothing pins it.  (No Seg pointer is held
+        across a Python call anywhere: another thread may grow the table meanwhile.)"""
         cdef Seg *s = &self.segs[si]
+        cdef int fd = s.fd
         if s.state == SEG_RETIRED and s.readers == 0:
             if s.map != NULL:
                 munmap(s.map, s.map_len)
                 s.map = NULL
-            os.close(s.fd)
             s.fd = -1
             s.state = SEG_FREE
+            os.close(fd)
         return 0
 
     cdef int _retire(self, uint32_t si) except -1:
         """Delete a segment's files; its memory goes when the last pin does."""
-        cdef Seg *s = &self.segs[si]
-        base = os.path.join(self.path, "%016x" % s.id)
+        self.segs[si].state = SEG_RETIRED
+        base = os.path.join(self.path, "%016x" % self.segs[si].id)
         for suffix in (".hint", ".data"):
             try:
                 os.unlink(base + suffix)
             except FileNotFoundError:
                 pass
-        s.state = SEG_RETIRED
         self._release(si)
         return 0
 
@@ -1170,21 +1169,21 @@ cdef class Store:
         t = self._merge_thread
         if t is not None and t.is_alive():
             self.merge_stop = 1
-            t.join()
+            if t is not threading.current_thread():
+                t.join()
         self._merge_thread = None
 
     def _mergeable(self, bint all_dead):
         """Sealed segments worth merging: any dead bytes (explicit merge) or a dead fraction of
         at least merge_ratio (background)."""
-        cdef Seg *s
         cdef uint32_t i
+        cdef uint64_t dead
         out = []
         for i in range(self.nsegs):
-            s = &self.segs[i]
-            if s.state != SEG_SEALED or s.size == 0:
+            if self.segs[i].state != SEG_SEALED or self.segs[i].size == 0:
                 continue
-            dead = s.size - s.live
-            if (all_dead and dead > 0) or (dead >= self.merge_ratio * s.size):
+            dead = self.segs[i].size - self.segs[i].live
+            if (all_dead and dead > 0) or (dead >= self.merge_ratio * self.segs[i].size):
                 out.append(i)
         return out
 
@@ -1209,7 +1208,7 @@ cdef class Store:
 
     def _maybe_start_merge(self):
         t = self._merge_thread
-        if self.closed or (t is not None and t.is_alive()):
+        if self.closed or self.merge_stop or (t is not None and t.is_alive()):
             return
         if self._mergeable(False) or self._unhinted():
             self._merge_thread = threading.Thread(
@@ -1467,18 +1466,18 @@ cdef class Store:
     def stats(self):
         """Keys, per-segment live/dead bytes, expired-but-unswept keys, keydir memory, recovery."""
         self._check_open()
-        cdef Seg *s
+        cdef Seg s
         cdef uint32_t i
         segments = []
         live = dead = 0
         for i in range(self.nsegs):
-            s = &self.segs[i]
+            s = self.segs[i]          # a copy: building dicts may let another thread in
             if s.state not in (SEG_SEALED, SEG_ACTIVE):
                 continue
-            size = s.size + (self.wlen if i == self.active else 0)
+            size = s.size + (self.wlen if i == <uint32_t>self.active else 0)
             segments.append({"file": "%016x.data" % s.id, "bytes": size, "live_bytes": s.live,
                              "dead_bytes": size - s.live, "hint": bool(s.hinted),
-                             "active": i == self.active})
+                             "active": i == <uint32_t>self.active})
             live += s.live
             dead += size - s.live
         cdef size_t key_bytes_total = 0, pos = 0
@@ -1520,8 +1519,11 @@ cdef class Store:
         """Write and fsync pending records, stop the background threads, release the lock."""
         if self.closed:
             return
+        self.merge_stop = 1            # no new merge starts from here on
         if self._flusher_stop is not None:
             self._flusher_stop.set()
+            if self._flusher is not threading.current_thread():
+                self._flusher.join()
         self._stop_merge()
         try:
             if not self.read_only:
@@ -1621,3 +1623,4 @@ def _fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
