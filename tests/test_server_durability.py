@@ -1,0 +1,148 @@
+"""Durability of `fastdyn serve`: acknowledged writes survive kill -9 and clean shutdowns.
+
+With `--sync always` a SET is acknowledged only after it is on disk, so after a crash at any
+moment every acknowledged SET must be there with its value; a SET that was sent but not yet
+acknowledged may or may not be. SIGTERM and SIGINT flush and exit 0 under every sync policy.
+"""
+import random
+import signal
+import threading
+import time
+
+import pytest
+
+from resp_client import RawClient, ServerClosed, encode_command
+
+
+class Ledger:
+    """What each key may hold: its last acknowledged value, then values still in flight."""
+
+    def __init__(self):
+        self.acked = {}
+        self.in_flight = {}
+        self.lock = threading.Lock()
+        self.acks = 0
+
+    def sent(self, key, value):
+        with self.lock:
+            self.in_flight.setdefault(key, []).append(value)
+
+    def acknowledged(self, key):
+        # One connection per key and replies in order: the oldest in-flight value is acked.
+        with self.lock:
+            self.acked[key] = self.in_flight[key].pop(0)
+            self.acks += 1
+
+    def verify(self, port):
+        """Compare with what the restarted node holds, then adopt it as the new truth."""
+        keys = sorted(set(self.acked) | {k for k, v in self.in_flight.items() if v})
+        with RawClient(port) as c:
+            replies = c.pipeline([("GET", k) for k in keys]) if keys else []
+        problems = []
+        for key, reply in zip(keys, replies):
+            value = reply[1] if reply[0] == "bulk" else None
+            allowed = set(self.in_flight.get(key, []))
+            if key in self.acked:
+                allowed.add(self.acked[key])
+            else:
+                allowed.add(None)
+            if value not in allowed:
+                problems.append(f"{key!r}: found {value!r}, acknowledged "
+                                f"{self.acked.get(key)!r}, in flight {self.in_flight.get(key)}")
+            if value is None:
+                self.acked.pop(key, None)
+            else:
+                self.acked[key] = value
+        self.in_flight.clear()
+        return problems
+
+
+def _writer(port, ledger, prefix, round_no, rng_seed, stop):
+    rng = random.Random(rng_seed)
+    seq = 0
+    try:
+        with RawClient(port, timeout=30) as c:
+            while not stop.is_set():
+                batch = []
+                for _ in range(rng.randint(1, 8)):
+                    key = f"{prefix}:{rng.randrange(150)}".encode()
+                    value = b"r%d-s%d-" % (round_no, seq) + rng.randbytes(rng.randrange(0, 300))
+                    seq += 1
+                    batch.append((key, value))
+                    ledger.sent(key, value)
+                c.send(b"".join(encode_command("SET", k, v) for k, v in batch))
+                for key, _ in batch:
+                    reply = c.read_reply()
+                    assert reply == ("simple", b"OK"), reply
+                    ledger.acknowledged(key)
+    except (ServerClosed, ConnectionError, OSError):
+        pass  # the node was killed
+
+
+def _crash_rounds(start_fastdyn, data_dir, rounds, seed):
+    rng = random.Random(seed)
+    ledger = Ledger()
+    for round_no in range(rounds):
+        node = start_fastdyn("--sync", "always", data_dir=data_dir)
+        problems = ledger.verify(node.port)
+        assert not problems, f"after crash {round_no}:\n" + "\n".join(problems[:20])
+        before = ledger.acks
+        stop = threading.Event()
+        writers = [threading.Thread(target=_writer, args=(node.port, ledger, f"w{i}", round_no,
+                                                          rng.random(), stop))
+                   for i in range(3)]
+        for w in writers:
+            w.start()
+        time.sleep(rng.uniform(0.3, 1.0))
+        node.kill()
+        stop.set()
+        for w in writers:
+            w.join(30)
+        assert ledger.acks > before, f"round {round_no}: no SET was acknowledged\n{node.log()}"
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    problems = ledger.verify(node.port)
+    assert not problems, "after the last crash:\n" + "\n".join(problems[:20])
+    assert ledger.acked, "nothing survived at all"
+    node.stop()
+
+
+def test_acknowledged_sets_survive_kill_9(start_fastdyn, tmp_path):
+    _crash_rounds(start_fastdyn, tmp_path / "node", rounds=3, seed=11)
+
+
+@pytest.mark.slow
+def test_acknowledged_sets_survive_many_kill_9(start_fastdyn, tmp_path):
+    _crash_rounds(start_fastdyn, tmp_path / "node", rounds=25, seed=29)
+
+
+@pytest.mark.parametrize("sync", ["always", "interval", "never"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_clean_shutdown_keeps_everything(start_fastdyn, tmp_path, sync, sig):
+    data_dir = tmp_path / "node"
+    node = start_fastdyn("--sync", sync, data_dir=data_dir)
+    values = {f"key:{i}".encode(): b"%d\x00\r\n" % i * (i % 50) for i in range(3000)}
+    with RawClient(node.port) as c:
+        c.pipeline([("SET", f"flushed:{i}", "old") for i in range(100)])
+        assert c.call("FLUSHALL") == ("simple", b"OK")
+        assert all(r == ("simple", b"OK") for r in c.pipeline([("SET", k, v) for k, v in values.items()]))
+        assert c.call("DEL", "key:0", "key:1") == ("int", 2)
+        assert c.call("SET", "ttl", "v", "EX", 1000) == ("simple", b"OK")
+        assert c.call("SET", "short", "v", "PX", 200) == ("simple", b"OK")
+        assert c.call("INCRBY", "counter", 41) == ("int", 41)
+        assert c.call("APPEND", "key:2", "+") == ("int", len(values[b"key:2"]) + 1)
+    assert node.stop(sig) == 0, node.log()
+    time.sleep(0.3)  # "short" expires while the node is down
+
+    node = start_fastdyn("--sync", sync, data_dir=data_dir)
+    with RawClient(node.port) as c:
+        keys = list(values)
+        got = c.pipeline([("GET", k) for k in keys])
+        assert got[0] == got[1] == ("nullbulk",)
+        assert got[2] == ("bulk", values[b"key:2"] + b"+")
+        assert got[3:] == [("bulk", values[k]) for k in keys[3:]]
+        assert 990 <= c.call("TTL", "ttl")[1] <= 1000
+        assert c.call("GET", "short") == ("nullbulk",)
+        assert c.call("INCR", "counter") == ("int", 42)
+        assert c.call("EXISTS", *[f"flushed:{i}" for i in range(100)]) == ("int", 0)
+        assert c.call("DBSIZE") == ("int", len(values))  # -2 deleted, +ttl +counter
+    assert node.stop() == 0, node.log()
