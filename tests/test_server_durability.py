@@ -1,7 +1,7 @@
 """Durability of `fastdyn serve`: acknowledged writes survive kill -9 and clean shutdowns.
 
-With `--sync always` a SET is acknowledged only after it is on disk, so after a crash at any
-moment every acknowledged SET must be there with its value; a SET that was sent but not yet
+With `--sync always` a write is acknowledged only after it is on disk, so after a crash at any
+moment every acknowledged SET, DEL and INCR must be there; a write that was sent but not yet
 acknowledged may or may not be. SIGTERM and SIGINT flush and exit 0 under every sync policy.
 """
 import random
@@ -15,11 +15,17 @@ from resp_client import RawClient, ServerClosed, encode_command
 
 
 class Ledger:
-    """What each key may hold: its last acknowledged value, then values still in flight."""
+    """What each key may hold: its last acknowledged value, then writes still in flight.
+
+    A value of None is a deletion. Counters are tracked apart: an acknowledged INCR that
+    returned n means the counter is at least n after a crash, and at most n plus the
+    increments still in flight.
+    """
 
     def __init__(self):
         self.acked = {}
         self.in_flight = {}
+        self.counters = {}           # key -> (acknowledged value, increments in flight)
         self.lock = threading.Lock()
         self.acks = 0
 
@@ -28,64 +34,91 @@ class Ledger:
             self.in_flight.setdefault(key, []).append(value)
 
     def acknowledged(self, key):
-        # One connection per key and replies in order: the oldest in-flight value is acked.
+        # One connection per key and replies in order: the oldest in-flight write is acked.
         with self.lock:
             self.acked[key] = self.in_flight[key].pop(0)
+            self.acks += 1
+
+    def incr_sent(self, key):
+        with self.lock:
+            value, pending = self.counters.get(key, (0, 0))
+            self.counters[key] = (value, pending + 1)
+
+    def incr_acknowledged(self, key, value):
+        with self.lock:
+            _, pending = self.counters[key]
+            self.counters[key] = (value, pending - 1)
             self.acks += 1
 
     def verify(self, port):
         """Compare with what the restarted node holds, then adopt it as the new truth."""
         keys = sorted(set(self.acked) | {k for k, v in self.in_flight.items() if v})
+        counters = sorted(self.counters)
         with RawClient(port) as c:
-            replies = c.pipeline([("GET", k) for k in keys]) if keys else []
+            replies = c.pipeline([("GET", k) for k in keys + counters]) if keys + counters else []
         problems = []
         for key, reply in zip(keys, replies):
             value = reply[1] if reply[0] == "bulk" else None
             allowed = set(self.in_flight.get(key, []))
-            if key in self.acked:
-                allowed.add(self.acked[key])
-            else:
-                allowed.add(None)
+            allowed.add(self.acked.get(key))
             if value not in allowed:
                 problems.append(f"{key!r}: found {value!r}, acknowledged "
                                 f"{self.acked.get(key)!r}, in flight {self.in_flight.get(key)}")
-            if value is None:
-                self.acked.pop(key, None)
-            else:
-                self.acked[key] = value
+            self.acked[key] = value
+        for key, reply in zip(counters, replies[len(keys):]):
+            value = int(reply[1]) if reply[0] == "bulk" else 0
+            acked, pending = self.counters[key]
+            if not acked <= value <= acked + pending:
+                problems.append(f"counter {key!r}: found {value}, acknowledged {acked}, "
+                                f"{pending} increments in flight")
+            self.counters[key] = (value, 0)
         self.in_flight.clear()
         return problems
 
 
 def _writer(port, ledger, prefix, round_no, rng_seed, stop):
+    """Pipelines of SET, DEL and INCR on this writer's own keys until the node goes away."""
     rng = random.Random(rng_seed)
     seq = 0
+    counter = f"{prefix}:counter".encode()
     try:
         with RawClient(port, timeout=30) as c:
             while not stop.is_set():
                 batch = []
                 for _ in range(rng.randint(1, 8)):
                     key = f"{prefix}:{rng.randrange(150)}".encode()
-                    value = b"r%d-s%d-" % (round_no, seq) + rng.randbytes(rng.randrange(0, 300))
-                    seq += 1
-                    batch.append((key, value))
-                    ledger.sent(key, value)
-                c.send(b"".join(encode_command("SET", k, v) for k, v in batch))
-                for key, _ in batch:
+                    roll = rng.random()
+                    if roll < 0.1:
+                        batch.append(("DEL", key))
+                        ledger.sent(key, None)
+                    elif roll < 0.2:
+                        batch.append(("INCR", counter))
+                        ledger.incr_sent(counter)
+                    else:
+                        value = b"r%d-s%d-" % (round_no, seq) + rng.randbytes(rng.randrange(300))
+                        seq += 1
+                        batch.append(("SET", key, value))
+                        ledger.sent(key, value)
+                c.send(b"".join(encode_command(*cmd) for cmd in batch))
+                for cmd in batch:
                     reply = c.read_reply()
-                    assert reply == ("simple", b"OK"), reply
-                    ledger.acknowledged(key)
+                    if cmd[0] == "INCR":
+                        assert reply[0] == "int", reply
+                        ledger.incr_acknowledged(cmd[1], reply[1])
+                    else:
+                        assert reply in (("simple", b"OK"), ("int", 0), ("int", 1)), reply
+                        ledger.acknowledged(cmd[1])
     except (ServerClosed, ConnectionError, OSError):
-        pass  # the node was killed
+        pass  # the node went away
 
 
-def _crash_rounds(start_fastdyn, data_dir, rounds, seed):
+def _crash_rounds(start_fastdyn, data_dir, rounds, seed, sync="always", sig=signal.SIGKILL):
     rng = random.Random(seed)
     ledger = Ledger()
     for round_no in range(rounds):
-        node = start_fastdyn("--sync", "always", data_dir=data_dir)
+        node = start_fastdyn("--sync", sync, data_dir=data_dir)
         problems = ledger.verify(node.port)
-        assert not problems, f"after crash {round_no}:\n" + "\n".join(problems[:20])
+        assert not problems, f"after stop {round_no}:\n" + "\n".join(problems[:20])
         before = ledger.acks
         stop = threading.Event()
         writers = [threading.Thread(target=_writer, args=(node.port, ledger, f"w{i}", round_no,
@@ -94,24 +127,51 @@ def _crash_rounds(start_fastdyn, data_dir, rounds, seed):
         for w in writers:
             w.start()
         time.sleep(rng.uniform(0.3, 1.0))
-        node.kill()
+        if sig == signal.SIGKILL:
+            node.kill()
+        else:
+            assert node.stop(sig) == 0, node.log()[-3000:]
         stop.set()
         for w in writers:
             w.join(30)
-        assert ledger.acks > before, f"round {round_no}: no SET was acknowledged\n{node.log()}"
-    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+        assert ledger.acks > before, f"round {round_no}: no write was acknowledged\n{node.log()}"
+    node = start_fastdyn("--sync", sync, data_dir=data_dir)
     problems = ledger.verify(node.port)
-    assert not problems, "after the last crash:\n" + "\n".join(problems[:20])
-    assert ledger.acked, "nothing survived at all"
-    node.stop()
+    assert not problems, "after the last stop:\n" + "\n".join(problems[:20])
+    assert any(v is not None for v in ledger.acked.values()), "nothing survived at all"
+    assert node.stop() == 0, node.log()[-3000:]
 
 
-def test_acknowledged_sets_survive_kill_9(start_fastdyn, tmp_path):
+def test_acknowledged_writes_survive_kill_9(start_fastdyn, tmp_path):
     _crash_rounds(start_fastdyn, tmp_path / "node", rounds=3, seed=11)
 
 
+@pytest.mark.parametrize("sync", ["always", "interval", "never"])
+def test_sigterm_under_load_keeps_every_acknowledged_write(start_fastdyn, tmp_path, sync):
+    """A clean shutdown flushes what it acknowledged, whatever the sync policy."""
+    _crash_rounds(start_fastdyn, tmp_path / "node", rounds=2, seed=5, sync=sync,
+                  sig=signal.SIGTERM)
+
+
+def test_acknowledged_flushall_survives_kill_9(start_fastdyn, tmp_path):
+    data_dir = tmp_path / "node"
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    with RawClient(node.port) as c:
+        c.pipeline([("SET", f"old:{i}", "v") for i in range(500)])
+        assert c.call("FLUSHALL") == ("simple", b"OK")
+        assert c.call("SET", "new", "v") == ("simple", b"OK")
+        assert c.call("SET", "old:7", "again") == ("simple", b"OK")
+    node.kill()
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    with RawClient(node.port) as c:
+        assert c.call("DBSIZE") == ("int", 2)
+        assert c.call("MGET", "new", "old:7", "old:8") == (
+            "array", [("bulk", b"v"), ("bulk", b"again"), ("nullbulk",)])
+    assert node.stop() == 0
+
+
 @pytest.mark.slow
-def test_acknowledged_sets_survive_many_kill_9(start_fastdyn, tmp_path):
+def test_acknowledged_writes_survive_many_kill_9(start_fastdyn, tmp_path):
     _crash_rounds(start_fastdyn, tmp_path / "node", rounds=25, seed=29)
 
 
