@@ -49,8 +49,25 @@ cdef int run_one(object conn, ReplyWriter out, object spec, list args) except -1
     return 0
 
 
-def execute(conn, list cmds, dict table, find_command, unknown_error, arity_error,
-            frozenset transaction_control):
+cdef dict _table = {}
+cdef object _find_command = None
+cdef object _unknown_error = None
+cdef object _arity_error = None
+cdef frozenset _transaction_control = frozenset()
+
+
+def configure(dict table, find_command, unknown_error, arity_error,
+              frozenset transaction_control):
+    """Install the command table and the error-text helpers of fastdyn.server.commands."""
+    global _table, _find_command, _unknown_error, _arity_error, _transaction_control
+    _table = table
+    _find_command = find_command
+    _unknown_error = unknown_error
+    _arity_error = arity_error
+    _transaction_control = transaction_control
+
+
+def execute(conn, list cmds):
     """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out."""
     cdef ReplyWriter out = conn.out
     cdef object coord = conn.coord
@@ -62,13 +79,14 @@ def execute(conn, list cmds, dict table, find_command, unknown_error, arity_erro
     cdef long fast
     cdef list args
     cdef object spec, result
+    cdef dict table = _table
     for args in cmds:
         n = PyList_GET_SIZE(args)
         spec = table.get(args[0])
         if spec is None:
-            spec = find_command(args[0])
+            spec = _find_command(args[0])
             if spec is None:
-                out.error(unknown_error(args))
+                out.error(_unknown_error(args))
                 if conn.multi is not None:
                     conn.multi_failed = True
                 continue
@@ -77,11 +95,18 @@ def execute(conn, list cmds, dict table, find_command, unknown_error, arity_erro
             continue
         arity = spec[1]
         if (n != arity) if arity > 0 else (n < -arity):
-            out.error(arity_error(spec[3]))
+            if spec[3] == "exec":
+                # Redis ends the transaction when EXEC itself is malformed, in MULTI or not
+                conn.multi = None
+                conn.multi_failed = False
+                out.error("EXECABORT Transaction discarded because of: "
+                          + _arity_error(spec[3])[4:])
+                continue
+            out.error(_arity_error(spec[3]))
             if conn.multi is not None:
                 conn.multi_failed = True
             continue
-        if conn.multi is not None and spec[3] not in transaction_control:
+        if conn.multi is not None and spec[3] not in _transaction_control:
             conn.multi.append((spec, args))
             out.simple("QUEUED")
             continue

@@ -11,13 +11,15 @@ import ipaddress
 import logging
 import socket
 
-from fastdyn._commands import execute
+from fastdyn._commands import configure, execute
 from fastdyn._resp import ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
 from fastdyn.server.commands import (COMMANDS, TRANSACTION_CONTROL, find_command,
                                      unknown_command_error, wrong_arity_error)
 
 log = logging.getLogger("fastdyn.server")
+
+configure(COMMANDS, find_command, unknown_command_error, wrong_arity_error, TRANSACTION_CONTROL)
 
 DENIED = ("DENIED fastdyn is running in protected mode because protected mode is enabled and no "
           "password is set for the default user. In this mode connections are only accepted "
@@ -112,7 +114,8 @@ class ClientConnection(asyncio.Protocol):
         if self.authenticated:
             cmds = parser.parse(data)
             if cmds:
-                self.execute(cmds)
+                self.server.commands_processed += len(cmds)
+                execute(self, cmds)
         else:
             # before AUTH each command is parsed alone: the size limits change once it succeeds
             while not self.closing:
@@ -120,16 +123,20 @@ class ClientConnection(asyncio.Protocol):
                 data = b""
                 if not cmds:
                     break
-                self.execute(cmds)
+                self.server.commands_processed += 1
+                execute(self, cmds)
         if parser.error is not None and not self.closing:
             self.out.error("ERR " + parser.error)
             self.closing = True
+        if self.slots is None and not self.closing:
+            # the common case, inline: nothing deferred, no write waiting for the log
+            server = self.server
+            if server.coord.write_seq == server.acked_seq and not server.waiting:
+                data = self.out.take()
+                if data:
+                    self.transport.write(data)
+                return
         self.flush_replies()
-
-    def execute(self, cmds):
-        self.server.commands_processed += len(cmds)
-        execute(self, cmds, COMMANDS, find_command, unknown_command_error, wrong_arity_error,
-                TRANSACTION_CONTROL)
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
