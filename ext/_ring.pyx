@@ -9,7 +9,7 @@ partitions it wins or loses on score:
 
 * position 0: every node holds floor(Q/S) or ceil(Q/S) primaries; the Q mod S larger shares
   go to the nodes that fill up first in score order;
-* positions 0..k together (k >= 2): every node holds floor(kQ/S) - 2 .. ceil(kQ/S) + 2 of
+* the first k positions together (k >= 2): every node holds floor(kQ/S) - 2 .. ceil(kQ/S) + 2 of
   them. Two partitions of slack on each side absorb most of the cascades an exact bound
   causes: on a join they cut the replica slots that move beyond the ideal by about a third
   against one partition of slack (docs/ring.md).

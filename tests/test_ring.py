@@ -8,11 +8,12 @@ from fastdyn.ring import Ring
 
 Q = 256
 # Movement beyond the ideal on one join (1/(S+1) of the partitions) or leave (1/S), as a
-# fraction of Q per preference position. Measured at Q=256 over about 3,000 random joins and
-# leaves with S=1..64 (bench/ring_balance.py --movement): worst 0.082 for primaries and 0.063
-# per position for the first 3 replicas; the averages are asserted separately below.
-PRIMARY_MARGIN = 0.09
-REPLICA_MARGIN = 0.075
+# fraction of Q per preference position. Measured at Q=256 over about 2,000 random joins and
+# leaves with S=1..64 (bench/ring_balance.py --movement --trials 15): worst 0.090 for
+# primaries, 0.070 per position for the first 2 or 3 replicas. Exact primary balance costs
+# these displacement chains (docs/ring.md); the averages are asserted separately below.
+PRIMARY_MARGIN = 0.10
+REPLICA_MARGIN = 0.08
 # The first k positions together hold floor(kQ/S) - 2 .. ceil(kQ/S) + 2 per node (k >= 2).
 REPLICA_SLACK = 2
 
