@@ -1,0 +1,139 @@
+"""redis-benchmark against `fastdyn serve` and redis-server, in the same run.
+
+    python bench/bench_server.py [--requests 200000] [--clients 50] [--rounds 3]
+
+Targets: fastdyn (--sync interval), redis-server with persistence off, and redis-server with
+`appendonly yes appendfsync everysec` (the closest Redis setting to fastdyn's interval sync).
+For each pipeline depth (-P 1 and -P 16) the targets run interleaved, `--rounds` times, and the
+median req/s and p99 are reported with fastdyn's ratios against both Redis setups.
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start(argv, port, cwd):
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc)
+    return proc
+
+
+def run_benchmark(port, clients, requests, pipeline, value_size):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-n", str(requests),
+         "-d", str(value_size), "-t", "set,get", "-P", str(pipeline), "--csv"],
+        capture_output=True, text=True, check=True).stdout
+    rows = {}
+    for row in csv.DictReader(io.StringIO(out)):
+        rows[row["test"]] = (float(row["rps"]), float(row["p99_latency_ms"]))
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--value-size", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pipelines", default="1,16")
+    args = ap.parse_args()
+    for tool in ("redis-server", "redis-benchmark"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 2
+
+    tmp = tempfile.mkdtemp(prefix="bench-server-")
+    procs = []
+    try:
+        targets = {}
+        port = free_port()
+        procs.append(start([sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port",
+                            str(port), "--data-dir", os.path.join(tmp, "fastdyn"), "--sync",
+                            "interval", "--log-level", "warning"], port, tmp))
+        targets["fastdyn (sync interval)"] = port
+        for name, extra in (("redis (no persistence)", ["--appendonly", "no"]),
+                            ("redis (aof everysec)", ["--appendonly", "yes", "--appendfsync",
+                                                      "everysec"])):
+            port = free_port()
+            d = os.path.join(tmp, name.split()[1].strip("(")) + str(port)
+            os.makedirs(d)
+            procs.append(start(["redis-server", "--port", str(port), "--bind", HOST, "--save",
+                                "", "--dir", d, *extra], port, d))
+            targets[name] = port
+
+        results = {}  # (target, pipeline, test) -> [(rps, p99)]
+        pipelines = [int(p) for p in args.pipelines.split(",")]
+        for pipeline in pipelines:
+            for _ in range(args.rounds):
+                for name, port in targets.items():
+                    rows = run_benchmark(port, args.clients, args.requests, pipeline,
+                                         args.value_size)
+                    for test, value in rows.items():
+                        results.setdefault((name, pipeline, test), []).append(value)
+
+        print(f"redis-benchmark -c {args.clients} -n {args.requests} -d {args.value_size} "
+              f"-t set,get -P {{{args.pipelines}}}, median of {args.rounds} interleaved rounds")
+        print()
+        print("| pipeline | test | target | req/s | p99 ms | fastdyn / redis | fastdyn / redis aof |")
+        print("|---|---|---|---|---|---|---|")
+        fd, plain, aof = list(targets)
+        for pipeline in pipelines:
+            for test in ("SET", "GET"):
+                med = {}
+                for name in targets:
+                    values = results[(name, pipeline, test)]
+                    med[name] = (statistics.median(v[0] for v in values),
+                                 statistics.median(v[1] for v in values))
+                for name in targets:
+                    rps, p99 = med[name]
+                    ratio = ratio_aof = ""
+                    if name == fd:
+                        ratio = "%.2fx rps, %.2fx p99" % (rps / med[plain][0],
+                                                          p99 / max(med[plain][1], 1e-9))
+                        ratio_aof = "%.2fx rps, %.2fx p99" % (rps / med[aof][0],
+                                                              p99 / max(med[aof][1], 1e-9))
+                    print(f"| {pipeline} | {test} | {name} | {rps:,.0f} | {p99:.3f} | {ratio} | "
+                          f"{ratio_aof} |")
+        return 0
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
