@@ -872,7 +872,9 @@ cdef class Connection:
             self.closed = True
             if self.transport is not None:
                 self.transport.abort()
-            if self.w.on_lost is not None:
+            if not self.ready and self.w.on_fatal is not None:
+                self.w.on_fatal(reason)   # lost before its setup finished: the target refuses us
+            elif self.w.on_lost is not None:
                 self.w.on_lost(self, reason)
 
     def eof_received(self):
