@@ -5,7 +5,7 @@ concurrency and pipelining: -c 50, -P 1 and -P 16, SET then GET, 100-byte values
 random keys. Runs alternate between the tools and repeat; the table shows each tool's median
 and the ratio fastdyn bench / redis-benchmark (>= 1.0 means the tool keeps up).
 
-    python bench/bench_loadgen.py [--rounds 3] [--seconds 4] [--quick]
+    python bench/bench_loadgen.py [--rounds 3] [--seconds 4] [--processes 2,1] [--quick]
 """
 import argparse
 import csv
@@ -67,7 +67,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4, help="length of each fastdyn bench run")
-    parser.add_argument("--processes", type=int, help="fastdyn bench --processes (default: cores)")
+    parser.add_argument("--processes", default=f"{os.cpu_count()},1",
+                        help="fastdyn bench --processes values to try, comma-separated "
+                             "(default: one per core, then 1 like redis-benchmark's one thread)")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
     args = parser.parse_args()
     if args.quick:
@@ -84,33 +86,37 @@ def main() -> int:
         try:
             wait_port(port)
             rows = []
+            procs = [int(p) for p in args.processes.split(",")]
             for pipeline in (1, 16):
                 # redis-benchmark is told a request count that takes about as long as our run
                 requests = (100_000 if pipeline == 1 else 1_000_000) * args.seconds
                 for test in ("set", "get"):
-                    theirs, ours = [], []
+                    theirs, ours = [], {p: [] for p in procs}
                     for _ in range(args.rounds):
                         theirs.append(redis_benchmark(port, test, pipeline, requests))
-                        ours.append(fastdyn_bench(port, test, pipeline, args.seconds,
-                                                  processes=args.processes))
+                        for p in procs:
+                            ours[p].append(fastdyn_bench(port, test, pipeline, args.seconds,
+                                                         processes=p))
                     rb = statistics.median(r for r, _ in theirs)
-                    fd = statistics.median(r for r, _ in ours)
                     rb99 = statistics.median(p for _, p in theirs)
-                    fd99 = statistics.median(p for _, p in ours)
-                    rows.append((test.upper(), pipeline, rb, fd, rb99, fd99))
-                    print(f"{test.upper()} -P {pipeline}: redis-benchmark {rb:,.0f}/s, "
-                          f"fastdyn bench {fd:,.0f}/s ({fd / rb:.2f}x)", file=sys.stderr)
+                    for p in procs:
+                        fd = statistics.median(r for r, _ in ours[p])
+                        fd99 = statistics.median(q for _, q in ours[p])
+                        rows.append((test.upper(), pipeline, p, rb, fd, rb99, fd99))
+                        print(f"{test.upper()} -P {pipeline}: redis-benchmark {rb:,.0f}/s, "
+                              f"fastdyn bench ({p} proc) {fd:,.0f}/s ({fd / rb:.2f}x)",
+                              file=sys.stderr)
         finally:
             server.terminate()
             server.wait()
-    print(f"\n`python bench/bench_loadgen.py --rounds {args.rounds} --seconds {args.seconds}`, "
+    print(f"\n`python bench/bench_loadgen.py --rounds {args.rounds} --seconds {args.seconds}`: "
           f"-c 50, 100-byte values, 100000 random keys, median of {args.rounds} alternating "
-          f"runs\n")
-    print("| test | pipeline | redis-benchmark req/s | fastdyn bench ops/s | ratio | "
-          "p99 ms redis-benchmark | p99 ms fastdyn bench |")
-    print("|---|---|---|---|---|---|---|")
-    for test, pipeline, rb, fd, rb99, fd99 in rows:
-        print(f"| {test} | {pipeline} | {rb:,.0f} | {fd:,.0f} | **{fd / rb:.2f}x** | "
+          f"runs against one redis-server\n")
+    print("| test | pipeline | fastdyn bench processes | redis-benchmark req/s | "
+          "fastdyn bench ops/s | ratio | p99 ms redis-benchmark | p99 ms fastdyn bench |")
+    print("|---|---|---|---|---|---|---|---|")
+    for test, pipeline, p, rb, fd, rb99, fd99 in rows:
+        print(f"| {test} | {pipeline} | {p} | {rb:,.0f} | {fd:,.0f} | **{fd / rb:.2f}x** | "
               f"{rb99:.3f} | {fd99:.3f} |")
     return 0
 
