@@ -52,6 +52,7 @@ class Node:
         self.loop = None
         self.listener = None
         self.stopping = None
+        self.expire_timer = None
 
     def next_client_id(self) -> int:
         self._client_ids += 1
@@ -135,7 +136,7 @@ class Node:
                 pass
         except Exception:
             log.exception("active expiry failed")
-        self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
+        self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
 
     # -- run --------------------------------------------------------------------------------
     async def serve(self) -> int:
@@ -148,7 +149,7 @@ class Node:
         cfg = self.config
         self.listener = await self.loop.create_server(
             lambda: ClientConnection(self), cfg.host, cfg.port, backlog=511, reuse_address=True)
-        self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
+        self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
                  "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
@@ -162,6 +163,7 @@ class Node:
         """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
         log.info("shutting down")
         self.listener.close()
+        self.expire_timer.cancel()
         while self.fsync_running or self.commit_scheduled:
             await asyncio.sleep(0.01)
         for conn in list(self.clients):
