@@ -14,21 +14,25 @@ from fastdyn.server.protocol import is_loopback
 
 
 def raw(port, payload: bytes, wait=0.3, sock=None) -> bytes:
-    """Send raw bytes and collect whatever comes back within `wait` seconds (b'<closed>' at EOF)."""
+    """Send raw bytes and collect the replies until the server is quiet for `wait` seconds
+    (up to 3 s for the first byte, so a busy machine does not cut a reply); b'<closed>' marks
+    EOF."""
     s = sock or socket.create_connection((HOST, port))
     s.sendall(payload)
-    s.settimeout(wait)
     out = b""
-    deadline = time.monotonic() + wait
+    s.settimeout(max(wait, 3.0))
     try:
-        while time.monotonic() < deadline:
+        while True:
             chunk = s.recv(65536)
             if not chunk:
                 out += b"<closed>"
                 break
             out += chunk
+            s.settimeout(wait)
     except socket.timeout:
         pass
+    except ConnectionResetError:
+        out += b"<reset>"
     if sock is None:
         s.close()
     return out
