@@ -162,6 +162,10 @@ CASES = {
         ("GETEX", "k", "PERSIST", "EX", 10), ("GETEX", "k", "EX"), ("GETEX", "k", "KEEPTTL"),
         ("GETEX", "k", "BOGUS"), ("GETEX",), ("GETEX", "k", "EXAT", PAST_S), ("EXISTS", "k"),
         ("TTL", "k")],
+    "getex_missing_key_ignores_expiry": [
+        ("GETEX", "missing", "EX", -5), ("GETEX", "missing", "PX", 0),
+        ("GETEX", "missing", "EX", "x"), ("GETEX", "missing", "EXAT", I64_MAX),
+        ("GETEX", "missing", "EX", 10, "PX", 10), ("SET", "k", "v"), ("GETEX", "k", "EX", -5)],
     "mget_mset_msetnx": [
         ("MSET", "a", 1, "b", 2), ("MGET", "a", "b", "c", "a"), ("MSET", "a"),
         ("MSET", "a", 1, "b"), ("MSET",), ("MGET",), ("MSETNX", "b", 3, "c", 4),
