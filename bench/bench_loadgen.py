@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -40,13 +41,21 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def redis_benchmark(port, test, pipeline, requests, clients=50):
+    """(requests/s, p99 ms, CPU µs per request) as redis-benchmark reports and uses them."""
+    cpu = _children_cpu()
     out = subprocess.run(
         ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-P", str(pipeline),
          "-d", "100", "-r", "100000", "-n", str(requests), "-t", test, "--csv"],
         capture_output=True, text=True, check=True).stdout
+    cpu = _children_cpu() - cpu
     row = next(csv.DictReader(io.StringIO(out)))
-    return float(row["rps"]), float(row["p99_latency_ms"])
+    return float(row["rps"]), float(row["p99_latency_ms"]), cpu / requests * 1e6
 
 
 def fastdyn_bench(port, test, pipeline, seconds, clients=50, processes=None):
@@ -60,7 +69,7 @@ def fastdyn_bench(port, test, pipeline, seconds, clients=50, processes=None):
         subprocess.run(argv, capture_output=True, text=True, check=True)
         with open(os.path.join(out, "summary.json")) as f:
             s = json.load(f)
-    return s["throughput"], s["ops"][test]["p99_ms"]
+    return s["throughput"], s["ops"][test]["p99_ms"], s["tool_cpu_us_per_op"]
 
 
 def main() -> int:
@@ -97,12 +106,10 @@ def main() -> int:
                         for p in procs:
                             ours[p].append(fastdyn_bench(port, test, pipeline, args.seconds,
                                                          processes=p))
-                    rb = statistics.median(r for r, _ in theirs)
-                    rb99 = statistics.median(p for _, p in theirs)
+                    rb, rb99, rbcpu = (statistics.median(x) for x in zip(*theirs))
                     for p in procs:
-                        fd = statistics.median(r for r, _ in ours[p])
-                        fd99 = statistics.median(q for _, q in ours[p])
-                        rows.append((test.upper(), pipeline, p, rb, fd, rb99, fd99))
+                        fd, fd99, fdcpu = (statistics.median(x) for x in zip(*ours[p]))
+                        rows.append((test.upper(), pipeline, p, rb, fd, rb99, fd99, rbcpu, fdcpu))
                         print(f"{test.upper()} -P {pipeline}: redis-benchmark {rb:,.0f}/s, "
                               f"fastdyn bench ({p} proc) {fd:,.0f}/s ({fd / rb:.2f}x)",
                               file=sys.stderr)
@@ -113,11 +120,12 @@ def main() -> int:
           f"-c 50, 100-byte values, 100000 random keys, median of {args.rounds} alternating "
           f"runs against one redis-server\n")
     print("| test | pipeline | fastdyn bench processes | redis-benchmark req/s | "
-          "fastdyn bench ops/s | ratio | p99 ms redis-benchmark | p99 ms fastdyn bench |")
+          "fastdyn bench ops/s | ratio | p99 ms redis-benchmark / fastdyn bench | "
+          "client CPU µs per request redis-benchmark / fastdyn bench |")
     print("|---|---|---|---|---|---|---|---|")
-    for test, pipeline, p, rb, fd, rb99, fd99 in rows:
+    for test, pipeline, p, rb, fd, rb99, fd99, rbcpu, fdcpu in rows:
         print(f"| {test} | {pipeline} | {p} | {rb:,.0f} | {fd:,.0f} | **{fd / rb:.2f}x** | "
-              f"{rb99:.3f} | {fd99:.3f} |")
+              f"{rb99:.3f} / {fd99:.3f} | {rbcpu:.2f} / {fdcpu:.2f} |")
     return 0
 
 

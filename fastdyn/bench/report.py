@@ -38,6 +38,8 @@ def summary(result) -> dict:
         "errors": sum(r.errors for r in result.ops.values()),
         "timeouts": sum(r.timeouts for r in result.ops.values()),
         "dropped": result.dropped,
+        "tool_cpu_s": round(result.cpu_seconds, 3),
+        "tool_cpu_us_per_op": round(result.cpu_us_per_op, 3),
         "config": result.config,
     }
     if result.open_loop:
@@ -72,6 +74,8 @@ def table(result) -> str:
     for name, r in result.ops.items():
         if r.error_sample:
             lines.append(f"  {name}: {r.errors + r.timeouts:,} failed, e.g. {r.error_sample}")
+    lines.append(f"  load generator CPU: {result.cpu_seconds:.2f} s in {c['processes']} "
+                 f"process(es), {result.cpu_us_per_op:.2f} µs per operation")
     if result.dropped:
         lines.append(f"  {result.dropped:,} scheduled requests were never sent "
                      f"(the target or this machine could not keep up with --rate)")

@@ -66,6 +66,14 @@ class RunResult:
     seconds: float                 # measured time
     open_loop: bool
     dropped: int = 0
+    cpu_seconds: float = 0.0       # CPU time the load-generating processes used
+
+    @property
+    def cpu_us_per_op(self) -> float:
+        """The tool's own CPU cost per operation answered (errors included), in µs."""
+        total = self.all()
+        done = total.ok + total.errors
+        return self.cpu_seconds / done * 1e6 if done else float("nan")
 
     @property
     def throughput(self) -> float:
@@ -197,6 +205,7 @@ def _collect(spec, wl, pipes, procs, out) -> RunResult:
     lengths: dict[int, float] = {}
     intervals: list[Interval] = []
     dropped = 0
+    cpu = 0.0
     live = set(range(len(pipes)))
     last_end = start_ns
     while live:
@@ -211,6 +220,7 @@ def _collect(spec, wl, pipes, procs, out) -> RunResult:
                 raise FastdynError(message[1])
             if kind == "done":
                 dropped += message[1]
+                cpu += message[2]
                 live.discard(i)
                 continue
             _, index, end_ns, snap = message
@@ -242,7 +252,7 @@ def _collect(spec, wl, pipes, procs, out) -> RunResult:
         "keys": wl.keys, "key_dist": wl.key_dist, "value_size": [wl.value_min, wl.value_max],
     }
     return RunResult(str(spec.target), config, totals, intervals, max(measured, 1e-9),
-                     bool(spec.rate), dropped)
+                     bool(spec.rate), dropped, cpu)
 
 
 def _merge_interval(index, parts, lengths, spec, wl) -> Interval:

@@ -5,6 +5,7 @@ for ("go", start_ns), then sends ("interval", ...) every second and ("done", ...
 or ("fatal", message) if the target cannot be used.
 """
 import asyncio
+import time
 import traceback
 
 from fastdyn import _bench
@@ -113,6 +114,7 @@ async def _run(loop, pipe, spec: dict) -> None:
     worker.on_done = on_done
     worker.on_fatal = None
     await asyncio.sleep(max(0.0, (start_ns - _bench.now_ns()) / 1e9))
+    cpu_start = time.process_time()
     worker.start(start_ns)
 
     def open_loop_tick():
@@ -152,7 +154,8 @@ async def _run(loop, pipe, spec: dict) -> None:
         worker.expire(timeout)
         _send_interval(pipe, worker, interval, boundary)
         interval += 1
-    pipe.send(("done", worker.dropped))
+    # this process's own CPU time while generating load: the tool's cost per operation
+    pipe.send(("done", worker.dropped, time.process_time() - cpu_start))
     worker.close()
     await asyncio.sleep(0)
 
