@@ -94,3 +94,29 @@ def test_resp3_mode(cli):
     assert cli("-3", "get", "k") == "v\n"
     assert cli("-3", "--no-raw", "get", "missing") == "(nil)\n"
     assert cli("-3", "--no-raw", "hello", "3").startswith("1# ")
+
+
+def test_bigkeys(cli):
+    cli("set", "small", "x")
+    cli("set", "large", "y" * 5000)
+    cli("incr", "counter")
+    out = cli("--bigkeys")
+    assert "Sampled 3 keys" in out
+    assert "Biggest string found '\"large\"' has 5000 bytes" in out
+
+
+def test_password(tmp_path):
+    node = start_fastdyn(tmp_path, "--requirepass", "s3cret pw")
+    try:
+        def run(*args):
+            done = subprocess.run([REDIS_CLI, "-p", str(node.port), "--no-auth-warning", *args],
+                                  capture_output=True, timeout=30)
+            return (done.stdout + done.stderr).decode()
+
+        assert "NOAUTH" in run("ping")
+        assert run("-a", "s3cret pw", "ping") == "PONG\n"
+        assert run("--user", "default", "--pass", "s3cret pw", "set", "k", "v") == "OK\n"
+        assert run("-a", "s3cret pw", "get", "k") == "v\n"
+        assert "WRONGPASS" in run("-a", "wrong", "get", "k")
+    finally:
+        node.kill()
