@@ -38,6 +38,7 @@ def test_closed_loop_run_writes_summary_csv_and_plots(redis_server, tmp_path):
     counted = sum(op["count"] for op in summary["ops"].values())
     assert summary["throughput"] == pytest.approx(counted / summary["seconds"], rel=0.01)
     assert summary["config"]["processes"] == 2 and summary["seconds"] == pytest.approx(2, abs=0.2)
+    assert summary["tool_cpu_s"] > 0 and summary["tool_cpu_us_per_op"] > 0
 
     with open(out / "intervals.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -86,6 +87,22 @@ def test_memcached_target(memcached_server, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert sum(op["count"] for op in summary["ops"].values()) == 3000
     assert summary["errors"] == 0 and summary["ops"]["get"]["misses"] > 0
+
+
+def test_several_targets_in_one_run(redis_server, memcached_server, tmp_path):
+    mc = f"memcache://{HOST}:{memcached_server.port}"
+    r = bench("--target", redis_server.url, "--target", mc, "--mix", "get=1,set=1",
+              "--requests", 1000, "--clients", 2, "--processes", 1, "--out", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stderr
+    for scheme, port in (("redis", redis_server.port), ("memcache", memcached_server.port)):
+        s = json.loads((tmp_path / f"{scheme}-{HOST}-{port}" / "summary.json").read_text())
+        assert s["ops"]["get"]["count"] + s["ops"]["set"]["count"] == 1000
+    # one table with both targets, ratios relative to the first
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith(("redis:", "memcache:"))]
+    assert [(row[0].split(":")[0], row[1]) for row in rows] == [
+        ("redis", "get"), ("redis", "set"), ("redis", "all"),
+        ("memcache", "get"), ("memcache", "set"), ("memcache", "all")]
+    assert (tmp_path / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_rejected_dyn_commands_are_counted_as_errors(redis_server, tmp_path):

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("compare", nargs="*", metavar="compare DIR",
                         help="`compare DIR DIR ...`: one table and one plot of saved runs")
-    parser.add_argument("--target", help="redis://[:password@]host:port[/db] (fastdyn or Redis) "
-                                         "or memcache://host:port")
+    parser.add_argument("--target", action="append",
+                        help="redis://[:password@]host:port[/db] (fastdyn or Redis) or "
+                             "memcache://host:port; repeat it to run the same load against "
+                             "several targets in turn")
     parser.add_argument("--clients", type=int, default=50, help="connections in total (50)")
     parser.add_argument("--pipeline", type=int, default=1,
                         help="requests in flight per connection (1)")
@@ -83,7 +85,7 @@ def _compare(directories, out) -> int:
         runs = [compare.SavedRun(d) for d in directories]
     except ValueError as exc:
         return _fail(str(exc))
-    print(compare.table(runs))
+    print(compare.table([(run.label, run.summary) for run in runs]))
     path = compare.plot(runs, os.path.join(out or ".", "compare.png"))
     print(f"plot: {path}")
     return 0
@@ -93,9 +95,10 @@ def _run(args) -> int:
     from fastdyn.bench import report, runner, workload
     from fastdyn.client import parse_target
 
-    target = parse_target(args.target)
-    wl = workload.build(args.workload, args.mix, args.key_dist, args.keys, args.zipf_theta,
-                        args.value_size, args.scan_length, target.protocol)
+    targets = [parse_target(url) for url in args.target]
+    workloads = [workload.build(args.workload, args.mix, args.key_dist, args.keys,
+                                args.zipf_theta, args.value_size, args.scan_length, t.protocol)
+                 for t in targets]
     if args.clients < 1 or args.pipeline < 1:
         raise ValueError("--clients and --pipeline must be at least 1")
     if args.pipeline > 65536:
@@ -111,7 +114,25 @@ def _run(args) -> int:
     processes = args.processes or runner.default_processes()
     if processes < 1:
         raise ValueError("--processes must be at least 1")
-    runner.preflight(target, args.resp3)
+    for target in targets:  # all of them, before spending minutes on the first
+        runner.preflight(target, args.resp3)
+    runs = []
+    for target, wl in zip(targets, workloads):
+        result = _run_target(args, runner, workload, target, wl, processes)
+        print(report.table(result))
+        out = args.out
+        if out and len(targets) > 1:
+            out = os.path.join(out, f"{target.scheme}-{target.host}-{target.port}")
+        if out:
+            for path in report.write(result, out):
+                print(f"wrote {path}", file=sys.stderr)
+        runs.append((result, out))
+    if len(runs) > 1:
+        _per_target_table(runs, args.out, report)
+    return 0
+
+
+def _run_target(args, runner, workload, target, wl, processes):
     common = dict(target=target, clients=args.clients, processes=processes,
                   timeout=args.timeout, seed=args.seed, resp3=args.resp3,
                   progress=not args.quiet)
@@ -127,9 +148,15 @@ def _run(args) -> int:
     spec = runner.RunSpec(workload=wl, pipeline=args.pipeline, duration=args.duration or 10,
                           requests=args.requests, rate=args.rate, arrival=args.arrival,
                           warmup=args.warmup, **common)
-    result = runner.run(spec)
-    print(report.table(result))
-    if args.out:
-        for path in report.write(result, args.out):
-            print(f"wrote {path}", file=sys.stderr)
-    return 0
+    return runner.run(spec)
+
+
+def _per_target_table(runs, out, report) -> None:
+    """Several --target: one table of all of them, and with --out one overlaid plot."""
+    from fastdyn.bench import compare
+
+    print()
+    print(compare.table([(result.target, report.summary(result)) for result, _ in runs]))
+    if out:
+        path = compare.plot([compare.SavedRun(d) for _, d in runs], os.path.join(out, "compare.png"))
+        print(f"wrote {path}", file=sys.stderr)

@@ -40,12 +40,12 @@ class SavedRun:
 
 
 def table(runs) -> str:
-    base = runs[0].summary["throughput"] or float("nan")
-    head = (f"{'run':<24}{'op':<10}{'ops/s':>13}{'ratio':>8}{'p50 ms':>10}{'p90 ms':>10}"
+    """runs: (label, summary dict) pairs; ratios are throughput relative to the first."""
+    base = runs[0][1]["throughput"] or float("nan")
+    head = (f"{'run':<28}{'op':<10}{'ops/s':>13}{'ratio':>8}{'p50 ms':>10}{'p90 ms':>10}"
             f"{'p99 ms':>10}{'p99.9 ms':>10}{'max ms':>10}{'errors':>9}")
     lines = [head, "-" * len(head)]
-    for run in runs:
-        s = run.summary
+    for label, s in runs:
         ops = dict(s["ops"])
         if "all" in s and len(ops) > 1:
             ops["all"] = s["all"]
@@ -55,10 +55,10 @@ def table(runs) -> str:
                 return f"{v:10.3f}" if isinstance(v, (int, float)) else f"{'-':>10}"
             ratio = s["throughput"] / base if name == "all" or len(ops) == 1 else None
             r = f"{ratio:7.2f}x" if ratio is not None else f"{'':>8}"
-            lines.append(f"{run.label[:23]:<24}{name:<10}{o.get('throughput', 0):>13,.0f}{r}"
+            lines.append(f"{label[:27]:<28}{name:<10}{o.get('throughput', 0):>13,.0f}{r}"
                          f"{f('p50_ms')}{f('p90_ms')}{f('p99_ms')}{f('p99.9_ms')}{f('max_ms')}"
                          f"{o.get('errors', 0):>9,}")
-    lines.append(f"ratio: total throughput relative to {runs[0].label}")
+    lines.append(f"ratio: total throughput relative to {runs[0][0]}")
     return "\n".join(lines)
 
 
