@@ -52,8 +52,7 @@ def _keys(server) -> list:
 
 # --- Django --------------------------------------------------------------------------------
 
-@pytest.fixture
-def django_cache(server):
+def _django_cache(location):
     from django.conf import settings
     from django.test.utils import override_settings
 
@@ -63,7 +62,7 @@ def django_cache(server):
         django.setup()
     caches = {"default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": f"redis://127.0.0.1:{server.port}",
+        "LOCATION": location,
         "TIMEOUT": 300,
         "KEY_PREFIX": "site",
     }}
@@ -72,6 +71,34 @@ def django_cache(server):
 
         yield cache
         cache.close()
+
+
+@pytest.fixture
+def django_cache(server):
+    yield from _django_cache(f"redis://127.0.0.1:{server.port}")
+
+
+@pytest.fixture(params=["fastdyn", "redis"])
+def password_server(request, tmp_path):
+    start = start_fastdyn if request.param == "fastdyn" else start_redis
+    s = start(tmp_path, "--requirepass", "s3cret")
+    yield s
+    s.kill()
+
+
+def test_django_with_password_and_db_in_url(password_server):
+    for cache in _django_cache(f"redis://:s3cret@127.0.0.1:{password_server.port}/0"):
+        cache.set("k", {"v": 1}, timeout=30)
+        assert cache.get("k") == {"v": 1}
+        assert cache.add("n", 1) is True
+        assert cache.incr("n") == 2
+        assert 29 <= _ttl_auth(password_server, b"site:1:k") <= 30
+
+
+def _ttl_auth(server, key):
+    with RawClient(server.port) as c:
+        assert c.call("AUTH", "s3cret") == ("simple", b"OK")
+        return c.call("TTL", key)[1]
 
 
 def test_django_set_get_and_timeouts(server, django_cache):
