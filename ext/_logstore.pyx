@@ -44,9 +44,11 @@ cdef extern from "crc32c.h":
     uint32_t crc32c_extend(uint32_t crc, const void *p, size_t n) nogil
     uint32_t crc32c_portable(uint32_t crc, const void *p, size_t n) nogil
 
+cdef extern from "segment_map.h":
+    void seg_prefault(char *map, size_t start, size_t end) nogil
+
 cdef extern from "keydir.h":
     uint32_t KD_DEAD
-    size_t KD_ENTRY_HEADER
     uint64_t kd_hash(const keydir *kd, const void *key, size_t len) nogil
     size_t kd_home(const keydir *kd, uint64_t h) nogil
     kd_entry *kd_entry_at(const keydir *kd, size_t i) nogil
@@ -89,9 +91,6 @@ MARKER = "FASTDYN-STORE"
 MARKER_TEXT = "fastdyn log-structured store, format 1\n"
 
 HEADER_BYTES = HDR
-FLAG_TOMBSTONE = F_TOMB
-FLAG_LZ4 = F_LZ4
-FLAG_CLEAR = F_CLEAR
 
 
 cdef inline uint32_t ld32(const char *p) noexcept nogil:
@@ -170,10 +169,6 @@ def crc32c(data, crc=0, portable=False):
         return crc32c_extend(<uint32_t>crc, buf.buf, <size_t>buf.len)
     finally:
         PyBuffer_Release(&buf)
-
-
-def segment_name(uint64_t seg_id):
-    return "%016x.data" % seg_id
 
 
 cdef int64_t wall_ms() noexcept nogil:
@@ -686,6 +681,8 @@ cdef class Store:
                 err = errno
                 break
             done += r
+        seg_prefault(self.segs[self.active].map, self.segs[self.active].size,
+                     self.segs[self.active].size + done)
         self.segs[self.active].size += done
         if done < n:
             memmove(self.wbuf, self.wbuf + done, n - done)
@@ -1078,12 +1075,14 @@ cdef class Store:
                     self.segs[<uint32_t>si].readers -= 1
                     self._release(si)
 
-    def fold(self, fn, acc=None):
-        """acc = fn(key, value, expiry_ms, acc) over every live record (see items()); returns
-        the final acc."""
+    def fold(self, fn):
+        """Call fn(key, value, expiry_ms) for every live record, in segment order (the same
+        guarantees as items()); returns how many records it visited."""
+        n = 0
         for key, value, expiry in self.items():
-            acc = fn(key, value, expiry, acc)
-        return acc
+            fn(key, value, expiry)
+            n += 1
+        return n
 
     # ---- group commit -----------------------------------------------------------------------
     def batch(self):
@@ -1236,6 +1235,8 @@ cdef class Store:
         cdef const char *base
         cdef int64_t nxt
         cdef uint32_t kl
+        if self.segs[si].dirty:
+            self._fsync_seg(si)        # a hint must never describe data the disk may lose
         self.segs[si].readers += 1
         try:
             end = self.segs[si].size
@@ -1413,6 +1414,7 @@ cdef class Store:
                                 rel += r
                         if err:
                             raise StorageError(f"merge write failed: {os.strerror(err)}")
+                        seg_prefault(self.segs[out].map, out_size, out_size + mlen)
                         # -- with the GIL: move keydir entries that still point at the originals
                         for k in range(nmoves):
                             kp = mbuf + moves[3 * k + 1] + HDR

@@ -26,7 +26,6 @@ cdef extern from "keydir.h":
         size_t arena_dead
         uint64_t seed0
         uint64_t seed1
-        uint64_t generation
 
 
 cdef struct Seg:

@@ -49,7 +49,6 @@ typedef struct {
     char *arena;
     size_t arena_used, arena_cap, arena_dead;
     uint64_t seed0, seed1;
-    uint64_t generation; /* bumped whenever entries move in the arena */
 } keydir;
 
 /* ---- hashing: a multiply-fold hash, seeded per keydir so that chosen keys cannot
@@ -221,7 +220,6 @@ static int kd_rebuild(keydir *kd, size_t cap) {
         kd->arena_cap = acap;
         kd->arena_used = used;
         kd->arena_dead = 0;
-        kd->generation++;
         return 0;
     }
 }
@@ -287,11 +285,9 @@ static int kd_maybe_compact(keydir *kd) {
 
 /* Empty the keydir, keeping its current table size small again. */
 static int kd_clear(keydir *kd) {
-    uint64_t s0 = kd->seed0, s1 = kd->seed1, gen = kd->generation;
+    uint64_t s0 = kd->seed0, s1 = kd->seed1;
     kd_free(kd);
-    int rc = kd_init(kd, s0, s1);
-    kd->generation = gen + 1;
-    return rc;
+    return kd_init(kd, s0, s1);
 }
 
 /* SCAN support: the first hash whose home slot is >= i, or 0 when i is past the homes. */

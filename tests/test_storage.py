@@ -260,7 +260,9 @@ def test_items_and_fold(tmp_path, clock):
                 continue
             expect[b"k%d" % i] = (b"again" if i % 7 == 0 else b"v%d" % i, 0)
         assert got == expect
-        assert s.fold(lambda k, v, e, acc: acc + len(v), 0) == sum(len(v) for v, _ in expect.values())
+        folded = []
+        assert s.fold(lambda k, v, e: folded.append((k, v, e))) == len(expect)
+        assert {k: (v, e) for k, v, e in folded} == expect
 
 
 def test_items_sees_concurrent_changes_consistently(store):
@@ -381,3 +383,12 @@ def test_corrupt_hint_falls_back_to_scan(tmp_path):
     with Store(path) as s:
         assert s.recovery_report["hint_fallbacks"] == hints
         assert len(s) == 100 and s[b"k42"] == b"v42"
+
+
+def test_keydir_overhead_per_key_is_small(tmp_path):
+    with Store(tmp_path / "db", sync="never") as s:
+        for i in range(100_000):
+            s[b"%016x" % (i * 0x9E3779B97F4A7C15 % (1 << 64))] = b"v"
+        st = s.stats()
+        assert st["keys"] == 100_000
+        assert st["keydir_overhead_per_key"] <= 40

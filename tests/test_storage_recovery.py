@@ -6,9 +6,11 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
+from fastdyn._logstore import HEADER_BYTES
 from fastdyn.storage import Store, crc32c
 
 HEADER = struct.Struct("<IQQBII")   # crc, timestamp, expiry, flags, key length, value length
+assert HEADER.size == HEADER_BYTES
 
 
 def records(path):
