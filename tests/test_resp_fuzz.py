@@ -137,9 +137,23 @@ def test_value_over_max_value_bytes_is_refused(node):
         assert c.call("GET", "too-big") == ("nullbulk",)
         reply = c.call("APPEND", "sentinel:1", b"x" * (16 * 1024 * 1024))
         assert error_word(reply) == b"ERR", reply
-        assert c.call("SET", "fits", b"y" * (1024 * 1024)) == ("simple", b"OK")
-        assert c.call("STRLEN", "fits") == ("int", 1024 * 1024)
-        assert c.call("DEL", "fits") == ("int", 1)
+        limit = 16 * 1024 * 1024
+        assert c.call("SET", "fits", b"y" * limit) == ("simple", b"OK")
+        assert c.call("STRLEN", "fits") == ("int", limit)
+        assert error_word(c.call("APPEND", "fits", b"z")) == b"ERR"
+        assert c.call("SET", "grows", b"y" * (limit - 1)) == ("simple", b"OK")
+        assert c.call("APPEND", "grows", b"z") == ("int", limit)
+        assert c.call("GET", "grows") == ("bulk", b"y" * (limit - 1) + b"z")
+        assert c.call("DEL", "fits", "grows") == ("int", 2)
+    node.check_intact()
+
+
+def test_pipelined_large_values(node):
+    values = {f"large:{i}".encode(): bytes([i]) * (1 << 20) + b"\r\n" for i in range(40)}
+    with RawClient(node.server.port) as c:
+        assert c.pipeline([("SET", k, v) for k, v in values.items()]) == [("simple", b"OK")] * 40
+        assert c.pipeline([("GET", k) for k in values]) == [("bulk", v) for v in values.values()]
+        assert c.call("DEL", *values) == ("int", 40)
     node.check_intact()
 
 

@@ -206,3 +206,33 @@ def test_clean_shutdown_keeps_everything(start_fastdyn, tmp_path, sync, sig):
         assert c.call("EXISTS", *[f"flushed:{i}" for i in range(100)]) == ("int", 0)
         assert c.call("DBSIZE") == ("int", len(values))  # -2 deleted, +ttl +counter
     assert node.stop() == 0, node.log()
+
+
+def test_sigterm_with_a_half_sent_request_exits_promptly(start_fastdyn, tmp_path):
+    data_dir = tmp_path / "node"
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    with RawClient(node.port) as c, RawClient(node.port) as idle:
+        assert c.call("SET", "k", "v") == ("simple", b"OK")
+        c.send(b"*3\r\n$3\r\nSET\r\n$1\r\nz\r\n$100\r\nonly part of the value")
+        assert idle.call("PING") == ("simple", b"PONG")
+        started = time.monotonic()
+        assert node.stop(signal.SIGTERM, timeout=15) == 0, node.log()[-3000:]
+        assert time.monotonic() - started < 10
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    with RawClient(node.port) as c:
+        assert c.call("MGET", "k", "z") == ("array", [("bulk", b"v"), ("nullbulk",)])
+
+
+def test_second_server_on_the_same_data_dir_is_refused(start_fastdyn, tmp_path):
+    data_dir = tmp_path / "node"
+    first = start_fastdyn(data_dir=data_dir)
+    with RawClient(first.port) as c:
+        assert c.call("SET", "k", "v") == ("simple", b"OK")
+    with pytest.raises(RuntimeError, match="(?i)lock|in use|another"):
+        start_fastdyn(data_dir=data_dir)
+    with RawClient(first.port) as c:
+        assert c.call("SET", "k2", "v2") == ("simple", b"OK")
+    assert first.stop() == 0
+    node = start_fastdyn(data_dir=data_dir)
+    with RawClient(node.port) as c:
+        assert c.call("MGET", "k", "k2") == ("array", [("bulk", b"v"), ("bulk", b"v2")])
