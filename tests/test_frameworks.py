@@ -244,3 +244,30 @@ def test_flask_session_expires_with_its_lifetime(server):
     time.sleep(1.3)
     assert _session_keys(server) == []
     assert client.get("/visit").get_json() == {"user": None, "visits": 0}
+
+
+def test_django_cache_session_store(server, django_cache):
+    """django.contrib.sessions' cache backend (SESSION_ENGINE = "...sessions.backends.cache")."""
+    from django.contrib.sessions.backends.cache import SessionStore
+
+    store = SessionStore()
+    store["user_id"] = 42
+    store["cart"] = ["book", "pen"]
+    store.set_expiry(120)
+    store.save()
+    key = store.session_key
+    assert key
+
+    loaded = SessionStore(session_key=key)
+    assert loaded["user_id"] == 42 and loaded["cart"] == ["book", "pen"]
+    loaded["cart"].append("lamp")
+    loaded.modified = True
+    loaded.save()
+    assert SessionStore(session_key=key)["cart"] == ["book", "pen", "lamp"]
+
+    cache_key = f"site:1:django.contrib.sessions.cache{key}".encode()
+    assert 115 <= _ttl(server, cache_key) <= 120
+    assert SessionStore().exists(key) is True
+    loaded.flush()
+    assert SessionStore().exists(key) is False
+    assert dict(SessionStore(session_key=key).items()) == {}
