@@ -276,3 +276,42 @@ def test_many_concurrent_garbage_connections(node):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         s.close()  # RST
     node.check_intact("after 100 connection resets")
+
+
+def _open_fds(pid):
+    import os
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_connection_churn_does_not_leak(node):
+    """Clients that come and go (cleanly, by reset, mid-frame, after errors) leave nothing."""
+    pid = node.server.proc.pid
+    node.check_intact()
+    baseline = _open_fds(pid)
+    rng = random.Random(3)
+    for i in range(400):
+        s = socket.create_connection(("127.0.0.1", node.server.port), timeout=5)
+        kind = i % 4
+        if kind == 0:
+            s.sendall(encode_command("SET", f"churn:{i}", "v") + QUIT)
+            while s.recv(4096):
+                pass
+        elif kind == 1:
+            s.sendall(b"*2\r\n$3\r\nGET\r\n$10\r\nabc")
+        elif kind == 2:
+            s.sendall(b"*1\r\n$-9\r\n")
+        else:
+            s.sendall(bytes(rng.randrange(256) for _ in range(32)))
+        if i % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    deadline = time.monotonic() + 5
+    while _open_fds(pid) > baseline + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _open_fds(pid) <= baseline + 2
+    with RawClient(node.server.port) as c:
+        text = c.call("INFO", "clients")[1].decode()
+        clients = int(text.split("connected_clients:")[1].split()[0])
+        assert clients <= 3, text  # the witness, this client, maybe one closing
+    node.check_intact()
