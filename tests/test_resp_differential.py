@@ -453,3 +453,28 @@ def test_active_expiry_without_access(servers):
     for port in (servers.redis.port, servers.fastdyn.port):
         with RawClient(port) as c:
             assert c.call("DBSIZE") == ("int", 1), f"port {port}"
+
+
+@pytest.mark.parametrize("target", ["redis", "fastdyn"])
+def test_scan_guarantee_under_concurrent_writes(servers, target):
+    """A full SCAN returns every key that existed for the whole iteration, even while other
+    keys are added (the keyspace may grow and rehash) and deleted between calls."""
+    port = servers.redis.port if target == "redis" else servers.fastdyn.port
+    with RawClient(port) as c, RawClient(port) as writer:
+        c.call("FLUSHALL")
+        stable = {f"stable:{i}".encode() for i in range(2000)}
+        writer.pipeline([("SET", k, "v") for k in stable])
+        writer.pipeline([("SET", f"doomed:{i}", "v") for i in range(1000)])
+        seen, cursor, calls, added = set(), b"0", 0, 0
+        while True:
+            reply = c.call("SCAN", cursor, "COUNT", 25)
+            cursor = reply[1][0][1]
+            seen.update(item[1] for item in reply[1][1][1])
+            calls += 1
+            writer.pipeline([("SET", f"new:{added + j}", "v") for j in range(60)])
+            writer.call("DEL", *[f"doomed:{(calls * 7 + j) % 1000}" for j in range(7)])
+            added += 60
+            if cursor == b"0":
+                break
+            assert calls < 100000
+    assert stable <= seen, f"{len(stable - seen)} keys that never changed were not returned"
