@@ -638,11 +638,11 @@ cdef class Worker:
         cdef uint64_t now = fd_now_ns()
         cdef uint64_t limit = <uint64_t>(timeout * 1e9)
         cdef Connection c
-        expired = []
+        cdef int expired = 0
         for c in list(self.conns):
             if c.outstanding and not c.closed and now - c.ring[c.head].sent > limit:
                 c.abandon(f"no reply within {timeout:g} s", True)
-                expired.append(c)
+                expired += 1
         return expired
 
     def abandon_all(self, str reason):

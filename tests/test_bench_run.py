@@ -151,7 +151,7 @@ def test_authentication(tmp_path):
 # whole event loop sleeps, as a server in a GC pause or a stalled disk would.
 STALL_SERVER = r'''
 import asyncio, sys, time
-port, stall_after = int(sys.argv[1]), float(sys.argv[2])
+port, stall_after, stall_for = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 first = None
 stalled = False
 
@@ -184,7 +184,7 @@ class Server(asyncio.Protocol):
         first = first or now
         if not stalled and now - first >= stall_after:
             stalled = True
-            time.sleep(1.0)
+            time.sleep(stall_for)
         self.t.write(b"".join(out))
 
 async def main():
@@ -197,7 +197,7 @@ asyncio.run(main())
 
 def test_open_loop_latency_shows_a_stall_that_closed_loop_accounting_hides(tmp_path):
     port = free_port()
-    server = ServerProcess([sys.executable, "-c", STALL_SERVER, str(port), "1.5"], port,
+    server = ServerProcess([sys.executable, "-c", STALL_SERVER, str(port), "1.5", "1.0"], port,
                            str(tmp_path), str(tmp_path / "stall.log")).start()
     try:
         r = bench("--target", f"redis://{HOST}:{port}", "--mix", "get=1", "--rate", 2000,
@@ -237,3 +237,25 @@ def test_dropped_connections_are_counted_not_fatal(tmp_path):
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["errors"] > 0 and s["throughput"] > 0
     assert "connection lost" in json.dumps(s["ops"]) or "refused" in stderr
+
+
+def test_requests_without_reply_time_out_and_the_run_goes_on(tmp_path):
+    port = free_port()
+    server = ServerProcess([sys.executable, "-c", STALL_SERVER, str(port), "1.0", "3.0"], port,
+                           str(tmp_path), str(tmp_path / "stall.log")).start()
+    try:
+        r = bench("--target", f"redis://{HOST}:{port}", "--mix", "get=1", "--duration", 6,
+                  "--clients", 2, "--pipeline", 2, "--processes", 1, "--timeout", 1,
+                  "--out", tmp_path / "run", "--quiet")
+        assert r.returncode == 0, r.stderr
+        s = json.loads((tmp_path / "run" / "summary.json").read_text())
+        # the 4 requests in flight when the server froze, at least, timed out
+        assert s["timeouts"] >= 4 and s["errors"] == 0
+        assert "no reply within 1 s" in s["ops"]["get"]["error_sample"]
+        with open(tmp_path / "run" / "intervals.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["op"] == "all"]
+        # traffic resumed on new connections after the freeze
+        assert int(rows[0]["ops"]) > 0 and int(rows[-1]["ops"]) > 0
+        assert "timeouts" in r.stdout
+    finally:
+        server.kill()

@@ -127,7 +127,7 @@ def plot(result, directory: str) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [iv for iv in result.intervals]
+    measured = result.intervals
     xs = [iv.index + iv.seconds for iv in measured]
     paths = []
 

@@ -69,8 +69,8 @@ async def _run(loop, pipe, spec: dict) -> None:
         except OSError as exc:
             pipe.send(("fatal", f"cannot connect to {label}: {exc.strerror or exc}", ""))
             return
-    done, _ = await asyncio.wait([all_ready, fatal], timeout=spec["timeout"],
-                                 return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([all_ready, fatal], timeout=spec["timeout"],
+                       return_when=asyncio.FIRST_COMPLETED)
     if fatal.done():
         pipe.send(("fatal", f"{label} refused the connection setup: {fatal.result()}", ""))
         return
@@ -85,21 +85,16 @@ async def _run(loop, pipe, spec: dict) -> None:
         return
     start_ns = message[1]
     finished = loop.create_future()
-    reconnecting = 0
 
     async def reconnect():
-        nonlocal reconnecting
-        reconnecting += 1
-        try:
-            while not worker.stopping:
-                await asyncio.sleep(0.2)
-                try:
-                    await loop.create_connection(worker.connection, host, port)
-                    return
-                except OSError:
-                    continue
-        finally:
-            reconnecting -= 1
+        # the lost connection's in-flight requests are already counted as errors
+        while not worker.stopping:
+            await asyncio.sleep(0.2)
+            try:
+                await loop.create_connection(worker.connection, host, port)
+                return
+            except OSError:
+                continue
 
     def on_lost(conn, reason):
         worker.forget(conn)
