@@ -115,7 +115,9 @@ async def _run(loop, pipe, spec: dict) -> None:
     def open_loop_tick():
         worker.tick()
         if not worker.stopping and worker.budget != 0:
-            loop.call_later(worker.next_due(), open_loop_tick)
+            # the loop's timers have millisecond resolution: a shorter wait would spin and
+            # take the CPU from the target; sends due sooner also go out after every reply
+            loop.call_later(max(worker.next_due(), 0.001), open_loop_tick)
 
     if worker.open_loop:
         open_loop_tick()
