@@ -177,6 +177,14 @@ cdef int64_t wall_ms() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
 
 
+cdef uint64_t expiry_arg(object expiry_ms) except? 0:
+    """An expiry argument: a non-negative integer (absolute Unix time in ms, 0 = none)."""
+    if not isinstance(expiry_ms, int) or expiry_ms < 0 or expiry_ms >= (1 << 63):
+        raise ValueError(f"expiry_ms must be a non-negative integer (Unix time in ms), "
+                         f"got {expiry_ms!r}")
+    return expiry_ms
+
+
 cdef bytes key_bytes(object key):
     """The key as bytes, validated: bytes, str (UTF-8) or another bytes-like object."""
     cdef bytes b
@@ -803,9 +811,9 @@ cdef class Store:
         return 0
 
     # ---- the mapping API --------------------------------------------------------------------
-    def put(self, key, value, uint64_t expiry_ms=0):
+    def put(self, key, value, expiry_ms=0):
         """Store value under key; expiry_ms is an absolute Unix time in ms (0 = none)."""
-        self._put(key, value, expiry_ms)
+        self._put(key, value, expiry_arg(expiry_ms))
 
     def __setitem__(self, key, value):
         self._put(key, value, 0)
@@ -814,7 +822,7 @@ cdef class Store:
         """Store value under key, expiring after `ttl` seconds (float) when given."""
         cdef uint64_t expiry = 0
         if ttl is not None:
-            if not ttl > 0:
+            if (not isinstance(ttl, (int, float)) or not 0 < ttl < 1e12):
                 raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
             expiry = <uint64_t>(self._now() + max(1, int(round(ttl * 1000))))
         self._put(key, value, expiry)
@@ -892,10 +900,11 @@ cdef class Store:
         if not self.delete(key):
             raise KeyError(key)
 
-    def set_expiry(self, key, uint64_t expiry_ms):
+    def set_expiry(self, key, expiry_ms):
         """Give a live key a new absolute expiry (0 = persist) by rewriting its record.
         Returns False when the key is absent or expired.  An expiry in the past removes it."""
         self._check_writable()
+        cdef uint64_t expiry = expiry_arg(expiry_ms)
         kb = key_bytes(key)
         cdef const char *kp = PyBytes_AS_STRING(kb)
         cdef size_t kl = PyBytes_GET_SIZE(kb)
@@ -906,7 +915,7 @@ cdef class Store:
         if slot < 0:
             return False
         e = kd_entry_at(&self.kd, slot)
-        if e.expiry == expiry_ms:
+        if e.expiry == expiry:
             return True
         if e.seg == <uint32_t>self.active and e.off >= self.segs[e.seg].size:
             p = self.wbuf + (e.off - self.segs[e.seg].size)
@@ -916,29 +925,32 @@ cdef class Store:
         stored = PyBytes_FromStringAndSize(p + HDR + kl, e.size - HDR - kl)
         flags = (<uint8_t>p[20]) & F_LZ4
         now = self._now()
-        self._append(kp, kl, PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored), expiry_ms,
+        self._append(kp, kl, PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored), expiry,
                      flags, now)
         self._index(kp, kl, self.active,
                     <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + PyBytes_GET_SIZE(stored))),
-                    <uint32_t>(HDR + kl + PyBytes_GET_SIZE(stored)), expiry_ms)
-        if expiry_ms != 0 and <int64_t>expiry_ms <= now:
+                    <uint32_t>(HDR + kl + PyBytes_GET_SIZE(stored)), expiry)
+        if expiry != 0 and <int64_t>expiry <= now:
             self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
         self._after_write()
         return True
 
-    def sweep_expired(self, size_t max_keys=20):
+    def sweep_expired(self, max_keys=20):
         """Active expiry: drop up to max_keys expired keys from the keydir (their records
         already carry the expiry, so no tombstone is written).  Returns how many."""
         self._check_open()
+        if not isinstance(max_keys, int) or max_keys < 0:
+            raise ValueError(f"max_keys must be a non-negative integer, got {max_keys!r}")
         if self.read_only or self.kd.volatile_count == 0 or max_keys == 0:
             return 0
+        cdef size_t want = min(max_keys, 1 << 40)
         cdef int64_t now = self._now()
         # examine at most one full pass of the table per call
         cdef size_t removed = 0, examined = 0
-        cdef size_t limit = min(max(<size_t>1024, max_keys * 16), self.kd.nslots)
+        cdef size_t limit = min(max(<size_t>1024, want * 16), self.kd.nslots)
         cdef size_t i = self.sweep_pos
         cdef kd_entry *e
-        while removed < max_keys and examined < limit and self.kd.volatile_count:
+        while removed < want and examined < limit and self.kd.volatile_count:
             if i >= self.kd.nslots:
                 i = 0
             if self.kd.slots[i]:
@@ -974,7 +986,7 @@ cdef class Store:
                     n += 1
         return n
 
-    def scan(self, cursor, size_t count=10):
+    def scan(self, cursor, count=10):
         """Redis SCAN: returns (next_cursor, keys); cursor 0 starts, a returned 0 ends.
 
         The cursor is a hash value and slots are kept in hash order, so every key present for
@@ -983,12 +995,14 @@ cdef class Store:
         occupied slots it is in."""
         self._check_open()
         cdef uint64_t start
+        cdef size_t want
         try:
             start = cursor
-        except OverflowError:
+        except (OverflowError, TypeError):
             raise ValueError(f"invalid cursor {cursor!r}") from None
-        if count == 0:
-            count = 1
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        want = min(count, 1 << 40)
         cdef size_t i = kd_home(&self.kd, start) if start else 0
         cdef size_t found = 0, last = self.kd.nslots - 1
         cdef uint64_t s
@@ -998,7 +1012,7 @@ cdef class Store:
         while True:
             s = self.kd.slots[i]
             if s == 0:
-                if found >= count or i >= last:
+                if found >= want or i >= last:
                     break
                 i += 1
                 continue

@@ -5,6 +5,7 @@ import sys
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastdyn
 from fastdyn.errors import StorageError, StoreLocked
@@ -392,3 +393,26 @@ def test_keydir_overhead_per_key_is_small(tmp_path):
         st = s.stats()
         assert st["keys"] == 100_000
         assert st["keydir_overhead_per_key"] <= 40
+
+
+ODD_INPUTS = st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5),
+                       st.binary(max_size=5), st.lists(st.integers(), max_size=2),
+                       st.builds(bytearray, st.binary(max_size=5)),
+                       st.builds(memoryview, st.binary(max_size=5)))
+
+
+@given(key=ODD_INPUTS, value=ODD_INPUTS, expiry=ODD_INPUTS)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_input_gets_a_clear_error_or_works(store, key, value, expiry):
+    """Whatever is passed, a call either succeeds or raises TypeError/ValueError, and the
+    store keeps working."""
+    store[b"anchor"] = b"ok"
+    for call in (lambda: store.put(key, value, expiry), lambda: store.set(key, value, expiry),
+                 lambda: store.get(key), lambda: key in store, lambda: store.delete(key),
+                 lambda: store.set_expiry(key, expiry), lambda: store.scan(key, value),
+                 lambda: store.sweep_expired(key)):
+        try:
+            call()
+        except (TypeError, ValueError):
+            pass
+    assert store[b"anchor"] == b"ok"
