@@ -500,3 +500,37 @@ def test_ttl_rounding_and_absolute_expiry_exact(servers):
     diffs = [f"{step!r}: redis={r!r} fastdyn={f!r}"
              for step, r, f in zip(steps, *results) if r != f]
     assert not diffs, "\n".join(diffs)
+
+
+INLINE_CHARS = st.sampled_from(['a', 'b', ' ', '\t', '"', "'", '\\', 'x', '4', 'F', 'n', 'r',
+                                't', '0'])
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=st.text(INLINE_CHARS, max_size=20))
+def test_inline_argument_splitting_matches_redis(servers, text):
+    """Inline commands split like redis-server: spaces and tabs, "double quotes" with \\x41,
+    \\n, \\t escapes, 'single quotes', and unbalanced quotes closing the connection."""
+    payload = b"ECHO " + text.encode() + b"\r\nPING\r\nQUIT\r\n"
+    results = []
+    for port in (servers.redis.port, servers.fastdyn.port):
+        with RawClient(port) as c:
+            c.send(payload)
+            replies, closed = c.read_until_closed(timeout=3.0)
+        results.append(([(error_word(r), b"Protocol error" in r[1]) if error_word(r) else r
+                         for r in replies], closed))
+    assert results[0] == results[1], f"redis={results[0]} fastdyn={results[1]}"
+
+
+def test_very_long_argument_lists(servers):
+    pairs = [x for i in range(20000) for x in (f"many:{i}", f"v{i}")]
+    keys = [f"many:{i}" for i in range(0, 20000, 3)] + ["many:none"]
+    replies = []
+    for port in (servers.redis.port, servers.fastdyn.port):
+        with RawClient(port) as c:
+            c.call("FLUSHALL")
+            replies.append([c.call("MSET", *pairs), c.call("MGET", *keys),
+                            c.call("EXISTS", *keys), c.call("DEL", *keys), c.call("DBSIZE"),
+                            c.call("MSETNX", *pairs)])
+    assert replies[0] == replies[1]
