@@ -59,6 +59,7 @@ cdef extern from "keydir.h":
     int64_t kd_insert(keydir *kd, const void *key, size_t len, uint64_t h) nogil
     void kd_remove(keydir *kd, size_t i) nogil
     int kd_maybe_compact(keydir *kd) nogil
+    int kd_reserve(keydir *kd, size_t n) nogil
     int kd_clear(keydir *kd) nogil
     uint64_t kd_cursor_for_slot(const keydir *kd, size_t i) nogil
     size_t kd_memory(const keydir *kd) nogil
@@ -392,7 +393,19 @@ cdef class Store:
                 except ValueError:
                     pass
         ids.sort()
-        hinted = {int(n[:16], 16) for n in names if n.endswith(".hint") and len(n) == 21}
+        hints = {}
+        expected = 0
+        for seg_id in ids:
+            try:
+                with open(os.path.join(self.path, "%016x.hint" % seg_id), "rb") as hf:
+                    hints[seg_id] = hf.read()
+                if len(hints[seg_id]) >= 12:
+                    expected += ld64(PyBytes_AS_STRING(hints[seg_id]) + len(hints[seg_id]) - 12)
+            except FileNotFoundError:
+                expected += os.path.getsize(os.path.join(self.path, "%016x.data" % seg_id)) // 256
+        # size the keydir once instead of growing it step by step while replaying
+        if kd_reserve(&self.kd, min(expected, 1 << 32)) < 0:
+            raise MemoryError("cannot allocate the keydir")
         self.next_major = (ids[-1] // ID_GAP + 1) if ids else 1
         flags = os.O_RDONLY if self.read_only else os.O_RDWR
         for seg_id in ids:
@@ -401,9 +414,8 @@ cdef class Store:
             size = os.fstat(fd).st_size
             si = self._add_seg(seg_id, fd, size, size, SEG_SEALED)
             report["segments"] += 1
-            if seg_id in hinted:
-                with open(os.path.join(self.path, "%016x.hint" % seg_id), "rb") as hf:
-                    hint = hf.read()
+            if seg_id in hints:
+                hint = hints.pop(seg_id)
                 if self._load_hint(si, hint, now):
                     self.segs[si].hinted = 1
                     report["from_hints"] += 1
@@ -455,7 +467,6 @@ cdef class Store:
                     uint8_t flags, uint64_t expiry, int64_t now) except -1:
         """Replay one record (from a scan or a hint) into the keydir; later records win."""
         cdef int64_t slot
-        cdef kd_entry *e
         if flags & F_CLEAR:
             kd_clear(&self.kd)
             for i in range(self.nsegs):
@@ -464,8 +475,8 @@ cdef class Store:
                     if not self.read_only:
                         self._retire(i)
             return 0
-        slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
         if (flags & F_TOMB) or (expiry != 0 and <int64_t>expiry <= now):
+            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
             if slot >= 0:
                 self._remove_slot(slot)
             return 0

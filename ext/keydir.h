@@ -276,6 +276,13 @@ static void kd_remove(keydir *kd, size_t i) {
     kd->slots[hole] = 0;
 }
 
+/* Size the table for n keys up front (start-up knows roughly how many are coming). */
+static int kd_reserve(keydir *kd, size_t n) {
+    size_t cap = kd->cap;
+    while (n * 5 > cap * 4) cap += cap / 2;
+    return cap == kd->cap ? 0 : kd_rebuild(kd, cap);
+}
+
 /* Compact the arena when most of it is garbage; returns -1 on memory failure. */
 static int kd_maybe_compact(keydir *kd) {
     if (kd->arena_dead > ((size_t)1 << 20) && kd->arena_dead * 2 > kd->arena_used)
