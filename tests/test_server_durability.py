@@ -236,3 +236,69 @@ def test_second_server_on_the_same_data_dir_is_refused(start_fastdyn, tmp_path):
     node = start_fastdyn(data_dir=data_dir)
     with RawClient(node.port) as c:
         assert c.call("MGET", "k", "k2") == ("array", [("bulk", b"v"), ("bulk", b"v2")])
+
+
+# --- a restart is invisible: fastdyn after kill -9 holds what redis-server holds -------------
+
+RESTART_CASES = ["set_ex_px", "set_exat_pxat", "set_nx_xx", "set_keepttl", "set_get_option",
+                 "setex_psetex_setnx", "getset_getdel", "getex", "mget_mset_msetnx",
+                 "expire_basic", "expire_nx_xx_gt_lt", "expire_nonpositive_deletes",
+                 "ttl_edges", "incr_decr", "incr_overflow", "append_strlen",
+                 "binary_keys_values", "del_exists_unlink_touch", "dbsize_flush",
+                 "multi_exec", "multi_runtime_errors_do_not_abort"]
+
+
+def _state(client):
+    """Every live key with its value and remaining lifetime in ms (-1: none)."""
+    keys = sorted(item[1] for item in client.call("KEYS", "*")[1])
+    state = {}
+    for key in keys:
+        value, pttl = client.pipeline([("GET", key), ("PTTL", key)])
+        state[key] = (value, pttl[1])
+    return state
+
+
+def _same_state(redis_state, fastdyn_state):
+    if set(redis_state) != set(fastdyn_state):
+        return f"keys differ: redis={sorted(redis_state)} fastdyn={sorted(fastdyn_state)}"
+    for key, (value, pttl) in redis_state.items():
+        f_value, f_pttl = fastdyn_state[key]
+        if value != f_value:
+            return f"{key!r}: redis={value!r} fastdyn={f_value!r}"
+        if ((pttl < 0 or f_pttl < 0) and pttl != f_pttl) or abs(pttl - f_pttl) > 500:
+            return f"{key!r}: PTTL redis={pttl} fastdyn={f_pttl}"
+    return None
+
+
+def _restart_matches_redis(start_fastdyn, tmp_path, case_names):
+    from resp_cases import CASES, ScanAll, Sleep
+    from resp_servers import start_redis
+
+    redis = start_redis(tmp_path)
+    data_dir = tmp_path / "node"
+    node = start_fastdyn("--sync", "always", data_dir=data_dir)
+    problems, compared = [], 0
+    try:
+        for name in case_names:
+            steps = [s for s in CASES[name] if not isinstance(s, (Sleep, ScanAll))]
+            with RawClient(redis.port) as rc, RawClient(node.port) as fc:
+                for c in (rc, fc):
+                    c.call("FLUSHALL")
+                    for step in steps:
+                        c.call(*step)
+            node.kill()
+            node = start_fastdyn("--sync", "always", data_dir=data_dir)
+            with RawClient(redis.port) as rc, RawClient(node.port) as fc:
+                redis_state = _state(rc)
+                why = _same_state(redis_state, _state(fc))
+            compared += len(redis_state)
+            if why:
+                problems.append(f"{name}: {why}")
+    finally:
+        redis.kill()
+    assert not problems, "\n".join(problems)
+    assert compared > 50
+
+
+def test_restart_after_kill_9_is_invisible(start_fastdyn, tmp_path):
+    _restart_matches_redis(start_fastdyn, tmp_path, RESTART_CASES)
