@@ -325,3 +325,51 @@ def test_asyncio_password(password_server):
             await bad.aclose()
 
     asyncio.run(main())
+
+
+# --- concurrency ---------------------------------------------------------------------------
+
+def test_concurrent_counters_and_set_nx(server):
+    """Read-modify-write commands from many connections at once: no lost increment, exactly
+    one winner per SET NX, GETSET hands each old value to exactly one client."""
+    import threading
+
+    r = _client(server)
+    r.set("token", "0")
+    results = {"nx": [], "getset": []}
+    lock = threading.Lock()
+
+    def worker(n):
+        c = _client(server)
+        try:
+            pipe = c.pipeline(transaction=False)
+            for i in range(200):
+                pipe.incr("hits")
+                pipe.incrby("bytes", 3)
+                pipe.set(f"lock:{i}", n, nx=True)
+                pipe.getset("token", f"{n}:{i}")
+            out = pipe.execute()
+            with lock:
+                results["nx"] += [(i, n) for i in range(200) if out[4 * i + 2]]
+                results["getset"] += [out[4 * i + 3] for i in range(200)]
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert r.get("hits") == b"3200"
+        assert r.get("bytes") == b"9600"
+        winners = {}
+        for i, n in results["nx"]:
+            assert i not in winners, f"lock:{i} won twice"
+            winners[i] = n
+        assert sorted(winners) == list(range(200))
+        assert all(r.get(f"lock:{i}") == str(n).encode() for i, n in winners.items())
+        handed = results["getset"] + [r.get("token")]
+        assert len(handed) == len(set(handed)) == 3201  # every value seen exactly once
+    finally:
+        r.close()
