@@ -286,10 +286,25 @@ def test_quit_replies_ok_then_closes(servers):
     assert results[0] == results[1] == ([("simple", b"PONG"), ("simple", b"OK")], True)
 
 
+@pytest.mark.xfail(reason="EXEC refused before AUTH must reply EXECABORT ... NOAUTH like Redis "
+                          "(bug list)", strict=True)
+def test_unauthenticated_exec_matches_redis(tmp_path, start_fastdyn):
+    redis = _start_redis(tmp_path, "--requirepass", "pw")
+    fastdyn = start_fastdyn("--requirepass", "pw")
+    try:
+        steps = [("MULTI",), ("SET", "k", "v"), ("EXEC",), ("AUTH", "pw"), ("EXEC",)]
+        mismatches = run_differential(redis.port, fastdyn.port, steps, "steps", setup=())
+    finally:
+        redis.kill()
+    assert not mismatches, "\n".join(mismatches)
+
+
 def test_requirepass_paths_match_redis(tmp_path, start_fastdyn):
     redis = _start_redis(tmp_path, "--requirepass", "s3cret")
     fastdyn = start_fastdyn("--requirepass", "s3cret")
     steps = [("GET", "k"), ("PING",), ("SET", "k", "v"), ("CLIENT", "SETNAME", "x"),
+             ("FLUSHALL",), ("DEL", "k"), ("MULTI",), ("SET", "k", "v"), ("DISCARD",),
+             ("HELLO", 3), ("HELLO",), ("COMMAND", "COUNT"), ("CLIENT", "ID"), ("ECHO", "x"),
              ("SELECT", 0), ("INFO",), ("NOSUCH",), ("AUTH", "wrong"),
              ("AUTH", "default", "wrong"), ("AUTH", "someone", "s3cret"), ("GET", "k"),
              ("HELLO", 3, "AUTH", "default", "wrong"), ("HELLO", 2), ("GET", "k"),
