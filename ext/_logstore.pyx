@@ -1309,13 +1309,26 @@ cdef class Store:
         cdef uint64_t top = 0, limit = self.next_major * ID_GAP
         if not victims:
             return
-        victims = [v for _, v in sorted([(self.segs[<uint32_t>v].id, v) for v in victims])]
         vset = set(victims)
-        for v in victims:
-            top = max(top, self.segs[<uint32_t>v].id)
-        for j in range(self.nsegs):
-            if self.segs[j].state in (SEG_SEALED, SEG_ACTIVE) and self.segs[j].id > top:
-                limit = min(limit, self.segs[j].id)
+        while True:
+            top = 0
+            limit = self.next_major * ID_GAP
+            for v in vset:
+                top = max(top, self.segs[<uint32_t>v].id)
+            for j in range(self.nsegs):
+                if self.segs[j].state in (SEG_SEALED, SEG_ACTIVE) and self.segs[j].id > top:
+                    limit = min(limit, self.segs[j].id)
+            if top + 1 < limit:
+                break
+            # no id left between the victims and the next segment (e.g. the output of an
+            # interrupted merge sits there): merge that segment too
+            for j in range(self.nsegs):
+                if self.segs[j].state == SEG_SEALED and self.segs[j].id == limit:
+                    vset.add(j)
+                    break
+            else:
+                raise StorageError("no segment id left for a merge output")
+        victims = [v for _, v in sorted([(self.segs[<uint32_t>v].id, v) for v in vset])]
         next_id = top + 1
         # a tombstone must survive the merge when an older segment outside it may hold the key
         keep_tombs = {}

@@ -120,7 +120,7 @@ class StoreMachine(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-StoreMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+StoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)
 test_store_matches_dict_model = StoreMachine.TestCase
 
 
