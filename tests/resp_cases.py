@@ -267,6 +267,11 @@ CASES = {
         ("SET", "k", "w", "GET"), ("EXPIRE", "k", 100), ("PING",), ("EXEC",), ("TTL", "k"),
         ("MULTI",), ("EXEC",), ("EXEC",), ("DISCARD",), ("MULTI", "extra"),
         ("MULTI",), ("MULTI",), ("SET", "a", 1), ("DISCARD",), ("GET", "a"), ("DISCARD",)],
+    "multi_with_connection_commands": [
+        ("SET", "a", 1), ("MULTI",), ("SELECT", 0), ("CLIENT", "SETNAME", "tx"), ("PING",),
+        ("ECHO", "e"), ("DBSIZE",), ("KEYS", "*"), ("SCAN", 0), ("TYPE", "a"), ("FLUSHALL",),
+        ("EXISTS", "a"), ("EXEC",), ("CLIENT", "GETNAME"), ("MULTI",), ("WATCH", "a"),
+        ("EXEC",), ("UNWATCH",)],
     "multi_queue_errors_abort": [
         ("MULTI",), ("SET", "a", 1), ("GET",), ("SET", "b", 2), ("EXEC",), ("MGET", "a", "b"),
         ("MULTI",), ("SET", "a", 1), ("NOSUCHCOMMAND", "x"), ("EXEC",), ("EXISTS", "a"),

@@ -90,6 +90,8 @@ def _errors_by_first_word(reply):
 
 def compare(step, r, f):
     """None when fastdyn's reply f matches redis' reply r for this step, else a reason."""
+    if r == f:
+        return None
     if r[0] == "error" or f[0] in ("error", "bloberror"):
         if error_word(r) != error_word(f):
             return "error replies differ"
