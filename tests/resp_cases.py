@@ -252,6 +252,15 @@ CASES = {
         ("SET", "z", 0), ("INCRBY", "z", I64_MIN), ("DECRBY", "z", 1), ("SET", "y", 0),
         ("DECRBY", "y", I64_MIN), ("DECRBY", "y", I64_MAX), ("GET", "y"),
         ("SET", "w", -1), ("INCRBY", "w", I64_MIN), ("GET", "w")],
+    "incrbyfloat": [
+        ("SET", "f", "10.50"), ("INCRBYFLOAT", "f", "0.1"), ("INCRBYFLOAT", "f", "-5.0e3"),
+        ("SET", "g", "0.1"), ("INCRBYFLOAT", "g", "0.2"), ("INCRBYFLOAT", "g", "1e300"),
+        ("INCRBYFLOAT", "g", "inf"), ("INCRBYFLOAT", "g", "nan"), ("INCRBYFLOAT", "n", "3"),
+        ("INCRBYFLOAT", "n", "abc"), ("INCRBYFLOAT", "n", " 1"), ("INCRBYFLOAT", "n", "0x10"),
+        ("INCRBYFLOAT", "i", "1.23456789012345678901"), ("SET", "t", "abc"),
+        ("INCRBYFLOAT", "t", "1"), ("INCRBYFLOAT", "j", "-0"), ("SET", "e", "1e2"),
+        ("INCRBYFLOAT", "e", "1"), ("INCR", "e"), ("SET", "c", 5, "EX", 100),
+        ("INCRBYFLOAT", "c", "0.5"), ("TTL", "c"), ("INCRBYFLOAT", "c"), ("INCRBYFLOAT", "c", 1, 2)],
     # --- other strings --------------------------------------------------------------------
     "append_strlen": [
         ("APPEND", "k", "hello"), ("APPEND", "k", " world"), ("GET", "k"), ("STRLEN", "k"),
