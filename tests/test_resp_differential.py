@@ -364,6 +364,9 @@ def commands(draw):
     if kind == 4:
         return (draw(st.sampled_from(["PEXPIRE", "PEXPIREAT"])), k, draw(MILLIS), *draw(FLAGS))
     if kind == 5:
+        if draw(st.booleans()):
+            return ("INCRBYFLOAT", k, draw(st.sampled_from(["0.1", "-2.5e3", "1e300", "inf", "3",
+                                                            "x", "-0", "1.00000000000000001"])))
         return (draw(st.sampled_from(["INCRBY", "DECRBY"])), k, draw(DELTAS))
     if kind == 6:
         return ("APPEND", k, draw(VALUES))
