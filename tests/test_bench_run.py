@@ -78,6 +78,16 @@ def test_requests_mode_sends_exactly_n_and_load_fills_the_key_space(redis_server
     assert redis.Redis(host=HOST, port=redis_server.port).dbsize() == 300
 
 
+def test_resp3_connections(redis_server, tmp_path):
+    r = bench("--target", redis_server.url, "--resp3", "--mix", "get=1,scan=1,incr=1",
+              "--keys", 50, "--requests", 600, "--clients", 2, "--processes", 1,
+              "--out", tmp_path, "--quiet")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["errors"] == 0 and sum(op["count"] for op in s["ops"].values()) == 600
+    assert s["ops"]["get"]["misses"] == s["ops"]["get"]["count"]  # RESP3 nulls are misses
+
+
 def test_memcached_target(memcached_server, tmp_path):
     url = f"memcache://{HOST}:{memcached_server.port}"
     r = bench("--target", url, "--mix", "get=0.5,set=0.3,scan=0.2", "--keys", 100,
