@@ -220,7 +220,7 @@ cdef class Generator:
         self.nworkers = nworkers
         fd_rng_seed(&self.rng, seed * 1000003 + wid)
         # values are slices of one random printable pool: no per-request generation cost
-        self.pool_len = max(vmax * 2, 1 << 16)
+        self.pool_len = vmax + (1 << 16)
         self.pool = np.random.default_rng(seed + wid).integers(
             97, 123, self.pool_len, dtype=np.uint8).tobytes()
         self.pool_p = PyBytes_AS_STRING(self.pool)
