@@ -406,6 +406,18 @@ def test_random_command_sequences_match_redis(servers, steps):
     assert not mismatches, "\n".join(mismatches)
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(reason=KNOWN_DIFFERENCES["getex_missing_key_ignores_expiry"], strict=True)
+@pytest.mark.parametrize("mode", ["steps", "pipelined", "resp3"])
+@settings(max_examples=3000, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=st.lists(commands(), min_size=1, max_size=40))
+def test_many_random_command_sequences_match_redis(servers, mode, steps):
+    assert servers.ensure_alive() is None, "fastdyn died in an earlier example"
+    mismatches = run_differential(servers.redis.port, servers.fastdyn.port, steps, mode)
+    assert not mismatches, "\n".join(mismatches)
+
+
 # --- INFO as monitoring tools read it --------------------------------------------------------
 
 MONITORED_FIELDS = [

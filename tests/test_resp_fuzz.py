@@ -262,6 +262,19 @@ def test_mutated_requests(node, payload):
     node.check_intact(f"after {payload!r}")
 
 
+SLOW_FUZZ_SETTINGS = settings(max_examples=3000, deadline=None,
+                              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                     HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@SLOW_FUZZ_SETTINGS
+@given(payload=st.one_of(st.binary(max_size=2000), mutated_requests()))
+def test_many_random_and_mutated_requests(node, payload):
+    _fire(node.server.port, payload)
+    node.check_intact(f"after {payload!r}")
+
+
 def test_many_concurrent_garbage_connections(node):
     """Clients that send garbage and vanish mid-frame, all at once."""
     rng = random.Random(7)
