@@ -328,3 +328,27 @@ def test_connection_churn_does_not_leak(node):
         clients = int(text.split("connected_clients:")[1].split()[0])
         assert clients <= 3, text  # the witness, this client, maybe one closing
     node.check_intact()
+
+
+def test_connection_flood_over_maxclients_like_redis(tmp_path):
+    redis = start_redis(tmp_path, "--maxclients", 5)
+    fast = start_fastdyn(tmp_path, "--maxclients", 5)
+    try:
+        outcomes = []
+        for server in (redis, fast):
+            held = [RawClient(server.port) for _ in range(5)]
+            for c in held:
+                assert c.call("PING") == ("simple", b"PONG")
+            with RawClient(server.port) as extra:
+                replies, closed = extra.read_until_closed(timeout=3.0)
+            for c in held:
+                assert c.call("PING") == ("simple", b"PONG")
+                c.close()
+            time.sleep(0.3)
+            with RawClient(server.port) as again:
+                after = again.call("PING")
+            outcomes.append(([(error_word(r), r[1]) for r in replies], closed, after))
+        assert outcomes[0] == outcomes[1]
+    finally:
+        redis.kill()
+        fast.kill()
