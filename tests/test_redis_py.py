@@ -373,3 +373,39 @@ def test_concurrent_counters_and_set_nx(server):
         assert len(handed) == len(set(handed)) == 3201  # every value seen exactly once
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_reply_order_with_group_commit(tmp_path, sync):
+    """With --sync always replies wait for the batch's fsync; on every connection they must
+    still come back in request order, reads seeing the writes before them."""
+    node = start_fastdyn(tmp_path, "--sync", sync)
+
+    async def client(n, r):
+        for round_no in range(15):
+            pipe = r.pipeline(transaction=False)
+            for i in range(20):
+                pipe.set(f"c{n}:k{i}", f"{round_no}:{i}")
+                pipe.incr(f"c{n}:counter")
+                pipe.get(f"c{n}:k{i}")
+                pipe.getset(f"c{n}:last", f"{round_no}:{i}")
+            out = await pipe.execute()
+            for i in range(20):
+                base = round_no * 20 + i
+                assert out[4 * i:4 * i + 3] == [True, base + 1, f"{round_no}:{i}".encode()]
+                previous = out[4 * i + 3]
+                expected = None if base == 0 else (
+                    f"{round_no}:{i - 1}" if i else f"{round_no - 1}:19").encode()
+                assert previous == expected
+
+    async def main():
+        r = redis.asyncio.Redis(host="127.0.0.1", port=node.port, max_connections=100)
+        try:
+            await asyncio.gather(*(client(n, r) for n in range(30)))
+        finally:
+            await r.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        node.kill()
