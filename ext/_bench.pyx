@@ -831,7 +831,7 @@ cdef class Connection:
         cdef Worker w = self.w
         cdef Rec *r
         cdef uint64_t intended
-        if self.paused or self.closed:
+        if self.paused or self.closed or not self.ready:
             return 0
         if w.open_loop:
             if w.stopping:
