@@ -10,6 +10,10 @@ key_len u32 | value_len u32 | key | value.  The CRC covers everything after it. 
 1 tombstone, 2 value is lz4 block-compressed (with its size prefix), 4 clear marker (FLUSHDB:
 every record before it, in segment order, is dead).
 
+Hint file: "FDHINT01" | data file size u64 | entries (offset u32, size u32, expiry_ms u64,
+flags u8, key_len u32, key) | entry count u64 | crc32c u32 of everything before it.  A hint
+replays exactly like a scan of its data file; one that fails any check is ignored.
+
 Segment order decides which record of a key wins at start-up.  A merge writes the records it
 keeps to new segments whose ids follow the largest merged id (ids leave 2**20 room after each
 segment), so a copied record still sorts after every older version of its key and before
@@ -87,7 +91,7 @@ cdef uint64_t MAX_VALUE_HARD = 1 << 30
 cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
-cdef bytes HINT_MAGIC = b"FDHINT01"
+cdef bytes HINT_MAGIC = b"FDHINT01"   # (hint_finish writes the same 8 bytes)
 MARKER = "FASTDYN-STORE"
 MARKER_TEXT = "fastdyn log-structured store, format 1\n"
 
@@ -1255,33 +1259,26 @@ cdef class Store:
 
     def _hint_segment(self, uint32_t si):
         """Write the hint file of a sealed segment from its records (dead ones included: a hint
-        replays exactly like a scan of its data file)."""
-        cdef size_t pos = 0, rec, end
+        replays exactly like a scan of its data file).  The segment is immutable, so the scan
+        runs without the GIL."""
+        cdef HintBuf hb
         cdef const char *base
-        cdef int64_t nxt
-        cdef uint32_t kl
+        cdef size_t end
+        cdef int rc
         if self.segs[si].dirty:
             self._fsync_seg(si)        # a hint must never describe data the disk may lose
+        if hint_start(&hb) < 0:
+            raise MemoryError()
         self.segs[si].readers += 1
         try:
             end = self.segs[si].size
             base = self.segs[si].map
-            hint = bytearray()
-            count = 0
-            while pos < end:
-                rec = check_record(base, pos, end)
-                if rec == 0:
-                    nxt = resync(base, pos + 1, end)
-                    if nxt < 0:
-                        break
-                    pos = <size_t>nxt
-                    continue
-                kl = ld32(base + pos + 21)
-                hint += _hint_entry(pos, rec, ld64(base + pos + 12), <uint8_t>base[pos + 20],
-                                    PyBytes_FromStringAndSize(base + pos + HDR, kl))
-                count += 1
-                pos += rec
-            _write_hint(self.path, self.segs[si].id, end, hint, count)
+            with nogil:
+                rc = hint_add_records(&hb, base, end, 0)
+            if rc < 0:
+                free(hb.p)
+                raise MemoryError("cannot build a hint file")
+            write_hint_file(self.path, self.segs[si].id, &hb, end)
             self.segs[si].hinted = 1
         finally:
             self.segs[si].readers -= 1
@@ -1345,10 +1342,10 @@ cdef class Store:
             free(mbuf)
             free(moves)
             raise MemoryError()
+        cdef HintBuf hb
+        cdef uint64_t out_size = 0
+        hb.p = NULL
         outputs = []
-        out_size = 0
-        hint = bytearray()
-        hint_count = 0
         emitted = set()
         stopped = False
         try:
@@ -1367,7 +1364,6 @@ cdef class Store:
                         now = self._now()
                         mlen = 0
                         nmoves = 0
-                        chunk_hints = []   # (offset in chunk, size, expiry, flags, key)
                         while pos < end and mlen < (256 << 10):
                             rec = check_record(base, pos, end)
                             if rec == 0:
@@ -1391,7 +1387,6 @@ cdef class Store:
                             if flags & F_CLEAR:
                                 if keep_tombs[i]:
                                     memcpy(mbuf + mlen, base + pos, rec)
-                                    chunk_hints.append((mlen, rec, 0, flags, b""))
                                     mlen += rec
                                 pos += rec
                                 continue
@@ -1408,14 +1403,11 @@ cdef class Store:
                                         moves[3 * nmoves + 1] = mlen
                                         moves[3 * nmoves + 2] = rec
                                         nmoves += 1
-                                        chunk_hints.append((mlen, rec, expiry, flags,
-                                                            PyBytes_FromStringAndSize(kp, kl)))
                                         mlen += rec
                             if slot < 0 and keep_tombs[i]:
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
                                     emitted.add(key)
-                                    chunk_hints.append((mlen, HDR + kl, 0, F_TOMB, key))
                                     mlen += encode_record(mbuf + mlen, <uint64_t>now, 0, F_TOMB,
                                                           kp, kl, NULL, 0)
                             pos += rec
@@ -1424,9 +1416,7 @@ cdef class Store:
                         # -- an output segment with room
                         if out == 0xFFFFFFFF or (out_size > 0 and out_size + mlen > self.segment_bytes):
                             if out != 0xFFFFFFFF:
-                                self._finish_output(out, hint, hint_count)
-                                hint = bytearray()
-                                hint_count = 0
+                                self._finish_output(out, &hb)
                             if next_id >= limit:
                                 raise StorageError("no segment id left for a merge output")
                             fdo = os.open(os.path.join(self.path, "%016x.data" % next_id),
@@ -1437,12 +1427,16 @@ cdef class Store:
                             outputs.append(out)
                             next_id += 1
                             out_size = 0
-                        # -- without the GIL: one write of the chunk
+                            if hint_start(&hb) < 0:
+                                raise MemoryError()
+                        # -- without the GIL: one write of the chunk, and its hint entries
                         fd = self.segs[out].fd
                         rel = 0
                         err = 0
                         with nogil:
-                            while rel < mlen:
+                            if hint_add_records(&hb, mbuf, mlen, out_size) < 0:
+                                err = -1
+                            while err == 0 and rel < mlen:
                                 r = c_write(fd, mbuf + rel, mlen - rel)
                                 if r < 0:
                                     if errno == EINTR:
@@ -1450,6 +1444,8 @@ cdef class Store:
                                     err = errno
                                     break
                                 rel += r
+                        if err == -1:
+                            raise MemoryError("cannot build a hint file")
                         if err:
                             raise StorageError(f"merge write failed: {os.strerror(err)}")
                         seg_prefault(self.segs[out].map, out_size, out_size + mlen)
@@ -1466,9 +1462,6 @@ cdef class Store:
                                 e.seg = out
                                 e.off = <uint32_t>(out_size + moves[3 * k + 1])
                                 self.segs[out].live += e.size
-                        for h_off, h_size, h_exp, h_flags, h_key in chunk_hints:
-                            hint += _hint_entry(out_size + h_off, h_size, h_exp, h_flags, h_key)
-                        hint_count += len(chunk_hints)
                         # tombstones and markers a merge keeps are needed: count them live
                         self.segs[out].live += mlen - sum_moves(moves, nmoves)
                         self.segs[out].size += mlen
@@ -1479,7 +1472,7 @@ cdef class Store:
                 if stopped:
                     break
             if out != 0xFFFFFFFF:
-                self._finish_output(out, hint, hint_count)
+                self._finish_output(out, &hb)
             if not stopped:
                 _fsync_dir(self.path)
                 for i in victims:
@@ -1491,16 +1484,21 @@ cdef class Store:
                 self.segs[<uint32_t>o].readers -= 1
             free(mbuf)
             free(moves)
+            free(hb.p)
 
-    def _finish_output(self, uint32_t out, hint, count):
+    cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1:
+        """fsync a merge output and write its hint file (which frees hb)."""
         cdef int fd = self.segs[out].fd
         cdef int rc
         with nogil:
             rc = fdatasync(fd)
         if rc:
+            free(hb.p)
+            hb.p = NULL
             raise StorageError(f"fsync of a merge output failed: {os.strerror(errno)}")
-        _write_hint(self.path, self.segs[out].id, self.segs[out].size, hint, count)
+        write_hint_file(self.path, self.segs[out].id, hb, self.segs[out].size)
         self.segs[out].hinted = 1
+        return 0
 
     # ---- statistics and lifetime ---------------------------------------------------------------
     def stats(self):
@@ -1622,39 +1620,108 @@ cdef size_t sum_moves(size_t *moves, size_t n) noexcept nogil:
     return t
 
 
-cdef bytes _hint_entry(size_t off, size_t size, uint64_t expiry, uint8_t flags, bytes key):
-    cdef char head[HINT_ENTRY]
-    st32(head, <uint32_t>off)
-    st32(head + 4, <uint32_t>size)
-    st64(head + 8, expiry)
-    head[16] = <char>flags
-    st32(head + 17, <uint32_t>PyBytes_GET_SIZE(key))
-    return PyBytes_FromStringAndSize(head, HINT_ENTRY) + key
+cdef int hint_reserve(HintBuf *h, size_t more) noexcept nogil:
+    cdef size_t cap = h.cap if h.cap else (1 << 16)
+    cdef char *p
+    while cap < h.len + more:
+        cap *= 2
+    if cap != h.cap:
+        p = <char *>realloc(h.p, cap)
+        if p == NULL:
+            return -1
+        h.p = p
+        h.cap = cap
+    return 0
 
 
-def _write_hint(path, uint64_t seg_id, uint64_t data_size, hint, count):
-    """Write `<id>.hint` atomically: magic, data size, entries, count, crc32c."""
-    cdef char head[16]
-    memcpy(head, PyBytes_AS_STRING(HINT_MAGIC), 8)
-    st64(head + 8, data_size)
-    body = bytearray(PyBytes_FromStringAndSize(head, 16))
-    body += hint
-    cdef char tail[8]
-    st64(tail, <uint64_t>count)
-    body += PyBytes_FromStringAndSize(tail, 8)
-    cdef char crc[4]
-    cdef bytes flat = bytes(body)
-    st32(crc, crc32c_extend(0, PyBytes_AS_STRING(flat), PyBytes_GET_SIZE(flat)))
-    body += PyBytes_FromStringAndSize(crc, 4)
-    final = os.path.join(path, "%016x.hint" % seg_id)
-    tmp = final + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+cdef int hint_start(HintBuf *h) noexcept nogil:
+    """An empty hint: room for the 16-byte header, filled in by hint_finish."""
+    h.p = NULL
+    h.len = h.cap = 0
+    h.count = 0
+    if hint_reserve(h, 16) < 0:
+        return -1
+    h.len = 16
+    return 0
+
+
+cdef int hint_add_records(HintBuf *h, const char *base, size_t end, uint64_t off_base) noexcept nogil:
+    """Append an entry for every valid record in base[0:end] (damaged bytes are skipped as a
+    scan skips them); entry offsets are off_base + position."""
+    cdef size_t pos = 0, rec, kl
+    cdef int64_t nxt
+    cdef char *q
+    while pos < end:
+        rec = check_record(base, pos, end)
+        if rec == 0:
+            nxt = resync(base, pos + 1, end)
+            if nxt < 0:
+                break
+            pos = <size_t>nxt
+            continue
+        kl = ld32(base + pos + 21)
+        if hint_reserve(h, HINT_ENTRY + kl) < 0:
+            return -1
+        q = h.p + h.len
+        st32(q, <uint32_t>(off_base + pos))
+        st32(q + 4, <uint32_t>rec)
+        memcpy(q + 8, base + pos + 12, 8)          # expiry
+        q[16] = base[pos + 20]                     # flags
+        st32(q + 17, <uint32_t>kl)
+        memcpy(q + HINT_ENTRY, base + pos + HDR, kl)
+        h.len += HINT_ENTRY + kl
+        h.count += 1
+        pos += rec
+    return 0
+
+
+cdef int hint_finish(HintBuf *h, uint64_t data_size) noexcept nogil:
+    """Fill in the header and append the count and the crc32c."""
+    if hint_reserve(h, 12) < 0:
+        return -1
+    memcpy(h.p, "FDHINT01", 8)
+    st64(h.p + 8, data_size)
+    st64(h.p + h.len, h.count)
+    h.len += 8
+    st32(h.p + h.len, crc32c_extend(0, h.p, h.len))
+    h.len += 4
+    return 0
+
+
+cdef int write_hint_file(path, uint64_t seg_id, HintBuf *h, uint64_t data_size) except -1:
+    """Write `<id>.hint` atomically (temporary file, fsync, rename); frees the buffer."""
+    cdef int fd, rc = 0, err = 0
+    cdef size_t done = 0
+    cdef ssize_t r
     try:
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
+        if hint_finish(h, data_size) < 0:
+            raise MemoryError("cannot build a hint file")
+        final = os.path.join(path, "%016x.hint" % seg_id)
+        tmp = final + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        with nogil:
+            while done < h.len:
+                r = c_write(fd, h.p + done, h.len - done)
+                if r < 0:
+                    if errno == EINTR:
+                        continue
+                    err = errno
+                    break
+                done += r
+            if err == 0:
+                rc = fdatasync(fd)
+                if rc:
+                    err = errno
         os.close(fd)
-    os.replace(tmp, final)
+        if err:
+            os.unlink(tmp)
+            raise StorageError(f"cannot write hint file {final}: {os.strerror(err)}")
+        os.replace(tmp, final)
+    finally:
+        free(h.p)
+        h.p = NULL
+        h.len = h.cap = 0
+    return 0
 
 
 def _fsync_dir(path):

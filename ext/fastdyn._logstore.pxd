@@ -41,6 +41,13 @@ cdef struct Seg:
     int dirty           # sealed with writes not yet fsynced (interval/never policies)
 
 
+cdef struct HintBuf:
+    char *p             # 16-byte header, entries, then count and crc (see _logstore.pyx)
+    size_t len
+    size_t cap
+    uint64_t count
+
+
 cdef class Store:
     cdef keydir kd
     cdef Seg *segs
@@ -89,6 +96,7 @@ cdef class Store:
     cdef int _seal_active(self) except -1
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF
+    cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1
     cdef int _release(self, uint32_t si) except -1
     cdef int _retire(self, uint32_t si) except -1
     cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,

@@ -15,6 +15,12 @@
 #include <unistd.h>
 #include <sys/mman.h>
 
+/* Records and hints are read and written with plain loads and stores: the on-disk format is
+ * little-endian, so the host must be. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "fastdyn's storage engine needs a little-endian host"
+#endif
+
 #if defined(__linux__) && !defined(MADV_POPULATE_READ)
 #define MADV_POPULATE_READ 22
 #endif
