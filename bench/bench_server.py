@@ -23,9 +23,13 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A free port whose peer port (port + 10000, fastdyn's default) is a valid port too."""
+    while True:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port + 10000 <= 65535:
+            return port
 
 
 def wait_port(port, proc, timeout=20.0):

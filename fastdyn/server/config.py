@@ -44,6 +44,9 @@ class ServerConfig:
         if not self.advertise:
             self.advertise = self.host
         if not self.peer_port:
+            if self.port + 10000 > 65535:
+                raise ConfigError(f"port {self.port}: the default peer port (port + 10000) "
+                                  f"would exceed 65535; give --peer-port")
             self.peer_port = self.port + 10000
         if not self.name:
             self.name = f"{self.advertise}:{self.port}"
