@@ -168,7 +168,7 @@ def run_engine(name, n, value_size, seed):
     rng.shuffle(get_keys)
     mixed_keys = [keys[rng.randrange(n)] for _ in range(n)]
     writes = [rng.random() < 0.5 for _ in range(n)]
-    tmp = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_DIR"))
+    tmp = tempfile.mkdtemp(prefix=f"fastdyn-storage-bench-{name}-", dir=os.environ.get("BENCH_DIR"))
     try:
         gc.collect()
         gc.disable()
