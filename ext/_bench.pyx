@@ -13,6 +13,8 @@ from libc.math cimport log
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove
+from posix.time cimport CLOCK_MONOTONIC, itimerspec
+from posix.unistd cimport close, read
 
 import numpy as np
 
@@ -32,6 +34,14 @@ cdef extern from "_bench.h":
     uint64_t fd_fnv64(uint64_t x) noexcept nogil
     int fd_hist_index(uint64_t v) noexcept nogil
     int FD_HIST_BUCKETS
+
+
+cdef extern from "<sys/timerfd.h>" nogil:
+    int timerfd_create(int clockid, int flags)
+    int timerfd_settime(int fd, int flags, const itimerspec *new_value, itimerspec *old_value)
+    int TFD_NONBLOCK
+    int TFD_CLOEXEC
+    int TFD_TIMER_ABSTIME
 
 
 cdef extern from "_client_wire.h":
@@ -67,6 +77,9 @@ cdef enum:
     SETUP_OP = 255
     KEY_LEN = 16
     BACKLOG_LIMIT = 1 << 22
+    # the open loop's timer fires at most this often: sends are at most this late (plus the
+    # scheduler's noise), and the tool does not spin the CPU away from the target
+    TIMER_MIN_GAP_NS = 50000
 
 cdef enum Encoding:
     E_GET, E_SET, E_DEL, E_INCR, E_MGET, E_DYN_GET, E_DYN_PUT
@@ -512,6 +525,7 @@ cdef class Worker:
     cdef Py_ssize_t rr
     cdef public object on_ready, on_lost, on_done, on_fatal
     cdef readonly object fatal
+    cdef int timerfd
 
     def __init__(self, Generator gen, *, int pipeline, int64_t budget=-1, bytes setup=b"",
                  int setup_count=0, double rate=0.0, int arrival=0):
@@ -521,6 +535,7 @@ cdef class Worker:
         self.setup = setup
         self.setup_count = setup_count
         self.open_loop = rate > 0
+        self.timerfd = -1
         self.stats = Stats(gen.nops, self.open_loop)
         self.conns = []
         if self.open_loop:
@@ -532,6 +547,8 @@ cdef class Worker:
 
     def __dealloc__(self):
         free(self.backlog)
+        if self.timerfd >= 0:
+            close(self.timerfd)
 
     def connection(self):
         """A protocol factory for loop.create_connection."""
@@ -557,9 +574,48 @@ cdef class Worker:
         self.check_done()
 
     def next_due(self):
-        """Seconds until the next intended send (open loop), for the timer."""
+        """Seconds until the next intended send (open loop)."""
         cdef double dt = (self.arrivals.next_ns - <double>fd_now_ns()) / 1e9
         return dt if dt > 0 else 0.0
+
+    def timer_fd(self):
+        """A timerfd for loop.add_reader: the event loop's own timers only have millisecond
+        resolution, this one wakes the loop at the intended send time to the microsecond."""
+        if self.timerfd < 0:
+            self.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
+            if self.timerfd < 0:
+                raise OSError("timerfd_create failed")
+        return self.timerfd
+
+    def arm_timer(self):
+        """Sets the timer to the next intended send (or TIMER_MIN_GAP_NS from now)."""
+        cdef itimerspec spec
+        cdef uint64_t at, now
+        if self.timerfd < 0 or self.stopping or self.budget == 0:
+            return
+        now = fd_now_ns()
+        at = max(<uint64_t>self.arrivals.next_ns, now + TIMER_MIN_GAP_NS)
+        if self.bl_count:
+            # behind schedule, every connection is busy: their replies dispatch the backlog,
+            # the timer is only a safety net
+            at = max(at, now + 1000000)
+        spec.it_interval.tv_sec = spec.it_interval.tv_nsec = 0
+        spec.it_value.tv_sec = at // 1000000000
+        spec.it_value.tv_nsec = at % 1000000000
+        timerfd_settime(self.timerfd, TFD_TIMER_ABSTIME, &spec, NULL)
+
+    def on_timer(self):
+        """loop.add_reader callback: sends what is due, then re-arms."""
+        cdef uint64_t expirations
+        read(self.timerfd, &expirations, 8)
+        self.pump()
+        self.check_done()
+        self.arm_timer()
+
+    def close_timer(self):
+        if self.timerfd >= 0:
+            close(self.timerfd)
+            self.timerfd = -1
 
     @property
     def backlog_size(self):
@@ -604,11 +660,6 @@ cdef class Worker:
         if n:
             self.rr = (self.rr + 1) % n
         return 0
-
-    def tick(self):
-        """Timer callback of the open loop."""
-        self.pump()
-        self.check_done()
 
     cdef inline bint take_due(self, uint64_t *intended) noexcept:
         if self.bl_count == 0:

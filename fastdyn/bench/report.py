@@ -159,12 +159,15 @@ def plot(result, directory: str) -> list:
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, r in list(result.ops.items()):
         cdf_axes(ax, r.hist, name)
+        if result.open_loop:
+            # what a tool that ignores the schedule would have reported
+            cdf_axes(ax, r.service, f"{name} (from actual send)", linestyle="--")
     ax.set(title=f"Latency distribution — {result.target}")
     paths.append(_save(fig, directory, "cdf.png"))
     return paths
 
 
-def cdf_axes(ax, hist, label) -> None:
+def cdf_axes(ax, hist, label, **style) -> None:
     """Plots a latency CDF with the tail stretched (x: latency, y: percentile, log-scaled)."""
     import numpy as np
 
@@ -173,7 +176,7 @@ def cdf_axes(ax, hist, label) -> None:
     values, cumulative = hist.cdf()
     # 1 / (1 - F) spreads 90, 99, 99.9, 99.99 evenly, as HdrHistogram's plots do
     tail = 1.0 / np.maximum(1.0 - cumulative, 1e-6)
-    ax.plot(tail, values / 1e6, label=label, drawstyle="steps-post")
+    ax.plot(tail, values / 1e6, label=label, drawstyle="steps-post", **style)
     ax.set_xscale("log")
     ticks = [1, 2, 10, 100, 1000, 10000]
     ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])

@@ -112,15 +112,10 @@ async def _run(loop, pipe, spec: dict) -> None:
     cpu_start = time.process_time()
     worker.start(start_ns)
 
-    def open_loop_tick():
-        worker.tick()
-        if not worker.stopping and worker.budget != 0:
-            # the loop's timers have millisecond resolution: a shorter wait would spin and
-            # take the CPU from the target; sends due sooner also go out after every reply
-            loop.call_later(max(worker.next_due(), 0.001), open_loop_tick)
-
     if worker.open_loop:
-        open_loop_tick()
+        # sends are also checked after every reply batch; the timer covers idle stretches
+        loop.add_reader(worker.timer_fd(), worker.on_timer)
+        worker.arm_timer()
 
     interval = 0
     duration = spec["duration"]
@@ -152,6 +147,9 @@ async def _run(loop, pipe, spec: dict) -> None:
         _send_interval(pipe, worker, interval, boundary)
         interval += 1
     # this process's own CPU time while generating load: the tool's cost per operation
+    if worker.open_loop:
+        loop.remove_reader(worker.timer_fd())
+        worker.close_timer()
     pipe.send(("done", worker.dropped, time.process_time() - cpu_start))
     worker.close()
     await asyncio.sleep(0)
