@@ -303,6 +303,8 @@ cdef class MemcacheReader(_Reader):
             if line.startswith(b"VALUE "):
                 n = fd_mc_value_bytes(PyBytes_AS_STRING(line), len(line))
                 fields = line.split(b" ")
+                if not fields[2].isdigit():
+                    raise ProtocolError(f"invalid VALUE line {line[:80]!r}")
                 values.append((fields[1], int(fields[2]), PyBytes_FromStringAndSize(p, n)))
                 p += n + 2
             elif line.startswith(b"STAT "):

@@ -222,8 +222,18 @@ def test_memcache_replies_round_trip(replies, data):
     assert reader.nils == sum(r == [] or r == b"NOT_FOUND" for r in replies)
 
 
-def test_memcache_value_with_a_wrong_length_is_a_protocol_error():
+@pytest.mark.parametrize("bad", [b"VALUE k 0 3\r\nabcd\r\nEND\r\n", b"VALUE k\r\n",
+                                 b"VALUE k 0 3\r\nabc\r\nSTORED\r\n"])
+def test_malformed_memcache_replies_are_a_protocol_error(bad):
     reader = MemcacheReader()
-    reader.feed(b"VALUE k 0 3\r\nabcd\r\nEND\r\n")
+    reader.feed(bad)
     with pytest.raises(ProtocolError):
         reader.skip()
+
+
+def test_memcache_value_with_bad_flags_is_a_protocol_error():
+    reader = MemcacheReader()
+    reader.feed(b"VALUE k x 3\r\nabc\r\nEND\r\n")
+    assert reader.skip(0) == 0
+    with pytest.raises(ProtocolError):
+        reader.gets()
