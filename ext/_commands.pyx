@@ -27,7 +27,32 @@ FAST_GET = 1
 FAST_SET = 2
 
 
-def _encode_bulk(out, value):
+# INFO's keyspace_hits / keyspace_misses: lookups of keys by reading commands, as Redis counts
+cdef long long keyspace_hits = 0
+cdef long long keyspace_misses = 0
+
+
+def count_lookups(values):
+    """Count the results of key lookups (None = a miss) into the keyspace statistics."""
+    global keyspace_hits, keyspace_misses
+    for v in values:
+        if v is None:
+            keyspace_misses += 1
+        else:
+            keyspace_hits += 1
+
+
+def keyspace_stats(bint reset=False):
+    """(hits, misses) since start or the last reset (CONFIG RESETSTAT)."""
+    global keyspace_hits, keyspace_misses
+    stats = (keyspace_hits, keyspace_misses)
+    if reset:
+        keyspace_hits = keyspace_misses = 0
+    return stats
+
+
+def _encode_lookup(out, value):
+    count_lookups((value,))
     out.bulk(value)
 
 
@@ -67,8 +92,23 @@ def configure(dict table, find_command, unknown_error, arity_error,
     _transaction_control = transaction_control
 
 
+cdef int reject(object conn, ReplyWriter out, object spec, str message) except -1:
+    """A command refused before it runs. Redis ends the transaction when the refused command
+    is EXEC itself (in MULTI or not) and says so."""
+    if spec[3] == "exec":
+        conn.multi = None
+        conn.multi_failed = False
+        if message.startswith("ERR "):
+            message = message[4:]
+        out.error("EXECABORT Transaction discarded because of: " + message)
+    else:
+        out.error(message)
+    return 0
+
+
 def execute(conn, list cmds):
     """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out."""
+    global keyspace_hits, keyspace_misses
     cdef ReplyWriter out = conn.out
     cdef object coord = conn.coord
     cdef object coord_get = coord.get
@@ -91,16 +131,12 @@ def execute(conn, list cmds):
                     conn.multi_failed = True
                 continue
         if not authenticated and not spec[2]:
-            out.error("NOAUTH Authentication required.")
+            reject(conn, out, spec, "NOAUTH Authentication required.")
             continue
         arity = spec[1]
         if (n != arity) if arity > 0 else (n < -arity):
             if spec[3] == "exec":
-                # Redis ends the transaction when EXEC itself is malformed, in MULTI or not
-                conn.multi = None
-                conn.multi_failed = False
-                out.error("EXECABORT Transaction discarded because of: "
-                          + _arity_error(spec[3])[4:])
+                reject(conn, out, spec, _arity_error(spec[3]))
                 continue
             out.error(_arity_error(spec[3]))
             if conn.multi is not None:
@@ -121,8 +157,12 @@ def execute(conn, list cmds):
                 out.error("ERR " + str(exc))
                 continue
             if type(result) is _Pending:
-                conn.defer(result, _encode_bulk)
+                conn.defer(result, _encode_lookup)
             else:
+                if result is None:
+                    keyspace_misses += 1
+                else:
+                    keyspace_hits += 1
                 out.bulk(result)
         elif fast == FAST_SET and n == 3 and len(<bytes>args[2]) <= max_value:
             try:

@@ -11,7 +11,7 @@ forms the fast path does not take, and EXEC).
 """
 from fastdyn import __version__
 from fastdyn._glob import GlobPattern
-from fastdyn._commands import FAST_GET, FAST_NONE, FAST_SET
+from fastdyn._commands import FAST_GET, FAST_NONE, FAST_SET, count_lookups
 from fastdyn._resp import incr_float, parse_int
 from fastdyn.cluster.coordinator import DELETE, KEEP, Pending
 from fastdyn.errors import CommandError
@@ -82,6 +82,17 @@ def _ok(out, _):
 
 
 def _bulks(out, values):
+    out.bulks(values)
+
+
+# Encoders of reading commands also count keyspace hits and misses, as Redis does.
+def _bulk_lookup(out, value):
+    count_lookups((value,))
+    out.bulk(value)
+
+
+def _bulks_lookup(out, values):
+    count_lookups(values)
     out.bulks(values)
 
 
@@ -361,7 +372,11 @@ command("unlink", -2)(cmd_del)
 
 @command("exists", -2)
 def cmd_exists(conn, args):
-    _reply_result(conn, conn.coord.exists(args[1:]), _integer)
+    def encode(out, found):
+        count_lookups([b""] * found + [None] * (len(args) - 1 - found))
+        out.integer(found)
+
+    _reply_result(conn, conn.coord.exists(args[1:]), encode)
 
 
 command("touch", -2)(cmd_exists)
@@ -369,8 +384,11 @@ command("touch", -2)(cmd_exists)
 
 @command("type", 2)
 def cmd_type(conn, args):
-    _reply_result(conn, conn.coord.expiry(args[1]),
-                  lambda out, e: out.simple("none" if e is None else "string"))
+    def encode(out, expiry):
+        count_lookups((expiry,))
+        out.simple("none" if expiry is None else "string")
+
+    _reply_result(conn, conn.coord.expiry(args[1]), encode)
 
 
 @command("keys", 2)
@@ -419,16 +437,12 @@ def cmd_scan(conn, args):
 
 @command("get", 2, fast=FAST_GET)
 def cmd_get(conn, args):
-    result = conn.coord.get(args[1])
-    if result.__class__ is Pending:
-        conn.defer(result, _bulk)
-    else:
-        conn.out.bulk(result)
+    _reply_result(conn, conn.coord.get(args[1]), _bulk_lookup)
 
 
 @command("mget", -2)
 def cmd_mget(conn, args):
-    _reply_result(conn, conn.coord.get_many(args[1:]), _bulks)
+    _reply_result(conn, conn.coord.get_many(args[1:]), _bulks_lookup)
 
 
 def _check_value(conn, value):
@@ -437,14 +451,14 @@ def _check_value(conn, value):
                            % conn.server.config.max_value_bytes)
 
 
-def _expire_at(conn, cmd: str, amount: bytes, unit_ms: int, absolute: bool) -> int:
+def _expire_at(cmd: str, amount: bytes, unit_ms: int, absolute: bool, now: int) -> int:
     """An absolute expiry in ms from EX/PX/EXAT/PXAT-style arguments; Redis' checks and texts."""
     n = _int_arg(amount)
     if n <= 0 or (unit_ms == 1000 and n > _LLONG_MAX // 1000):
         raise CommandError(f"ERR invalid expire time in '{cmd}' command")
     ms = n * unit_ms
     if not absolute:
-        ms += conn.coord.clock()
+        ms += now
         if ms > _LLONG_MAX:
             raise CommandError(f"ERR invalid expire time in '{cmd}' command")
     return ms
@@ -485,8 +499,8 @@ def cmd_set(conn, args):
         i += 1
     if seen_expire:
         opt, amount = expiry
-        expiry = _expire_at(conn, "set", amount, 1000 if opt in (b"ex", b"exat") else 1,
-                            opt in (b"exat", b"pxat"))
+        expiry = _expire_at("set", amount, 1000 if opt in (b"ex", b"exat") else 1,
+                            opt in (b"exat", b"pxat"), conn.coord.clock())
     if cond is None and not get and not keepttl:
         _reply_result(conn, conn.coord.put(args[1], value, expiry), _ok)
         return
@@ -498,6 +512,8 @@ def cmd_set(conn, args):
         return (value, new_expiry), (current if get else b"OK")
 
     def encode(out, reply):
+        if get:
+            count_lookups((reply,))
         if reply is None or get:
             out.bulk(reply)
         else:
@@ -508,14 +524,14 @@ def cmd_set(conn, args):
 
 @command("setex", 4)
 def cmd_setex(conn, args):
-    expiry = _expire_at(conn, "setex", args[2], 1000, False)
+    expiry = _expire_at("setex", args[2], 1000, False, conn.coord.clock())
     _check_value(conn, args[3])
     _reply_result(conn, conn.coord.put(args[1], args[3], expiry), _ok)
 
 
 @command("psetex", 4)
 def cmd_psetex(conn, args):
-    expiry = _expire_at(conn, "psetex", args[2], 1, False)
+    expiry = _expire_at("psetex", args[2], 1, False, conn.coord.clock())
     _check_value(conn, args[3])
     _reply_result(conn, conn.coord.put(args[1], args[3], expiry), _ok)
 
@@ -538,12 +554,13 @@ def cmd_getset(conn, args):
     value = args[2]
     _check_value(conn, value)
     _reply_result(conn, conn.coord.update(args[1], lambda cur, exp, now: ((value, 0), cur)),
-                  _bulk)
+                  _bulk_lookup)
 
 
 @command("getdel", 2)
 def cmd_getdel(conn, args):
-    _reply_result(conn, conn.coord.update(args[1], lambda cur, exp, now: (DELETE, cur)), _bulk)
+    _reply_result(conn, conn.coord.update(args[1], lambda cur, exp, now: (DELETE, cur)),
+                  _bulk_lookup)
 
 
 @command("getex", -2)
@@ -563,17 +580,15 @@ def cmd_getex(conn, args):
     if mode is None:
         _reply_result(conn, conn.coord.get(args[1]), _bulk)
         return
-    if mode == b"persist":
-        expiry = 0
-    else:
-        expiry = _expire_at(conn, "getex", amount, 1000 if mode in (b"ex", b"exat") else 1,
-                            mode in (b"exat", b"pxat"))
 
     def decide(current, current_expiry, now):
+        # Redis looks the key up first: a missing key answers nil whatever the expiry says
         if current is None:
             return KEEP, None
-        if mode == b"persist" and not current_expiry:
-            return KEEP, current
+        if mode == b"persist":
+            return (KEEP, current) if not current_expiry else ((current, 0), current)
+        expiry = _expire_at("getex", amount, 1000 if mode in (b"ex", b"exat") else 1,
+                            mode in (b"exat", b"pxat"), now)
         return (current, expiry), current
 
     _reply_result(conn, conn.coord.update(args[1], decide), _bulk)
@@ -618,7 +633,11 @@ def cmd_append(conn, args):
 
 @command("strlen", 2)
 def cmd_strlen(conn, args):
-    _reply_result(conn, conn.coord.get(args[1]), lambda out, v: out.integer(len(v) if v else 0))
+    def encode(out, value):
+        count_lookups((value,))
+        out.integer(len(value) if value else 0)
+
+    _reply_result(conn, conn.coord.get(args[1]), encode)
 
 
 def _incr(conn, key, delta):
@@ -743,6 +762,8 @@ def _ttl(conn, key, relative, ms):
     now = conn.coord.clock()
 
     def encode(out, expiry):
+        if relative:  # Redis counts TTL/PTTL lookups, not EXPIRETIME's
+            count_lookups((expiry,))
         if expiry is None:
             out.integer(-2)
         elif not expiry:
@@ -751,7 +772,7 @@ def _ttl(conn, key, relative, ms):
             left = max(expiry - now, 0)
             out.integer(left if ms else (left + 500) // 1000)
         else:
-            out.integer(expiry if ms else expiry // 1000)
+            out.integer(expiry if ms else (expiry + 500) // 1000)
 
     _reply_result(conn, conn.coord.expiry(key), encode)
 

@@ -1,10 +1,12 @@
 """INFO: Redis-style sections so tools that parse Redis' INFO read fastdyn's too."""
 import os
 import platform
+import resource
 import sys
 import time
 
 from fastdyn import __version__
+from fastdyn._commands import keyspace_stats
 
 SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster",
             "keyspace")
@@ -52,20 +54,30 @@ def info_text(node, wanted) -> str:
         ("fastdyn_peer_port", cfg.peer_port)])
     section("clients", [("connected_clients", len(node.clients)),
                         ("maxclients", cfg.maxclients), ("blocked_clients", 0)])
-    store_stats = node.store.stats() if everything or "memory" in wanted else {}
+    store_stats = node.store.stats()
     rss = _rss_bytes()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     section("memory", [("used_memory", rss), ("used_memory_human", _human(rss)),
                        ("used_memory_rss", rss), ("used_memory_rss_human", _human(rss)),
+                       ("used_memory_peak", peak), ("used_memory_peak_human", _human(peak)),
+                       ("mem_fragmentation_ratio", "1.00"),
                        ("maxmemory", 0), ("maxmemory_policy", "noeviction"),
                        ("fastdyn_keydir_bytes_per_key",
                         store_stats.get("keydir_bytes_per_key", 0))])
     section("persistence", [("loading", 0), ("rdb_changes_since_last_save", 0),
+                            ("rdb_last_save_time", int(node.started)),
                             ("aof_enabled", 0 if cfg.sync == "never" else 1),
                             ("fastdyn_sync", cfg.sync), ("fastdyn_data_dir", cfg.data_dir)])
     stats = node.stats
+    hits, misses = keyspace_stats()
+    # keys dropped on access are counted by the store; those the sweep removed by the node
+    expired = store_stats.get("expired_removed", node.expired_swept)
     section("stats", [("total_connections_received", stats["total_connections_received"]),
                       ("total_commands_processed", node.commands_processed),
-                      ("rejected_connections", stats["rejected_connections"])])
+                      ("instantaneous_ops_per_sec", node.ops_per_sec()),
+                      ("rejected_connections", stats["rejected_connections"]),
+                      ("expired_keys", expired), ("evicted_keys", 0),
+                      ("keyspace_hits", hits), ("keyspace_misses", misses)])
     section("replication", [("role", "master"), ("connected_slaves", 0)])
     rep = node.coord.replication()
     section("cluster", [("cluster_enabled", 0), ("fastdyn_n", rep["n"]), ("fastdyn_r", rep["r"]),

@@ -49,6 +49,8 @@ class Node:
         self.commit_scheduled = False
         self.fsync_running = False
         self.commands_processed = 0
+        self.expired_swept = 0               # keys removed by the active sweep
+        self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
         self.loop = None
         self.listener = None
         self.stopping = None
@@ -59,8 +61,20 @@ class Node:
         return self._client_ids
 
     def reset_stats(self):
+        from fastdyn._commands import keyspace_stats
+
         self.stats.clear()
         self.commands_processed = 0
+        self.expired_swept = 0
+        self.ops_samples.clear()
+        keyspace_stats(reset=True)
+
+    def ops_per_sec(self) -> int:
+        """Commands per second over the last ~1.6 s (INFO's instantaneous_ops_per_sec)."""
+        if len(self.ops_samples) < 2:
+            return 0
+        (t0, c0), (t1, c1) = self.ops_samples[0], self.ops_samples[-1]
+        return int((c1 - c0) / (t1 - t0)) if t1 > t0 else 0
 
     def config_view(self) -> dict:
         """Settings CONFIG GET shows, as Redis names them where Redis has the setting."""
@@ -129,11 +143,16 @@ class Node:
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
-        deadline = time.monotonic() + EXPIRE_BUDGET
+        """Every 100 ms: sweep expired keys (bounded work) and sample the command rate."""
+        now = time.monotonic()
+        self.ops_samples.append((now, self.commands_processed))
+        deadline = now + EXPIRE_BUDGET
         try:
-            while self.coord.sweep_expired(EXPIRE_BATCH) >= EXPIRE_BATCH \
-                    and time.monotonic() < deadline:
-                pass
+            while True:
+                removed = self.coord.sweep_expired(EXPIRE_BATCH)
+                self.expired_swept += removed
+                if removed < EXPIRE_BATCH or time.monotonic() >= deadline:
+                    break
         except Exception:
             log.exception("active expiry failed")
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
