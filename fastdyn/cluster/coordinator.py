@@ -24,8 +24,7 @@ Read-modify-write: update(key, fn) -> reply, where fn(value, expiry_ms, now_ms) 
         KEEP, DELETE or (value, expiry_ms). The cluster runs it as read quorum -> fn -> write
         quorum; fn must be a pure function of its arguments.
 Counters: incr(key, delta) -> new value (a PN-counter operation in the cluster).
-Batching: `with coord.batch():` around one event-loop turn's commands (one log write per turn
-        locally, one frame per peer per turn in the cluster);  clock() -> now in Unix ms.
+Time: clock() -> now in Unix ms (the base of relative expiries).
 Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
 """
 import time
@@ -103,10 +102,6 @@ class LocalCoordinator:
         return {"n": self.n, "r": self.r, "w": self.w, "members": [self.name],
                 "n_effective": n_eff, "r_effective": min(self.r, n_eff),
                 "w_effective": min(self.w, n_eff)}
-
-    def batch(self):
-        """Defer the store's log write to the end of the block: one write() per turn."""
-        return self.store.batch()
 
     # -- reads ---------------------------------------------------------------------------
     def get_entry(self, key):

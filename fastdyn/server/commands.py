@@ -81,10 +81,6 @@ def _ok(out, _):
     out.ok()
 
 
-def _bulks(out, values):
-    out.bulks(values)
-
-
 # Encoders of reading commands also count keyspace hits and misses, as Redis does.
 def _bulk_lookup(out, value):
     count_lookups((value,))

@@ -44,8 +44,7 @@ def is_loopback(peername) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
-                 "authenticated", "slots", "closing", "peer", "paused", "multi",
-                 "multi_failed")
+                 "authenticated", "slots", "closing", "peer", "multi", "multi_failed")
 
     def __init__(self, server):
         self.server = server
@@ -62,7 +61,6 @@ class ClientConnection(asyncio.Protocol):
         self.slots = None
         self.closing = False
         self.peer = None
-        self.paused = False
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
         self.multi_failed = False  # a queued command was refused: EXEC must abort
 
@@ -95,11 +93,9 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self):
         # the client does not read its replies: stop reading its requests until it catches up
-        self.paused = True
         self.transport.pause_reading()
 
     def resume_writing(self):
-        self.paused = False
         if not self.closing:
             self.transport.resume_reading()
 
