@@ -296,6 +296,7 @@ def plots(results, targets, img_dir, results_dir) -> None:
     plt.close(fig)
 
     from fastdyn.bench.compare import SavedRun
+    from fastdyn.bench.report import percentile_axes
 
     fig, axes = plt.subplots(1, len(PIPELINES), figsize=(12, 4.5))
     for ax, pipeline in zip(axes, PIPELINES):
@@ -305,11 +306,8 @@ def plots(results, targets, img_dir, results_dir) -> None:
                 lat, cum = map(np.asarray, run.cdf["all"])
                 ax.plot(1.0 / np.maximum(1.0 - cum, 1e-6), lat, drawstyle="steps-post",
                         label=t.label)
-        ax.set_xscale("log")
-        ax.set_xticks([1, 2, 10, 100, 1000, 10000],
-                      ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
-        ax.set(xlabel="percentile", ylabel="latency (ms)", title=f"workload A, pipeline {pipeline}")
-        ax.grid(alpha=0.3, which="both")
+        percentile_axes(ax)
+        ax.set(title=f"workload A, pipeline {pipeline}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(img_dir, "suite_cdf_A.png"), dpi=90)

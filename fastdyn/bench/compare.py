@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from fastdyn.bench.report import percentile_axes
+
 
 class SavedRun:
     """A run read back from the directory `fastdyn bench --out` wrote."""
@@ -80,11 +82,8 @@ def plot(runs, path: str) -> str:
     left.set(xlabel="time (s)", ylabel="ops/s", title="Throughput")
     left.grid(alpha=0.3)
     left.legend()
-    right.set_xscale("log")
-    right.set_xticks([1, 2, 10, 100, 1000, 10000],
-                     ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
-    right.set(xlabel="percentile", ylabel="latency (ms)", title="Latency (all operations)")
-    right.grid(alpha=0.3, which="both")
+    percentile_axes(right)
+    right.set(title="Latency (all operations)")
     right.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -177,11 +177,17 @@ def cdf_axes(ax, hist, label, **style) -> None:
     # 1 / (1 - F) spreads 90, 99, 99.9, 99.99 evenly, as HdrHistogram's plots do
     tail = 1.0 / np.maximum(1.0 - cumulative, 1e-6)
     ax.plot(tail, values / 1e6, label=label, drawstyle="steps-post", **style)
-    ax.set_xscale("log")
-    ticks = [1, 2, 10, 100, 1000, 10000]
-    ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
-    ax.set(xlabel="percentile", ylabel="latency (ms)")
+    percentile_axes(ax)
     ax.legend()
+
+
+def percentile_axes(ax) -> None:
+    """x: percentile on a 1 / (1 - p) scale; y: latency in ms on a log scale."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # 1 - cumulative is floored at 1e-6, so the last bucket (the maximum) sits at 1e6
+    ax.set_xticks([1, 10, 100, 1000, 10000, 1e6], ["0%", "90%", "99%", "99.9%", "99.99%", "max"])
+    ax.set(xlabel="percentile", ylabel="latency (ms)")
     ax.grid(alpha=0.3, which="both")
 
 
