@@ -183,6 +183,11 @@ class Node:
         log.info("shutting down")
         self.listener.close()
         self.expire_timer.cancel()
+        # read no more requests: the commands already run get their replies, nothing new starts
+        for conn in list(self.clients):
+            conn.closing = True
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.pause_reading()
         while self.fsync_running or self.commit_scheduled:
             await asyncio.sleep(0.01)
         for conn in list(self.clients):
