@@ -6,6 +6,7 @@ acknowledged may or may not be. SIGTERM and SIGINT flush and exit 0 under every 
 """
 import random
 import signal
+import subprocess
 import threading
 import time
 
@@ -129,9 +130,14 @@ def _crash_rounds(start_fastdyn, data_dir, rounds, seed, sync="always", sig=sign
         time.sleep(rng.uniform(0.3, 1.0))
         if sig == signal.SIGKILL:
             node.kill()
+            stop.set()
         else:
-            assert node.stop(sig) == 0, node.log()[-3000:]
-        stop.set()
+            # Writes are in flight when the signal lands; how fast the node then stops is
+            # test_sigterm_under_continuous_load_exits_promptly's business.
+            node.proc.send_signal(sig)
+            time.sleep(0.2)
+            stop.set()
+            assert node.stop(sig, timeout=60) == 0, node.log()[-3000:]
         for w in writers:
             w.join(30)
         assert ledger.acks > before, f"round {round_no}: no write was acknowledged\n{node.log()}"
@@ -330,3 +336,51 @@ def test_overwrites_through_merges_and_restart(start_fastdyn, tmp_path):
             chunk = keys[i:i + 100]
             assert c.pipeline([("GET", k) for k in chunk]) == [("bulk", latest[k]) for k in chunk]
     assert node.stop() == 0
+
+
+def _hammer(port, stop, index, replies):
+    """Pipelines of 20 SETs as fast as the node answers, until told to stop or cut off."""
+    try:
+        with RawClient(port, timeout=10) as c:
+            n = 0
+            while not stop.is_set():
+                c.send(b"".join(encode_command("SET", f"h{index}:{n + i}", b"v" * 100)
+                                for i in range(20)))
+                for _ in range(20):
+                    c.read_reply()
+                n += 20
+                replies[index] = n
+    except (ServerClosed, ConnectionError, OSError):
+        pass
+
+
+@pytest.mark.parametrize("sync", ["always", "interval", "never"])
+def test_sigterm_under_continuous_load_exits_promptly(start_fastdyn, tmp_path, sync):
+    """Clients that never pause must not hold a shutdown open (Redis stops at once).
+
+    After the signal the node may answer what it had already read (at most one pipeline of
+    20 per client, 160 in all), not go on serving new requests.
+    """
+    node = start_fastdyn("--sync", sync, data_dir=tmp_path / "node")
+    stop = threading.Event()
+    replies = [0] * 8
+    writers = [threading.Thread(target=_hammer, args=(node.port, stop, i, replies))
+               for i in range(8)]
+    for w in writers:
+        w.start()
+    try:
+        time.sleep(0.7)
+        at_signal = sum(replies)
+        assert at_signal > 0, "the writers got no replies before the signal"
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            code = node.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+        after = sum(replies) - at_signal
+        assert after <= 500, f"{after} replies were sent after SIGTERM"
+        assert code == 0, "the node did not exit with 0 within 10 s of SIGTERM"
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(30)
