@@ -574,7 +574,7 @@ def cmd_getex(conn, args):
         else:
             raise CommandError(ERR_SYNTAX)
     if mode is None:
-        _reply_result(conn, conn.coord.get(args[1]), _bulk)
+        _reply_result(conn, conn.coord.get(args[1]), _bulk_lookup)
         return
 
     def decide(current, current_expiry, now):
@@ -587,7 +587,7 @@ def cmd_getex(conn, args):
                             mode in (b"exat", b"pxat"), now)
         return (current, expiry), current
 
-    _reply_result(conn, conn.coord.update(args[1], decide), _bulk)
+    _reply_result(conn, conn.coord.update(args[1], decide), _bulk_lookup)
 
 
 @command("mset", -3)
@@ -758,8 +758,7 @@ def _ttl(conn, key, relative, ms):
     now = conn.coord.clock()
 
     def encode(out, expiry):
-        if relative:  # Redis counts TTL/PTTL lookups, not EXPIRETIME's
-            count_lookups((expiry,))
+        count_lookups((expiry,))
         if expiry is None:
             out.integer(-2)
         elif not expiry:
