@@ -74,8 +74,12 @@ def table(result) -> str:
     for name, r in result.ops.items():
         if r.error_sample:
             lines.append(f"  {name}: {r.errors + r.timeouts:,} failed, e.g. {r.error_sample}")
+    busy = result.cpu_seconds / (c["processes"] * result.seconds) if result.seconds else 0.0
     lines.append(f"  load generator CPU: {result.cpu_seconds:.2f} s in {c['processes']} "
-                 f"process(es), {result.cpu_us_per_op:.2f} µs per operation")
+                 f"process(es) ({busy:.0%} busy), {result.cpu_us_per_op:.2f} µs per operation")
+    if busy > 0.9:
+        lines.append("  warning: the load generator was CPU-bound; the target may be faster "
+                     "than measured (try more --processes or another machine)")
     if result.dropped:
         lines.append(f"  {result.dropped:,} scheduled requests were never sent "
                      f"(the target or this machine could not keep up with --rate)")
