@@ -166,9 +166,10 @@ def run(spec: RunSpec, out=sys.stderr) -> RunResult:
         return _collect(spec, wl, pipes, procs, out)
     finally:
         for p in pipes:
-            p.close()
+            p.close()  # a worker still running sees its pipe break and stops
+        deadline = time.monotonic() + 5
         for proc in procs:
-            proc.join(timeout=5)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()

@@ -24,8 +24,12 @@ def sparse_snapshot(snap: dict) -> dict:
 
 def main(pipe, spec: dict) -> None:
     import gc
+    import signal
 
     import uvloop
+
+    # Ctrl-C is the parent's to handle: it stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # the hot path allocates no reference cycles: collections would only add pauses
     gc.disable()
