@@ -314,9 +314,8 @@ def plots(results, targets, img_dir, results_dir) -> None:
     plt.close(fig)
 
 
-def write_docs(block: str) -> None:
+def write_docs(block: str, path: str = os.path.join(ROOT, "docs", "benchmarks.md")) -> None:
     """Replaces only the text between the suite markers (adding them to the section if new)."""
-    path = os.path.join(ROOT, "docs", "benchmarks.md")
     with open(path) as f:
         text = f.read()
     if BEGIN in text and END in text:
