@@ -446,7 +446,6 @@ STAT_PROBES = [
 ]
 
 
-@pytest.mark.xfail(reason="GETEX does not count keyspace hits/misses (bug list)", strict=True)
 def test_info_fields_monitoring_tools_read(servers):
     """Exporters and dashboards read these fields; hits, misses and expired keys must count
     like redis-server, command by command."""
