@@ -246,7 +246,7 @@ def test_dropped_connections_are_counted_not_fatal(tmp_path):
     assert proc.returncode == 0, stderr
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["errors"] > 0 and s["throughput"] > 0
-    assert "connection lost" in json.dumps(s["ops"]) or "refused" in stderr
+    assert any("connection lost" in (op.get("error_sample") or "") for op in s["ops"].values())
 
 
 def test_requests_without_reply_time_out_and_the_run_goes_on(tmp_path):
