@@ -22,9 +22,14 @@ cdef object _Pending = Pending
 cdef object _CommandError = CommandError
 
 # fast op codes (the fifth field of a command spec)
-FAST_NONE = 0
-FAST_GET = 1
-FAST_SET = 2
+cdef enum:
+    OP_NONE = 0
+    OP_GET = 1
+    OP_SET = 2
+
+FAST_NONE = OP_NONE
+FAST_GET = OP_GET
+FAST_SET = OP_SET
 
 
 # INFO's keyspace_hits / keyspace_misses: lookups of keys by reading commands, as Redis counts
@@ -114,22 +119,25 @@ def execute(conn, list cmds):
     cdef object coord_get = coord.get
     cdef object coord_put = coord.put
     cdef bint authenticated = conn.authenticated  # before AUTH, cmds holds one command
+    cdef bint in_multi = conn.multi is not None  # changes only by running a command
     cdef Py_ssize_t max_value = conn.server.config.max_value_bytes
     cdef Py_ssize_t n, arity
     cdef long fast
     cdef list args
-    cdef object spec, result
+    cdef object found, result
+    cdef tuple spec
     cdef dict table = _table
     for args in cmds:
         n = PyList_GET_SIZE(args)
-        spec = table.get(args[0])
-        if spec is None:
-            spec = _find_command(args[0])
-            if spec is None:
+        found = table.get(args[0])
+        if found is None:
+            found = _find_command(args[0])
+            if found is None:
                 out.error(_unknown_error(args))
-                if conn.multi is not None:
+                if in_multi:
                     conn.multi_failed = True
                 continue
+        spec = <tuple>found
         if not authenticated and not spec[2]:
             reject(conn, out, spec, "NOAUTH Authentication required.")
             continue
@@ -137,17 +145,18 @@ def execute(conn, list cmds):
         if (n != arity) if arity > 0 else (n < -arity):
             if spec[3] == "exec":
                 reject(conn, out, spec, _arity_error(spec[3]))
+                in_multi = False
                 continue
             out.error(_arity_error(spec[3]))
-            if conn.multi is not None:
+            if in_multi:
                 conn.multi_failed = True
             continue
-        if conn.multi is not None and spec[3] not in _transaction_control:
+        if in_multi and spec[3] not in _transaction_control:
             conn.multi.append((spec, args))
             out.simple("QUEUED")
             continue
         fast = spec[4]
-        if fast == FAST_GET:
+        if fast == OP_GET:
             try:
                 result = coord_get(args[1])
             except _CommandError as exc:
@@ -164,7 +173,7 @@ def execute(conn, list cmds):
                 else:
                     keyspace_hits += 1
                 out.bulk(result)
-        elif fast == FAST_SET and n == 3 and len(<bytes>args[2]) <= max_value:
+        elif fast == OP_SET and n == 3 and len(<bytes>args[2]) <= max_value:
             try:
                 result = coord_put(args[1], args[2], 0)
             except _CommandError as exc:
@@ -181,3 +190,4 @@ def execute(conn, list cmds):
             run_one(conn, out, spec, args)
             if conn.closing:
                 break
+            in_multi = conn.multi is not None
