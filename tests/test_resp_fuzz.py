@@ -157,11 +157,23 @@ def test_pipelined_large_values(node):
     node.check_intact()
 
 
-def test_key_over_64kib_is_refused(node):
+@pytest.mark.xfail(reason="MSET/DEL apply the keys before an invalid one, then reply an error "
+                          "(bug list)", strict=True)
+def test_key_length_limits(node):
+    """Keys are 1 B to 64 KiB (a documented difference: Redis also takes an empty key)."""
+    longest = b"\xff" * (64 * 1024)
     with RawClient(node.server.port) as c:
-        reply = c.call("SET", b"k" * (64 * 1024 + 1), "v")
-        assert error_word(reply) == b"ERR", reply
-        assert c.call("PING") == ("simple", b"PONG")
+        for command in (("SET", b"k" * (64 * 1024 + 1), "v"), ("GET", b"k" * (64 * 1024 + 1)),
+                        ("SET", b"", "v"), ("MSET", "ok", "1", b"", "2"), ("INCR", b"")):
+            assert error_word(c.call(*command)) == b"ERR", command
+        assert c.call("EXISTS", "ok") == ("int", 0), "MSET failed but wrote a pair"
+        assert c.call("SET", "keep", "v") == ("simple", b"OK")
+        assert error_word(c.call("DEL", "keep", b"")) == b"ERR"
+        assert c.call("EXISTS", "keep") == ("int", 1), "DEL failed but deleted a key"
+        assert c.call("SET", longest, "v") == ("simple", b"OK")
+        assert c.call("GET", longest) == ("bulk", b"v")
+        assert c.call("KEYS", b"\xff*") == ("array", [("bulk", longest)])
+        assert c.call("DEL", longest) == ("int", 1)
     node.check_intact()
 
 
