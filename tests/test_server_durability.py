@@ -211,6 +211,8 @@ def test_clean_shutdown_keeps_everything(start_fastdyn, tmp_path, sync, sig):
         assert c.call("INCR", "counter") == ("int", 42)
         assert c.call("EXISTS", *[f"flushed:{i}" for i in range(100)]) == ("int", 0)
         assert c.call("DBSIZE") == ("int", len(values))  # -2 deleted, +ttl +counter
+        keyspace = c.call("INFO", "keyspace")[1]
+        assert f"db0:keys={len(values)},expires=1,".encode() in keyspace, keyspace
     assert node.stop() == 0, node.log()
 
 
