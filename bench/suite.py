@@ -148,7 +148,8 @@ def versions() -> str:
     for argv in (["redis-server", "--version"], ["memcached", "-V"]):
         if shutil.which(argv[0]):
             out = subprocess.run(argv, capture_output=True, text=True).stdout.split()
-            v = next((w.split("=")[1] for w in out if w.startswith("v=")), out[1] if len(out) > 1 else "?")
+            v = next((w.split("=")[1] for w in out if w.startswith("v=")),
+                     out[1] if len(out) > 1 else "?")
             parts.append(f"{argv[0]} {v}")
     return ", ".join(parts)
 

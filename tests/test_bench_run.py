@@ -1,7 +1,6 @@
 """`fastdyn bench` end to end: real processes, real sockets, result files read back."""
 import csv
 import json
-import os
 import subprocess
 import sys
 import time

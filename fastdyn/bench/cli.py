@@ -158,5 +158,6 @@ def _per_target_table(runs, out, report) -> None:
     print()
     print(compare.table([(result.target, report.summary(result)) for result, _ in runs]))
     if out:
-        path = compare.plot([compare.SavedRun(d) for _, d in runs], os.path.join(out, "compare.png"))
+        path = compare.plot([compare.SavedRun(d) for _, d in runs],
+                            os.path.join(out, "compare.png"))
         print(f"wrote {path}", file=sys.stderr)

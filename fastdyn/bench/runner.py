@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
-import numpy as np
-
 from fastdyn import _bench
 from fastdyn._client import encode_pipeline
 from fastdyn.bench import worker as worker_module

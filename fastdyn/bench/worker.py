@@ -14,7 +14,8 @@ from fastdyn.bench.histogram import Histogram
 
 def sparse_snapshot(snap: dict) -> dict:
     """A Stats.take() snapshot with histograms reduced to their non-empty buckets."""
-    out = {k: v for k, v in snap.items() if k not in ("hist", "service", "max_ns", "max_service_ns")}
+    dense = ("hist", "service", "max_ns", "max_service_ns")
+    out = {k: v for k, v in snap.items() if k not in dense}
     out["hist"] = [Histogram(h, m).to_sparse() for h, m in zip(snap["hist"], snap["max_ns"])]
     if "service" in snap:
         out["service"] = [Histogram(h, m).to_sparse()
