@@ -72,6 +72,10 @@ def table(result) -> str:
                      f"{f(s['p90_ms'])}{f(s['p99_ms'])}{f(s['p99.9_ms'])}{f(s['max_ms'])}"
                      f"{s['errors']:>9,}{s['timeouts']:>9,}")
     for name, r in result.ops.items():
+        if r.nils:
+            lines.append(f"  {name}: {r.nils / max(r.ok, 1):.1%} of replies were nil "
+                         f"(missing keys; --load fills the key space first)")
+    for name, r in result.ops.items():
         if r.error_sample:
             lines.append(f"  {name}: {r.errors + r.timeouts:,} failed, e.g. {r.error_sample}")
     busy = result.cpu_seconds / (c["processes"] * result.seconds) if result.seconds else 0.0
