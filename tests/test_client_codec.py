@@ -237,3 +237,44 @@ def test_memcache_value_with_bad_flags_is_a_protocol_error():
     assert reader.skip(0) == 0
     with pytest.raises(ProtocolError):
         reader.gets()
+
+
+# ---- the small client on top of the codec ---------------------------------------------------
+
+def test_parse_target():
+    from fastdyn.client import parse_target
+
+    t = parse_target("redis://user:p%40ss@127.0.0.1:6380/2")
+    assert (t.scheme, t.host, t.port, t.username, t.password, t.db) == \
+        ("redis", "127.0.0.1", 6380, "user", "p@ss", 2)
+    assert parse_target("memcache://127.0.0.1").port == 11211
+    assert parse_target("redis://:pw@localhost:7379").password == "pw"
+    for bad, message in [("http://x:1", "scheme"), ("redis://:99999999", "port"),
+                         ("redis://h:1/x", "database"), ("memcache://:pw@h:1", "password")]:
+        with pytest.raises(ValueError, match=message):
+            parse_target(bad)
+
+
+def test_resp_client_against_redis(redis_server):
+    from fastdyn.client import connect
+    from fastdyn.errors import TargetUnavailable
+
+    with connect(redis_server.url) as c:
+        assert c.execute("SET", "k", b"\x00v\r\n") == b"OK"
+        replies = c.pipeline([("GET", "k"), ("INCR", "k"), ("DEL", "k")])
+        assert replies[0] == b"\x00v\r\n" and isinstance(replies[1], ReplyError)
+        assert replies[2] == 1
+        with pytest.raises(ReplyError, match="wrong number of arguments"):
+            c.execute("GET")
+    with pytest.raises(TargetUnavailable, match="refused AUTH"):
+        connect(redis_server.url.replace("redis://", "redis://:nope@"))
+
+
+def test_memcache_client(memcached_server):
+    from fastdyn.client import connect
+
+    with connect(f"memcache://127.0.0.1:{memcached_server.port}") as c:
+        assert c.set(b"k", b"value") and c.get(b"k") == b"value"
+        assert c.delete(b"k") and c.get(b"k") is None
+        with pytest.raises(ReplyError):
+            c.raw(b"bogus\r\n")
