@@ -580,3 +580,20 @@ def test_very_long_argument_lists(servers):
                             c.call("EXISTS", *keys), c.call("DEL", *keys), c.call("DBSIZE"),
                             c.call("MSETNX", *pairs)])
     assert replies[0] == replies[1]
+
+
+@pytest.mark.parametrize("resp3", [False, True], ids=["resp2", "resp3"])
+def test_config_get_as_tools_read_it(servers, resp3):
+    """redis-benchmark and monitoring tools read a few settings with CONFIG GET."""
+    replies = []
+    for port in (servers.redis.port, servers.fastdyn.port):
+        with RawClient(port) as c:
+            if resp3:
+                c.call("HELLO", 3)
+            replies.append([c.call("CONFIG", "GET", name) for name in
+                            ("maxclients", "databases", "nonexistent-setting")]
+                           + [c.call("CONFIG", "GET", "maxclients", "databases")])
+            for reply in replies[-1]:
+                assert reply[0] == ("map" if resp3 else "array"), reply
+            assert error_word(c.call("CONFIG", "GET")) == b"ERR"
+    assert replies[0] == replies[1]

@@ -7,6 +7,7 @@ server closes the connection must match.
 """
 import random
 import socket
+import threading
 import time
 
 import pytest
@@ -364,3 +365,39 @@ def test_connection_flood_over_maxclients_like_redis(tmp_path):
     finally:
         redis.kill()
         fast.kill()
+
+
+def _rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs /proc")
+@pytest.mark.xfail(reason="the node queues every reply of a pipeline its client does not read "
+                          "(bug list)", strict=True)
+def test_client_that_stops_reading_is_paused(node):
+    """A client asks for ~300 MB of replies in 9 KB of requests and reads none: the node must
+    hold back the rest of the pipeline instead of buffering every reply (else a few MB of
+    requests exhaust its memory), keep serving others, and deliver every reply in order once
+    the client reads."""
+    value = bytes(range(256)) * 4096  # 1 MiB
+    pid = node.server.proc.pid
+    with RawClient(node.server.port) as c:
+        assert c.call("SET", "slow:value", value) == ("simple", b"OK")
+        baseline = _rss_bytes(pid)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        requests = b"".join(encode_command("GET", "slow:value") for _ in range(300))
+        sender = threading.Thread(target=c.send, args=(requests,))
+        sender.start()
+        time.sleep(1.5)
+        node.check_intact("while a client is not reading")
+        growth = _rss_bytes(pid) - baseline
+        assert growth < 120 * 1024 * 1024, f"the node buffered {growth >> 20} MiB of replies"
+        for i in range(300):
+            assert c.read_reply() == ("bulk", value), f"reply {i}"
+        sender.join(10)
+        assert c.call("DEL", "slow:value") == ("int", 1)
+    node.check_intact()
