@@ -409,3 +409,24 @@ def test_reply_order_with_group_commit(tmp_path, sync):
         asyncio.run(main())
     finally:
         node.kill()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_client_introspection(server, protocol):
+    r = _client(server, protocol=protocol, client_name="introspect")
+    other = _client(server, client_name="other")
+    try:
+        other.ping()
+        me = r.client_info()
+        assert me["name"] == "introspect"
+        assert int(me["id"]) == r.client_id()
+        assert me["addr"].startswith("127.0.0.1:")
+        listed = {c["name"]: c for c in r.client_list()}
+        assert {"introspect", "other"} <= set(listed)
+        assert int(listed["introspect"]["id"]) == int(me["id"])
+        assert r.command_count() > 20
+        config = r.config_get("maxclients")
+        assert int(config["maxclients"]) > 0
+    finally:
+        r.close()
+        other.close()
