@@ -135,6 +135,8 @@ def test_value_over_max_value_bytes_is_refused(node):
     with RawClient(node.server.port) as c:
         reply = c.call("SET", "too-big", b"x" * (16 * 1024 * 1024 + 1))
         assert error_word(reply) == b"ERR", reply
+        reply = c.call("SET", "too-big", b"x" * (100 * 1024 * 1024))  # under the bulk cap
+        assert error_word(reply) == b"ERR", reply
         assert c.call("GET", "too-big") == ("nullbulk",)
         reply = c.call("APPEND", "sentinel:1", b"x" * (16 * 1024 * 1024))
         assert error_word(reply) == b"ERR", reply
