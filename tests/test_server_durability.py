@@ -317,15 +317,26 @@ def test_restart_after_kill_9_is_invisible(start_fastdyn, tmp_path):
     _restart_matches_redis(start_fastdyn, tmp_path, RESTART_CASES)
 
 
-def test_overwrites_through_merges_and_restart(start_fastdyn, tmp_path):
+@pytest.mark.parametrize("crash", [False, True], ids=["sigterm", "kill-9"])
+def test_overwrites_through_merges_and_restart(start_fastdyn, tmp_path, crash):
     """~260 MB of overwrites fill and seal several 64 MiB segments, so the background merge
-    runs while clients keep reading and writing; the latest values survive it and a restart."""
+    runs while clients keep reading and writing; the latest values survive it and a restart,
+    and neither flushed nor deleted keys come back."""
     data_dir = tmp_path / "node"
     node = start_fastdyn("--sync", "never", data_dir=data_dir)
     rng = random.Random(17)
     latest = {}
+    flushed = [f"flushed:{i}" for i in range(500)]
+    deleted = []
     with RawClient(node.port) as c:
+        c.pipeline([("SET", k, b"old" * 100) for k in flushed])
+        assert c.call("FLUSHALL") == ("simple", b"OK")
         for round_no in range(13):
+            if round_no == 6:  # tombstones must outlive the merges of the values they delete
+                deleted = [k for k in sorted(latest) if k.startswith(b"small:")][::3]
+                assert c.call("DEL", *deleted) == ("int", len(deleted))
+                for k in deleted:
+                    del latest[k]
             batch = {f"big:{i}".encode(): rng.randbytes(1 << 20) for i in range(20)}
             assert c.pipeline([("SET", k, v) for k, v in batch.items()]) == [("simple", b"OK")] * 20
             latest.update(batch)
@@ -334,11 +345,16 @@ def test_overwrites_through_merges_and_restart(start_fastdyn, tmp_path):
             latest.update(small)
             probe = rng.sample(sorted(latest), 30)
             assert c.pipeline([("GET", k) for k in probe]) == [("bulk", latest[k]) for k in probe]
-    assert node.stop() == 0, node.log()[-3000:]
+    if crash:
+        node.kill()
+    else:
+        assert node.stop() == 0, node.log()[-3000:]
     node = start_fastdyn("--sync", "never", data_dir=data_dir)
     with RawClient(node.port) as c:
         keys = sorted(latest)
         assert c.call("DBSIZE") == ("int", len(keys))
+        assert c.call("EXISTS", *flushed) == ("int", 0), "flushed keys came back"
+        assert c.call("EXISTS", *deleted) == ("int", 0), "deleted keys came back"
         for i in range(0, len(keys), 100):
             chunk = keys[i:i + 100]
             assert c.pipeline([("GET", k) for k in chunk]) == [("bulk", latest[k]) for k in chunk]
