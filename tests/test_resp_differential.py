@@ -215,12 +215,7 @@ def run_differential(redis_port, fastdyn_port, steps, mode, setup=(("FLUSHALL",)
 
 
 MODES = ["steps", "pipelined", "inline", "resp3"]
-# Cases fastdyn is known to get wrong (listed in the bug list); strict, so a fix is noticed.
-KNOWN_DIFFERENCES = {
-}
-PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}", marks=[
-              pytest.mark.xfail(reason=KNOWN_DIFFERENCES[name], strict=True)]
-              if name in KNOWN_DIFFERENCES else [])
+PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}")
           for mode in MODES for name in CASES
           if mode != "inline" or _inline_case(CASES[name])]
 
