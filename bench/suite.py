@@ -1,7 +1,7 @@
 """The benchmark suite: the same `fastdyn bench` workloads against fastdyn, Redis and memcached.
 
-    python bench/suite.py [--quick] [--seconds 5] [--targets fastdyn,redis,redis-aof,memcached]
-                          [--no-docs]
+    python bench/suite.py [--quick] [--seconds 5] [--rounds 1]
+                          [--targets fastdyn,redis,redis-aof,memcached] [--no-docs]
 
 Every target runs on 127.0.0.1 with a free port and its own temporary directory, started and
 stopped here. Each workload is run against every target back to back (so machine noise hits
@@ -158,6 +158,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 s runs, no warm-up")
     parser.add_argument("--seconds", type=int, default=5, help="measured seconds per run (5)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every cell; the table shows each cell's median (1)")
     parser.add_argument("--keys", type=int, default=100000)
     parser.add_argument("--targets", default=",".join(t.name for t in TARGETS))
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
@@ -182,7 +184,7 @@ def main() -> int:
     results_dir = os.path.join(ROOT, "bench", "results", f"suite-{stamp}")
     os.makedirs(results_dir)
     workdir = tempfile.mkdtemp(prefix="fastdyn-suite-")
-    results = {}  # (workload, pipeline, target) -> summary
+    runs = {}  # (workload, pipeline, target) -> [(summary, directory), ...], one per round
     started = time.monotonic()
     try:
         urls = {}
@@ -192,28 +194,38 @@ def main() -> int:
             out = os.path.join(results_dir, t.name, "load")
             bench(urls[t.name], ["--mix", "get=1"], out, 1, args.keys, 0, ["--load"])
             print(f"started and loaded {t.label} at {urls[t.name]}", file=sys.stderr)
-        for label, wl_args in WORKLOADS:
-            for pipeline in PIPELINES:
-                for t in targets:
-                    out = os.path.join(results_dir, t.name, f"{_slug(label)}-P{pipeline}")
-                    s = bench(urls[t.name], wl_args + ["--pipeline", str(pipeline)], out,
-                              seconds, args.keys, warmup)
-                    results[(label, pipeline, t.name)] = s
-                    print(f"{label:<8} -P {pipeline:<3} {t.label:<34} {s['throughput']:>12,.0f} "
-                          f"ops/s  p99 {s['all']['p99_ms']} ms  errors {s['errors']}",
-                          file=sys.stderr)
+        # rounds go over every cell before repeating, so slow spells of a shared machine are
+        # spread over all targets instead of hitting one
+        for rnd in range(args.rounds):
+            for label, wl_args in WORKLOADS:
+                for pipeline in PIPELINES:
+                    for t in targets:
+                        out = os.path.join(results_dir, t.name,
+                                           f"{_slug(label)}-P{pipeline}-r{rnd + 1}")
+                        s = bench(urls[t.name], wl_args + ["--pipeline", str(pipeline)], out,
+                                  seconds, args.keys, warmup)
+                        runs.setdefault((label, pipeline, t.name), []).append((s, out))
+                        print(f"{label:<8} -P {pipeline:<3} {t.label:<34} "
+                              f"{s['throughput']:>12,.0f} ops/s  p99 {s['all']['p99_ms']} ms  "
+                              f"errors {s['errors']}", file=sys.stderr)
     finally:
         for t in targets:
             t.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
-    command = "python bench/suite.py" + (" --quick" if args.quick else f" --seconds {seconds}")
-    block = render(results, targets, seconds, warmup, args.keys, command, elapsed)
+    # each cell shows its median round (by throughput), latencies and plots from that run
+    median = {key: sorted(r, key=lambda sr: sr[0]["throughput"])[(len(r) - 1) // 2]
+              for key, r in runs.items()}
+    results = {key: s for key, (s, _) in median.items()}
+    dirs = {key: d for key, (_, d) in median.items()}
+    command = "python bench/suite.py" + (" --quick" if args.quick else
+                                         f" --seconds {seconds} --rounds {args.rounds}")
+    block = render(results, targets, seconds, warmup, args.keys, args.rounds, command, elapsed)
     print(block)
     with open(os.path.join(results_dir, "suite.md"), "w") as f:
         f.write(block + "\n")
     if not args.no_docs:
-        plots(results, targets, os.path.join(ROOT, "docs", "img"), results_dir)
+        plots(results, targets, os.path.join(ROOT, "docs", "img"), dirs)
         write_docs(block)
         print(f"updated docs/benchmarks.md and docs/img/suite_*.png", file=sys.stderr)
     print(f"raw results: {results_dir}", file=sys.stderr)
@@ -224,7 +236,7 @@ def _slug(label: str) -> str:
     return label.lower().replace(" ", "").replace("%", "")
 
 
-def render(results, targets, seconds, warmup, keys, command, elapsed) -> str:
+def render(results, targets, seconds, warmup, keys, rounds, command, elapsed) -> str:
     names = [t.name for t in targets]
     labels = {t.name: t.label for t in targets}
     lines = [
@@ -232,7 +244,8 @@ def render(results, targets, seconds, warmup, keys, command, elapsed) -> str:
         f"Machine: {machine()}; {versions()}. Every target ran on this machine with the load "
         f"generator (`fastdyn bench`, one worker process per core) — client and server share "
         f"the cores.",
-        f"Each cell: {seconds} s measured after {warmup} s warm-up, 50 connections, "
+        f"Each cell: the median of {rounds} round(s) (rounds interleaved over all cells), "
+        f"{seconds} s measured after {warmup} s warm-up, 50 connections, "
         f"{keys:,} keys loaded first, 100-byte values, YCSB zipfian key choice (θ = 0.99). "
         f"Workloads: A = 50% GET / 50% SET, B = 95/5, C = GET only, SET 90% = 90% SET / 10% GET.",
         "",
@@ -271,7 +284,7 @@ def render(results, targets, seconds, warmup, keys, command, elapsed) -> str:
     return "\n".join(lines)
 
 
-def plots(results, targets, img_dir, results_dir) -> None:
+def plots(results, targets, img_dir, dirs) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,7 +315,7 @@ def plots(results, targets, img_dir, results_dir) -> None:
     fig, axes = plt.subplots(1, len(PIPELINES), figsize=(12, 4.5))
     for ax, pipeline in zip(axes, PIPELINES):
         for t in targets:
-            run = SavedRun(os.path.join(results_dir, t.name, f"a-P{pipeline}"))
+            run = SavedRun(dirs[("A", pipeline, t.name)])
             if "all" in run.cdf:
                 lat, cum = map(np.asarray, run.cdf["all"])
                 ax.plot(1.0 / np.maximum(1.0 - cum, 1e-6), lat, drawstyle="steps-post",
