@@ -574,6 +574,7 @@ cdef class Store:
         if e.expiry != 0 and <int64_t>e.expiry <= self._now():
             if not self.read_only:
                 self._remove_slot(slot)
+                self.expired_removed += 1
             return -1
         return slot
 
@@ -977,6 +978,7 @@ cdef class Store:
             i += 1
             examined += 1
         self.sweep_pos = i
+        self.expired_removed += removed
         return removed
 
     def __len__(self):
@@ -1396,6 +1398,7 @@ cdef class Store:
                                 if e.seg == si and e.off == pos:
                                     if e.expiry != 0 and <int64_t>e.expiry <= now:
                                         self._remove_slot(slot)
+                                        self.expired_removed += 1
                                         slot = -1
                                     else:
                                         memcpy(mbuf + mlen, base + pos, rec)
@@ -1502,7 +1505,9 @@ cdef class Store:
 
     # ---- statistics and lifetime ---------------------------------------------------------------
     def stats(self):
-        """Keys, per-segment live/dead bytes, expired-but-unswept keys, keydir memory, recovery."""
+        """Keys, per-segment live/dead bytes, expired-but-unswept keys, keys removed because
+        they expired since open (lazily on access, by sweep_expired or by a merge), keydir
+        memory, the last recovery report."""
         self._check_open()
         cdef Seg s
         cdef uint32_t i
@@ -1532,6 +1537,7 @@ cdef class Store:
             "keys": n,
             "expired_keys": self._count_expired() if self.kd.volatile_count else 0,
             "keys_with_expiry": self.kd.volatile_count,
+            "expired_removed": self.expired_removed,
             "live_bytes": live,
             "dead_bytes": dead,
             "pending_bytes": self.wlen,

@@ -64,6 +64,7 @@ cdef class Store:
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
     cdef double merge_ratio
     cdef size_t sweep_pos
+    cdef uint64_t expired_removed   # keys dropped because they expired, since open
     cdef object _clock
     cdef object on_write
     cdef readonly object path

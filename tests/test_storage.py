@@ -125,6 +125,10 @@ def test_sweep_expired(store, clock):
         removed += store.sweep_expired(7)
     assert removed == 100
     assert store.stats()["keys"] == 50
+    store.put(b"lazy", b"x", expiry_ms=clock.now + 1)
+    clock.now += 1
+    assert store.get(b"lazy") is None and store.get(b"lazy") is None
+    assert store.stats()["expired_removed"] == 101      # each expired key counted once
 
 
 def test_compression_roundtrip(tmp_path):
