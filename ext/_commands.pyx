@@ -111,8 +111,16 @@ cdef int reject(object conn, ReplyWriter out, object spec, str message) except -
     return 0
 
 
+# Stop a batch once this much reply data waits: a client that pipelines many large reads and
+# does not read the replies must not make the node buffer them all (the rest of the batch runs
+# when its socket drains).
+cdef Py_ssize_t OUTPUT_HIGH_WATER = 1 << 20
+
+
 def execute(conn, list cmds):
-    """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out."""
+    """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out. Returns how
+    many ran: fewer than len(cmds) when the replies passed the high-water mark or the
+    connection is closing."""
     global keyspace_hits, keyspace_misses
     cdef ReplyWriter out = conn.out
     cdef object coord = conn.coord
@@ -127,7 +135,11 @@ def execute(conn, list cmds):
     cdef object found, result
     cdef tuple spec
     cdef dict table = _table
-    for args in cmds:
+    cdef Py_ssize_t i, total = PyList_GET_SIZE(cmds)
+    for i in range(total):
+        if out.len > OUTPUT_HIGH_WATER:
+            return i
+        args = cmds[i]
         n = PyList_GET_SIZE(args)
         found = table.get(args[0])
         if found is None:
@@ -189,5 +201,6 @@ def execute(conn, list cmds):
         else:
             run_one(conn, out, spec, args)
             if conn.closing:
-                break
+                return i + 1
             in_multi = conn.multi is not None
+    return total

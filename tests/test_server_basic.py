@@ -289,3 +289,44 @@ def test_help_lists_flags():
                  "--seeds", "--n", "--r", "--w", "--partitions", "--sync", "--requirepass",
                  "--config"):
         assert flag in proc.stdout
+
+
+def test_multi_key_write_with_a_bad_key_changes_nothing(fastdyn_server):
+    r = redis.Redis(port=fastdyn_server.port)
+    r.set("a", "old")
+    for args in (("MSET", "a", "1", "", "2"), ("MSET", "a", "1", b"k" * 65537, "2"),
+                 ("DEL", "a", ""), ("MSETNX", "new", "1", "", "2")):
+        with pytest.raises(redis.ResponseError, match="key must be 1 to 65536 bytes"):
+            r.execute_command(*args)
+    assert r.get("a") == b"old"
+    assert r.exists("new") == 0
+
+
+def test_client_that_pipelines_big_reads_without_reading_is_paused(fastdyn_server):
+    """300 GETs of a 1 MiB value arrive in one read; the node must not queue 300 MiB."""
+    port = fastdyn_server.port
+    r = redis.Redis(port=port)
+    r.set("big", b"x" * (1 << 20))
+    pid = fastdyn_server.proc.pid
+
+    def rss():
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = rss()
+    lazy = socket.create_connection((HOST, port))
+    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    lazy.sendall(b"GET big\r\n" * 300)
+    time.sleep(1.0)
+    assert rss() - before < 64 << 20
+    assert r.ping()  # everyone else is served meanwhile
+    # once the client reads, every reply arrives, in order
+    expected = (b"$%d\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n") * 300
+    got = bytearray()
+    lazy.settimeout(10)
+    while len(got) < len(expected):
+        chunk = lazy.recv(1 << 20)
+        assert chunk
+        got += chunk
+    assert bytes(got) == expected
+    lazy.close()

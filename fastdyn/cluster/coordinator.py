@@ -37,6 +37,7 @@ DELETE = object()
 
 _LLONG_MAX = (1 << 63) - 1
 _LLONG_MIN = -(1 << 63)
+MAX_KEY_BYTES = 65536  # the storage engine's key limit
 
 
 def now_ms() -> int:
@@ -76,6 +77,14 @@ def parse_counter(value: bytes) -> int:
     if n is None:
         raise CommandError("ERR value is not an integer or out of range")
     return n
+
+
+def check_keys(keys) -> None:
+    """Refuse a multi-key write before its first key is written if any key is out of range,
+    so an error reply means nothing happened."""
+    for key in keys:
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            raise CommandError(f"ERR key must be 1 to {MAX_KEY_BYTES} bytes long, got {len(key)}")
 
 
 class LocalCoordinator:
@@ -157,6 +166,7 @@ class LocalCoordinator:
         self.write_seq += 1
 
     def put_many(self, pairs) -> None:
+        check_keys([k for k, _ in pairs])
         put = self.store.put
         try:
             for key, value in pairs:
@@ -167,6 +177,7 @@ class LocalCoordinator:
             self.write_seq += 1
 
     def delete(self, keys) -> int:
+        check_keys(keys)
         delete = self.store.delete
         try:
             removed = sum(1 for k in keys if delete(k))

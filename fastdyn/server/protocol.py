@@ -44,7 +44,8 @@ def is_loopback(peername) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
-                 "authenticated", "slots", "closing", "peer", "multi", "multi_failed")
+                 "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
+                 "backlog", "write_paused")
 
     def __init__(self, server):
         self.server = server
@@ -62,6 +63,8 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.peer = None
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
+        self.backlog = None        # parsed commands waiting for the client to read replies
+        self.write_paused = False
         self.multi_failed = False  # a queued command was refused: EXEC must abort
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -93,10 +96,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self):
         # the client does not read its replies: stop reading its requests until it catches up
+        self.write_paused = True
         self.transport.pause_reading()
 
     def resume_writing(self):
-        if not self.closing:
+        self.write_paused = False
+        if self.closing:
+            return
+        if self.backlog is not None:
+            self.run_backlog()
+        else:
             self.transport.resume_reading()
 
     def close_after_reply(self):
@@ -107,11 +116,18 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         parser = self.parser
-        if self.authenticated:
+        if self.backlog is not None:
+            # earlier commands still wait for the client to read: queue these behind them
+            cmds = parser.parse(data)
+            self.server.commands_processed += len(cmds)
+            self.backlog.extend(cmds)
+        elif self.authenticated:
             cmds = parser.parse(data)
             if cmds:
                 self.server.commands_processed += len(cmds)
-                execute(self, cmds)
+                done = execute(self, cmds)
+                if done < len(cmds) and not self.closing:
+                    self.backlog = cmds[done:]
         else:
             # before AUTH each command is parsed alone: the size limits change once it succeeds
             while not self.closing:
@@ -124,7 +140,7 @@ class ClientConnection(asyncio.Protocol):
         if parser.error is not None and not self.closing:
             self.out.error("ERR " + parser.error)
             self.closing = True
-        if self.slots is None and not self.closing:
+        if self.slots is None and not self.closing and self.backlog is None:
             # the common case, inline: nothing deferred, no write waiting for the log
             server = self.server
             if server.coord.write_seq == server.acked_seq and not server.waiting:
@@ -133,6 +149,25 @@ class ClientConnection(asyncio.Protocol):
                     self.transport.write(data)
                 return
         self.flush_replies()
+        if self.backlog is not None:
+            self.transport.pause_reading()
+            if not self.write_paused:
+                self.server.loop.call_soon(self.run_backlog)
+
+    def run_backlog(self):
+        """Run the commands a large batch left over, once the client reads its replies."""
+        if self.closing or self.write_paused or self.backlog is None:
+            return
+        cmds, self.backlog = self.backlog, None
+        done = execute(self, cmds)
+        if done < len(cmds) and not self.closing:
+            self.backlog = cmds[done:]
+        self.flush_replies()
+        if self.backlog is not None:
+            if not self.write_paused:
+                self.server.loop.call_soon(self.run_backlog)
+        elif not self.write_paused and not self.closing:
+            self.transport.resume_reading()
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
