@@ -10,8 +10,9 @@ per operation:
   get      read every key once, in a random order
   mixed    50% get / 50% overwrite of random keys
   startup  close, then reopen and read one key (fastdyn: from hint files, after a merge)
-  memory   resident-set growth after the puts, per key; for fastdyn also the keydir's own
-           bytes per key and its overhead beyond the key bytes
+  memory   resident-set growth after the puts, per key: all of it, and the private part
+           (without mapped page cache); for fastdyn also the keydir's own bytes per key and its
+           overhead beyond the key bytes
 
 The table reports each engine's rate and the ratio fastdyn/engine measured in the same run.
 """
@@ -31,8 +32,12 @@ ENGINES = ["fastdyn", "lmdb", "rocksdb", "sqlite", "dict"]
 
 
 def rss_bytes():
+    """(resident, private resident) bytes: file-backed pages (mapped page cache, which the
+    kernel can drop) are resident but not private."""
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = f.read().split()
+    page = os.sysconf("SC_PAGE_SIZE")
+    return int(fields[1]) * page, (int(fields[1]) - int(fields[2])) * page
 
 
 def make_keys(n):
@@ -199,7 +204,8 @@ def run_engine(name, n, value_size, seed):
             eng.close()
         gc.enable()
         return dict(engine=name, keys=n, value_size=value_size, put=n / put_s, get=n / get_s,
-                    mixed=n / mixed_s, startup_s=startup_s, rss_per_key=(rss1 - rss0) / n,
+                    mixed=n / mixed_s, startup_s=startup_s, rss_per_key=(rss1[0] - rss0[0]) / n,
+                    private_per_key=(rss1[1] - rss0[1]) / n,
                     **extra)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,7 +220,7 @@ def table(results, value_size):
     fd = rows["fastdyn"]
     n = fd["keys"]
     out = [f"**{n:,} keys, 16-byte keys, {value_size}-byte values**", "",
-           "| engine | put | get | mixed 50/50 | start-up | RSS/key | fastdyn ratio put / get / mixed |",
+           "| engine | put | get | mixed 50/50 | start-up | RSS/key (private) | fastdyn ratio put / get / mixed |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for name in ENGINES:
         r = rows.get(name)
@@ -223,7 +229,7 @@ def table(results, value_size):
         start = "—" if r["startup_s"] is None else f"{r['startup_s']:.3f} s"
         ratio = " / ".join(f"{fd[m] / r[m]:.2f}×" for m in ("put", "get", "mixed"))
         out.append(f"| {name} | {fmt_rate(r['put'])} | {fmt_rate(r['get'])} | "
-                   f"{fmt_rate(r['mixed'])} | {start} | {r['rss_per_key']:.0f} B | "
+                   f"{fmt_rate(r['mixed'])} | {start} | {r['rss_per_key']:.0f} B ({r['private_per_key']:.0f} B) | "
                    f"{'—' if name == 'fastdyn' else ratio} |")
     out.append("")
     out.append(f"fastdyn keydir: {fd['keydir_bytes_per_key']:.1f} B/key, "
