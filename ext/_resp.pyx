@@ -17,6 +17,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove, memchr
 from libc.stdio cimport snprintf
 from libc.math cimport isinf, isnan
+from libc cimport errno as c_errno
 
 # Redis' limits (networking.c): header lines and inline requests are bounded by PROTO_INLINE_MAX,
 # clients that still have to authenticate may send only small requests.
@@ -525,21 +526,26 @@ cdef extern from "<math.h>" nogil:
 
 
 cdef int parse_ld(bytes s, long double *out) except -1:
-    """Parse s as Redis' string2ld does (strtold, whole string, no leading space, no NaN).
-    Returns 1 when valid, 0 when not."""
+    """Parse s as Redis' string2ld does (strtold over the whole value, no leading space, no
+    NaN, no overflow or underflow). Returns 1 when valid, 0 when not."""
     cdef char tmp[5120]
     cdef char *end
     cdef Py_ssize_t n = PyBytes_GET_SIZE(s)
     cdef long double v
     if n == 0 or n >= 5120:
         return 0
+    if memchr(PyBytes_AS_STRING(s), 0, n) != NULL:
+        return 0  # the whole value must be the number, NUL bytes included
     memcpy(tmp, PyBytes_AS_STRING(s), n)
     tmp[n] = 0
     if is_space(tmp[0]):
         return 0
+    c_errno.errno = 0
     v = strtold(tmp, &end)
     if end[0] != 0 or isnan_ld(v):
         return 0
+    if c_errno.errno == c_errno.ERANGE and (not isfinite_ld(v) or v == 0):
+        return 0  # overflow or underflow while reading
     out[0] = v
     return 1
 

@@ -192,6 +192,9 @@ def test_incr_float_matches_redis_long_double_output():
         incr_float(b"1", b" 1")
     with pytest.raises(ValueError, match="NaN or Infinity"):
         incr_float(b"1", b"inf")
+    for bad in (b"1\x00abc", b"\x00", b"1e5000", b"1e-5000"):  # NUL bytes, out of range
+        with pytest.raises(ValueError, match="ERR value is not a valid float"):
+            incr_float(bad, b"1")
 
 
 def redis_glob_reference(pattern: bytes, key: bytes) -> bool:
