@@ -261,6 +261,11 @@ CASES = {
         ("INCRBYFLOAT", "t", "1"), ("INCRBYFLOAT", "j", "-0"), ("SET", "e", "1e2"),
         ("INCRBYFLOAT", "e", "1"), ("INCR", "e"), ("SET", "c", 5, "EX", 100),
         ("INCRBYFLOAT", "c", "0.5"), ("TTL", "c"), ("INCRBYFLOAT", "c"), ("INCRBYFLOAT", "c", 1, 2)],
+    "incrbyfloat_binary_values": [
+        ("SET", "f", b"1\x00abc"), ("INCRBYFLOAT", "f", "0.5"), ("SET", "f", b"\x00"),
+        ("INCRBYFLOAT", "f", "0.5"), ("SET", "f", b"1.5\x00"), ("INCRBYFLOAT", "f", "0.5"),
+        ("APPEND", "g", b"\x00\r\n\xff"), ("INCRBYFLOAT", "g", "0.1"), ("GET", "f"),
+        ("INCRBYFLOAT", "h", b"1\x00"), ("INCRBYFLOAT", "h", "infinity")],
     # --- other strings --------------------------------------------------------------------
     "append_strlen": [
         ("APPEND", "k", "hello"), ("APPEND", "k", " world"), ("GET", "k"), ("STRLEN", "k"),
