@@ -177,6 +177,17 @@ class DelayedCoordinator:
         self.loop.call_later(self.delay, pending.complete, value)
         return pending
 
+    def exists(self, keys):
+        pending = Pending()
+        self.loop.call_later(0.05, pending.complete, self.inner.exists(keys))
+        return pending
+
+    def size(self):
+        pending = Pending()
+        # counted when it completes, after the writes before it have landed
+        self.loop.call_later(0.3, lambda: pending.complete(self.inner.size()))
+        return pending
+
     def incr(self, key, delta):
         pending = Pending()
         self.loop.call_later(0.05, pending.complete,
@@ -217,10 +228,12 @@ def test_replies_keep_request_order_when_results_complete_out_of_order(tmp_path)
                     raise
                 time.sleep(0.05)
         payload = b"SET a 1\r\nSET b 2\r\n" + b"".join(
-            b"GET %s\r\nPING\r\n" % k for k in (b"a", b"b", b"nokey")) + b"INCR a\r\nECHO end\r\n"
+            b"GET %s\r\nPING\r\n" % k for k in (b"a", b"b", b"nokey")) + \
+            b"INCR a\r\nMSETNX a 9 c 3\r\nMSETNX c 3 d 4\r\nDBSIZE\r\nECHO end\r\n"
         reply = raw(port, payload, wait=1.5, sock=sock)
         assert reply == (b"+OK\r\n+OK\r\n$1\r\n1\r\n+PONG\r\n$1\r\n2\r\n+PONG\r\n$-1\r\n+PONG\r\n"
-                         b"-ERR value is not an integer or out of range\r\n$3\r\nend\r\n")
+                         b"-ERR value is not an integer or out of range\r\n:0\r\n:1\r\n:4\r\n"
+                         b"$3\r\nend\r\n")
         sock.close()
     finally:
         loop.call_soon_threadsafe(node.stopping.set)

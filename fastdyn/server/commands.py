@@ -69,6 +69,31 @@ def _reply_result(conn, result, encode) -> None:
         encode(conn.out, result)
 
 
+def _then(result, fn):
+    """fn(result) now, or once a Pending completes (a failure passes through unchanged); fn
+    may itself return a Pending. Chains the steps of a command that needs two operations."""
+    if result.__class__ is not Pending:
+        return fn(result)
+    chained = Pending()
+
+    def done(value):
+        if isinstance(value, CommandError):
+            chained.complete(value)
+            return
+        try:
+            nxt = fn(value)
+        except CommandError as exc:
+            chained.complete(exc)
+            return
+        if nxt.__class__ is Pending:
+            nxt.add_done_callback(chained.complete)
+        else:
+            chained.complete(nxt)
+
+    result.add_done_callback(done)
+    return chained
+
+
 def _bulk(out, value):
     out.bulk(value)
 
@@ -345,7 +370,7 @@ def cmd_unwatch(conn, args):
 
 @command("dbsize", 1)
 def cmd_dbsize(conn, args):
-    conn.out.integer(conn.coord.size())
+    _reply_result(conn, conn.coord.size(), _integer)
 
 
 def _flush(conn, args):
@@ -389,7 +414,8 @@ def cmd_type(conn, args):
 
 @command("keys", 2)
 def cmd_keys(conn, args):
-    conn.out.bulks(GlobPattern(args[1]).filter(conn.coord.keys()))
+    pattern = GlobPattern(args[1])
+    _reply_result(conn, conn.coord.keys(), lambda out, keys: out.bulks(pattern.filter(keys)))
 
 
 @command("scan", -2)
@@ -418,15 +444,18 @@ def cmd_scan(conn, args):
         else:
             raise CommandError(ERR_SYNTAX)
         i += 2
-    cursor, keys = conn.coord.scan(cursor, count)
-    if pattern is not None:
-        keys = pattern.filter(keys)
-    if type_filter is not None and type_filter != b"string":
-        keys = []
-    out = conn.out
-    out.array(2)
-    out.bulk(b"%d" % cursor)
-    out.bulks(keys)
+
+    def encode(out, result):
+        cursor, keys = result
+        if pattern is not None:
+            keys = pattern.filter(keys)
+        if type_filter is not None and type_filter != b"string":
+            keys = []
+        out.array(2)
+        out.bulk(b"%d" % cursor)
+        out.bulks(keys)
+
+    _reply_result(conn, conn.coord.scan(cursor, count), encode)
 
 
 # -- strings ----------------------------------------------------------------------------------
@@ -607,10 +636,10 @@ def cmd_msetnx(conn, args):
     pairs = list(zip(args[1::2], args[2::2]))
     for _, value in pairs:
         _check_value(conn, value)
-    if conn.coord.exists([k for k, _ in pairs]):
-        conn.out.integer(0)
-        return
-    _reply_result(conn, conn.coord.put_many(pairs), lambda out, _: out.integer(1))
+    coord = conn.coord
+    result = _then(coord.exists([k for k, _ in pairs]),
+                   lambda found: 0 if found else _then(coord.put_many(pairs), lambda _: 1))
+    _reply_result(conn, result, _integer)
 
 
 @command("append", 3)

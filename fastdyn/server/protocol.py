@@ -79,12 +79,14 @@ class ClientConnection(asyncio.Protocol):
         server.stats["total_connections_received"] += 1
         if len(server.clients) >= server.config.maxclients:
             server.stats["rejected_connections"] += 1
+            self.closing = True
             transport.write(b"-ERR max number of clients reached\r\n")
             transport.close()
             return
         if server.config.protected_mode and not server.config.requirepass \
                 and not is_loopback(self.peer):
             server.stats["rejected_connections"] += 1
+            self.closing = True
             transport.write(b"-" + DENIED.encode() + b"\r\n")
             transport.close()
             return
