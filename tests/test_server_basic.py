@@ -222,7 +222,7 @@ def test_bulk_length_cap(start_fastdyn):
 def test_value_larger_than_max_value_bytes_is_refused(start_fastdyn):
     node = start_fastdyn("--max-value-bytes", "100")
     r = redis.Redis(port=node.port)
-    for call in (lambda: r.set("k", b"x" * 101), lambda: r.setex("k", 10, b"x" * 101),
+    for call in (lambda: r.set("k", b"x" * 101), lambda: r.execute_command("SETEX", "k", 10, b"x" * 101),
                  lambda: r.mset({"k": b"x" * 101}), lambda: r.getset("k", b"x" * 101)):
         with pytest.raises(redis.ResponseError, match="max-value-bytes"):
             call()
