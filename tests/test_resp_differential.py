@@ -215,14 +215,7 @@ def run_differential(redis_port, fastdyn_port, steps, mode, setup=(("FLUSHALL",)
 
 
 MODES = ["steps", "pipelined", "inline", "resp3"]
-# Cases fastdyn is known to get wrong (listed in the bug list); strict, so a fix is noticed.
-KNOWN_DIFFERENCES = {
-    "incrbyfloat_binary_values": "INCRBYFLOAT must refuse a stored value with a NUL byte "
-                                 "(it parses up to the NUL)",
-}
-PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}", marks=[
-              pytest.mark.xfail(reason=KNOWN_DIFFERENCES[name], strict=True)]
-              if name in KNOWN_DIFFERENCES else [])
+PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}")
           for mode in MODES for name in CASES
           if mode != "inline" or _inline_case(CASES[name])]
 
@@ -404,7 +397,6 @@ def test_random_command_sequences_match_redis(servers, steps):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=KNOWN_DIFFERENCES["incrbyfloat_binary_values"], strict=True)
 @pytest.mark.parametrize("mode", ["steps", "pipelined", "resp3"])
 @settings(max_examples=3000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

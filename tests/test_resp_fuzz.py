@@ -160,8 +160,6 @@ def test_pipelined_large_values(node):
     node.check_intact()
 
 
-@pytest.mark.xfail(reason="MSET/DEL apply the keys before an invalid one, then reply an error "
-                          "(bug list)", strict=True)
 def test_key_length_limits(node):
     """Keys are 1 B to 64 KiB (a documented difference: Redis also takes an empty key)."""
     longest = b"\xff" * (64 * 1024)
@@ -378,8 +376,6 @@ def _rss_bytes(pid):
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs /proc")
-@pytest.mark.xfail(reason="the node queues every reply of a pipeline its client does not read "
-                          "(bug list)", strict=True)
 def test_client_that_stops_reading_is_paused(node):
     """A client asks for ~300 MB of replies in 9 KB of requests and reads none: the node must
     hold back the rest of the pipeline instead of buffering every reply (else a few MB of
