@@ -335,6 +335,11 @@ cdef class RequestParser:
                 break
         if self.start == self.end:
             self.start = self.end = 0
+            if self.cap > (1 << 20):
+                # a big value came through: do not keep its buffer for the connection's life
+                free(self.buf)
+                self.buf = NULL
+                self.cap = 0
         return out
 
 
