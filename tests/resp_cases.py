@@ -103,7 +103,8 @@ CASES = {
     "binary_keys_values": [
         ("SET", BINARY_KEY, BINARY_VALUE), ("GET", BINARY_KEY), ("EXISTS", BINARY_KEY),
         ("STRLEN", BINARY_KEY), ("APPEND", BINARY_KEY, b"\x00\xff"), ("GET", BINARY_KEY),
-        ("SET", b"\xff" * 3, b"\x00" * 100), ("GET", b"\xff" * 3), ("MGET", b"\xff" * 3, BINARY_KEY, "x"),
+        ("SET", b"\xff" * 3, b"\x00" * 100), ("GET", b"\xff" * 3),
+        ("MGET", b"\xff" * 3, BINARY_KEY, "x"),
         ("SET", b"crlf\r\n", b"\r\n"), ("GET", b"crlf\r\n"), ("KEYS", "crlf*"),
         ("DEL", BINARY_KEY), ("GET", BINARY_KEY),
         ("SET", "big", b"\xab" * 100000), ("GET", "big"), ("STRLEN", "big")],
@@ -145,7 +146,8 @@ CASES = {
     "setex_psetex_setnx": [
         ("SETEX", "k", 100, "v"), ("TTL", "k"), ("GET", "k"), ("PSETEX", "p", 100000, "v"),
         ("PTTL", "p"), ("SETEX", "k", 0, "v"), ("SETEX", "k", -10, "v"), ("PSETEX", "k", 0, "v"),
-        ("SETEX", "k", "abc", "v"), ("SETEX", "k", 10), ("PSETEX", "k"), ("SETEX", "k", I64_MAX, "v"),
+        ("SETEX", "k", "abc", "v"), ("SETEX", "k", 10), ("PSETEX", "k"),
+        ("SETEX", "k", I64_MAX, "v"),
         ("SETNX", "k", "other"), ("SETNX", "fresh", "x"), ("GET", "fresh"), ("SETNX", "fresh"),
         ("GET", "k")],
     "getset_getdel": [
@@ -188,7 +190,8 @@ CASES = {
         ("EXPIRE", "k", 10, "GT", "LT"), ("EXPIRE", "k", 10, "NX", "GT"),
         ("EXPIRE", "k", 10, "NX", "LT"), ("PEXPIRE", "k", 10, "XX", "NX"),
         ("EXPIRE", "k", I64_MAX), ("PEXPIRE", "k", I64_MAX), ("EXPIREAT", "k", I64_MAX),
-        ("PEXPIREAT", "k", I64_MAX), ("EXPIRE", "k", I64_MIN), ("EXPIRE", "k", 99999999999999999999),
+        ("PEXPIREAT", "k", I64_MAX), ("EXPIRE", "k", I64_MIN),
+        ("EXPIRE", "k", 99999999999999999999),
         ("TTL", "k"), ("PERSIST",), ("PERSIST", "a", "b"), ("TTL",), ("PTTL", "a", "b"),
         ("EXPIRETIME",), ("GET", "k")],
     "expire_nx_xx_gt_lt": [
@@ -260,7 +263,8 @@ CASES = {
         ("INCRBYFLOAT", "i", "1.23456789012345678901"), ("SET", "t", "abc"),
         ("INCRBYFLOAT", "t", "1"), ("INCRBYFLOAT", "j", "-0"), ("SET", "e", "1e2"),
         ("INCRBYFLOAT", "e", "1"), ("INCR", "e"), ("SET", "c", 5, "EX", 100),
-        ("INCRBYFLOAT", "c", "0.5"), ("TTL", "c"), ("INCRBYFLOAT", "c"), ("INCRBYFLOAT", "c", 1, 2)],
+        ("INCRBYFLOAT", "c", "0.5"), ("TTL", "c"), ("INCRBYFLOAT", "c"),
+        ("INCRBYFLOAT", "c", 1, 2)],
     "incrbyfloat_binary_values": [
         ("SET", "f", b"1\x00abc"), ("INCRBYFLOAT", "f", "0.5"), ("SET", "f", b"\x00"),
         ("INCRBYFLOAT", "f", "0.5"), ("SET", "f", b"1.5\x00"), ("INCRBYFLOAT", "f", "0.5"),

@@ -65,7 +65,8 @@ def test_info_is_parseable(cli):
 def test_scan_mode(cli):
     cli("mset", *[x for i in range(300) for x in (f"user:{i}", str(i))], "other", "x")
     assert sorted(cli("--scan").split()) == sorted([f"user:{i}" for i in range(300)] + ["other"])
-    assert sorted(cli("--scan", "--pattern", "user:1?").split()) == [f"user:{i}" for i in range(10, 20)]
+    assert sorted(cli("--scan", "--pattern", "user:1?").split()) == [
+        f"user:{i}" for i in range(10, 20)]
     assert cli("--scan", "--pattern", "nothing*") == ""
 
 

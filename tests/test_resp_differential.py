@@ -149,7 +149,8 @@ def _inline_case(steps) -> bool:
 
 def _encode(step, mode):
     if mode == "inline":
-        return " ".join(a.decode() if isinstance(a, bytes) else str(a) for a in step).encode() + b"\r\n"
+        words = (a.decode() if isinstance(a, bytes) else str(a) for a in step)
+        return " ".join(words).encode() + b"\r\n"
     return encode_command(*step)
 
 
