@@ -408,3 +408,17 @@ def test_sigterm_under_continuous_load_exits_promptly(start_fastdyn, tmp_path, s
         stop.set()
         for w in writers:
             w.join(30)
+
+
+def test_writes_before_quit_or_protocol_error_are_acknowledged(start_fastdyn, tmp_path):
+    """With --sync always, replies wait for the fsync; a QUIT or a malformed frame right after
+    the writes must not close the connection before those replies go out."""
+    node = start_fastdyn("--sync", "always", data_dir=tmp_path / "node")
+    writes = [encode_command("SET", f"q:{i}", "v") for i in range(10)]
+    for tail, last in ((encode_command("QUIT"), ("simple", b"OK")),
+                       (b"*1\r\n$-5\r\n", ("error", b"ERR Protocol error: invalid bulk length"))):
+        for _ in range(10):
+            with RawClient(node.port) as c:
+                c.send(b"".join(writes) + tail)
+                replies, closed = c.read_until_closed(timeout=5)
+            assert replies == [("simple", b"OK")] * 10 + [last] and closed, replies
