@@ -444,3 +444,19 @@ def test_half_closed_client_gets_every_reply(start_fastdyn, tmp_path, sync):
             received += chunk
         sock.close()
         assert received == b"+OK\r\n" * 100 + b"$1\r\nv\r\n+PONG\r\n", received[:200]
+
+
+def test_clients_vanishing_during_group_commit(start_fastdyn, tmp_path):
+    """Connections reset while their replies wait for the fsync leave the node serving."""
+    node = start_fastdyn("--sync", "always", data_dir=tmp_path / "node")
+    for i in range(60):
+        sock = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        sock.sendall(b"".join(encode_command("SET", f"gone:{i}:{j}", b"v" * 50)
+                              for j in range(300)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    with RawClient(node.port) as c:
+        assert c.call("PING") == ("simple", b"PONG")
+        assert c.call("SET", "after", "v") == ("simple", b"OK")
+    assert node.stop() == 0, node.log()[-3000:]
+    assert "Traceback" not in node.log(), node.log()[-3000:]
