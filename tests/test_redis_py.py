@@ -430,3 +430,9 @@ def test_client_introspection(server, protocol):
     finally:
         r.close()
         other.close()
+
+
+def test_no_exception_was_logged(_servers):
+    """Runs last in this module: nothing redis-py sent above raised inside fastdyn."""
+    log = _servers["fastdyn"].log()
+    assert "Traceback" not in log and "Exception in callback" not in log, log[-5000:]

@@ -606,3 +606,10 @@ def _config_pairs(reply):
         return sorted(reply[1])
     items = reply[1]
     return sorted(zip(items[0::2], items[1::2]))
+
+
+def test_no_exception_was_logged(servers):
+    """Runs last in this module: no command above raised inside fastdyn."""
+    assert servers.ensure_alive() is None
+    log = servers.fastdyn.log()
+    assert "Traceback" not in log and "Exception in callback" not in log, log[-5000:]

@@ -399,3 +399,11 @@ def test_client_that_stops_reading_is_paused(node):
         sender.join(10)
         assert c.call("DEL", "slow:value") == ("int", 1)
     node.check_intact()
+
+
+def test_no_exception_was_logged(node):
+    """Runs last in this module: nothing above may have raised inside the node, even where
+    the node survived (asyncio logs unhandled callback exceptions with a traceback)."""
+    node.check_intact()
+    log = node.server.log()
+    assert "Traceback" not in log and "Exception in callback" not in log, log[-5000:]
