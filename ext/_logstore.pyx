@@ -272,6 +272,15 @@ cdef class Store:
         1 MiB is pending, and every `sync_interval_ms` by a background thread, which then
         fsyncs.  A crash loses at most about the last interval of writes.
       - "never": like "interval" without the fsync (the OS decides).
+    A server on an event loop uses `batch()`, `flush_buffer()` and `fsync()` (see them) to
+    commit a whole turn's writes with one write() and one fsync.
+
+    Other options: `segment_bytes` (rotate the active segment past this size),
+    `compress_threshold` (lz4-compress values at least this long when that saves space; 0 =
+    never), `merge_ratio` and `auto_merge` (a background thread merges sealed segments whose
+    dead bytes reach that fraction, and writes hint files), `on_write(key, value_or_None)`
+    (called after every put and every delete of a live key, None meaning deleted; not for
+    expiry, set_expiry or clear).
     """
 
     def __cinit__(self):
