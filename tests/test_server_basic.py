@@ -330,3 +330,31 @@ def test_client_that_pipelines_big_reads_without_reading_is_paused(fastdyn_serve
         got += chunk
     assert bytes(got) == expected
     lazy.close()
+
+
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_half_closed_client_gets_every_reply(start_fastdyn, sync):
+    node = start_fastdyn("--sync", sync)
+    s = socket.create_connection((HOST, node.port))
+    s.sendall(b"SET a 1\r\n" * 100 + b"GET a\r\nPING\r\n")
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    s.settimeout(10)
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got == b"+OK\r\n" * 100 + b"$1\r\n1\r\n+PONG\r\n"
+
+
+def test_info_counts_expired_keys_once(fastdyn_server):
+    r = redis.Redis(port=fastdyn_server.port)
+    r.config_resetstat()
+    for i in range(5):
+        r.set(f"e{i}", "v", px=20)
+    time.sleep(0.1)
+    r.exists(*[f"e{i}" for i in range(5)])  # some were swept, the rest expire on this access
+    time.sleep(0.2)
+    assert r.info("stats")["expired_keys"] == 5

@@ -45,7 +45,7 @@ def is_loopback(peername) -> bool:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
                  "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
-                 "backlog", "write_paused")
+                 "backlog", "write_paused", "eof")
 
     def __init__(self, server):
         self.server = server
@@ -65,6 +65,7 @@ class ClientConnection(asyncio.Protocol):
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
         self.backlog = None        # parsed commands waiting for the client to read replies
         self.write_paused = False
+        self.eof = False           # the client half-closed: close once every reply is out
         self.multi_failed = False  # a queued command was refused: EXEC must abort
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -109,6 +110,19 @@ class ClientConnection(asyncio.Protocol):
             self.run_backlog()
         else:
             self.transport.resume_reading()
+
+    def eof_received(self):
+        # The client sent everything it will send (e.g. `printf ... | nc -q`): it still gets
+        # every reply, including those waiting for a commit or a pipeline's backlog.
+        self.eof = True
+        if self.backlog is None:
+            self.finish_after_replies()
+        return True  # keep the transport open for writing until then
+
+    def finish_after_replies(self):
+        self.closing = True
+        if self.slots is None:
+            self.send(b"", close=True)  # queued behind any held reply, then closes
 
     def close_after_reply(self):
         self.closing = True
@@ -168,6 +182,9 @@ class ClientConnection(asyncio.Protocol):
         if self.backlog is not None:
             if not self.write_paused:
                 self.server.loop.call_soon(self.run_backlog)
+        elif self.eof:
+            if not self.closing:
+                self.finish_after_replies()
         elif not self.write_paused and not self.closing:
             self.transport.resume_reading()
 

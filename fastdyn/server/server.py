@@ -49,8 +49,8 @@ class Node:
         self.commit_scheduled = False
         self.fsync_running = False
         self.commands_processed = 0
-        self.expired_swept = 0               # keys removed by the active sweep
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
+        self.expired_base = 0                # the store's expiry count at CONFIG RESETSTAT
         self.loop = None
         self.listener = None
         self.stopping = None
@@ -65,7 +65,7 @@ class Node:
 
         self.stats.clear()
         self.commands_processed = 0
-        self.expired_swept = 0
+        self.expired_base = self.store.stats()["expired_removed"]
         self.ops_samples.clear()
         keyspace_stats(reset=True)
 
@@ -148,11 +148,9 @@ class Node:
         self.ops_samples.append((now, self.commands_processed))
         deadline = now + EXPIRE_BUDGET
         try:
-            while True:
-                removed = self.coord.sweep_expired(EXPIRE_BATCH)
-                self.expired_swept += removed
-                if removed < EXPIRE_BATCH or time.monotonic() >= deadline:
-                    break
+            while self.coord.sweep_expired(EXPIRE_BATCH) >= EXPIRE_BATCH \
+                    and time.monotonic() < deadline:
+                pass
         except Exception:
             log.exception("active expiry failed")
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
