@@ -425,11 +425,7 @@ def test_writes_before_quit_or_protocol_error_are_acknowledged(start_fastdyn, tm
             assert replies == [("simple", b"OK")] * 10 + [last] and closed, replies
 
 
-@pytest.mark.parametrize("sync", [
-    pytest.param("always", marks=pytest.mark.xfail(
-        reason="with --sync always EOF from the client drops the replies waiting for the "
-               "fsync (bug list)", strict=True)),
-    "interval", "never"])
+@pytest.mark.parametrize("sync", ["always", "interval", "never"])
 def test_half_closed_client_gets_every_reply(start_fastdyn, tmp_path, sync):
     """A client may send its requests and shut down its side (nc -N, scripts): like
     redis-server, the node answers everything it received, then closes."""
