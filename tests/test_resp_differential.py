@@ -467,8 +467,10 @@ def test_info_fields_monitoring_tools_read(servers):
             before = _stats(c)
             c.call("EXISTS", *[f"exp:{i}" for i in range(5)])
             deltas.append(tuple(b - a for a, b in zip(before, _stats(c))))
+            assert c.call("CONFIG", "RESETSTAT") == ("simple", b"OK")
+            deltas.append(_stats(c))
             per_server.append(deltas)
-    steps = STAT_PROBES + [("EXISTS", "<5 expired keys>")]
+    steps = STAT_PROBES + [("EXISTS", "<5 expired keys>"), ("CONFIG RESETSTAT", "then INFO")]
     diffs = [f"{step!r}: (hits, misses, expired) redis +{r} fastdyn +{f}"
              for step, r, f in zip(steps, *per_server) if r != f]
     assert not diffs, "\n".join(diffs)
