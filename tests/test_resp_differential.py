@@ -610,6 +610,26 @@ def _config_pairs(reply):
     return sorted(zip(items[0::2], items[1::2]))
 
 
+def test_nothing_after_quit_or_a_malformed_frame_runs(servers):
+    payloads = [
+        encode_command("SET", "a", "1") + encode_command("QUIT") + encode_command("SET", "b", "2"),
+        encode_command("SET", "a", "1") + b"*1\r\n$-3\r\n" + encode_command("SET", "b", "2"),
+        b"SET a 1\r\nQUIT\r\nSET b 2\r\n",
+    ]
+    for payload in payloads:
+        outcomes = []
+        for port in (servers.redis.port, servers.fastdyn.port):
+            with RawClient(port) as c:
+                c.call("FLUSHALL")
+                c.send(payload)
+                replies, closed = c.read_until_closed(timeout=3.0)
+            with RawClient(port) as c:
+                outcomes.append(([error_word(r) or r for r in replies], closed,
+                                 c.call("MGET", "a", "b")))
+        assert outcomes[0] == outcomes[1], payload
+        assert outcomes[0][2] == ("array", [("bulk", b"1"), ("nullbulk",)])
+
+
 def test_no_exception_was_logged(servers):
     """Runs last in this module: no command above raised inside fastdyn."""
     assert servers.ensure_alive() is None
