@@ -630,6 +630,17 @@ def test_nothing_after_quit_or_a_malformed_frame_runs(servers):
         assert outcomes[0][2] == ("array", [("bulk", b"1"), ("nullbulk",)])
 
 
+def test_hello_describes_this_connection(servers):
+    for port in (servers.redis.port, servers.fastdyn.port):
+        with RawClient(port) as c, RawClient(port) as other:
+            fields = {k[1]: v for k, v in c.call("HELLO", 3)[1]}
+            assert fields[b"id"] == c.call("CLIENT", "ID")
+            assert other.call("CLIENT", "ID")[1] > fields[b"id"][1]  # ids only grow
+            assert fields[b"proto"] == ("int", 3)
+            assert (fields[b"mode"], fields[b"role"], fields[b"modules"]) == (
+                ("bulk", b"standalone"), ("bulk", b"master"), ("array", []))
+
+
 def test_no_exception_was_logged(servers):
     """Runs last in this module: no command above raised inside fastdyn."""
     assert servers.ensure_alive() is None
