@@ -139,7 +139,7 @@ def _crash_rounds(start_fastdyn, data_dir, rounds, seed, sync="always", sig=sign
             node.proc.send_signal(sig)
             time.sleep(0.2)
             stop.set()
-            assert node.stop(sig, timeout=60) == 0, node.log()[-3000:]
+            assert node.proc.wait(60) == 0, node.log()[-3000:]
         for w in writers:
             w.join(30)
         assert ledger.acks > before, f"round {round_no}: no write was acknowledged\n{node.log()}"
@@ -456,3 +456,26 @@ def test_clients_vanishing_during_group_commit(start_fastdyn, tmp_path):
         assert c.call("SET", "after", "v") == ("simple", b"OK")
     assert node.stop() == 0, node.log()[-3000:]
     assert "Traceback" not in node.log(), node.log()[-3000:]
+
+
+@pytest.mark.xfail(reason="a second SIGTERM right after the node flushed kills it by the "
+                          "signal (exit -15) instead of exit 0 (bug list)", strict=True)
+def test_repeated_sigterm_still_exits_cleanly(start_fastdyn, tmp_path):
+    """An impatient operator (or init system) may signal again while the node shuts down:
+    redis-server keeps shutting down and exits 0; so must fastdyn, with nothing lost."""
+    data_dir = tmp_path / "node"
+    for _ in range(3):
+        node = start_fastdyn("--sync", "never", data_dir=data_dir)
+        with RawClient(node.port) as c:
+            c.pipeline([("SET", f"k{j}", b"v" * 100) for j in range(20000)])
+        node.proc.send_signal(signal.SIGTERM)
+        while node.proc.poll() is None:
+            time.sleep(0.005)
+            try:
+                node.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                break
+        assert node.proc.wait(20) == 0
+    node = start_fastdyn("--sync", "never", data_dir=data_dir)
+    with RawClient(node.port) as c:
+        assert c.call("DBSIZE") == ("int", 20000)
