@@ -358,3 +358,15 @@ def test_info_counts_expired_keys_once(fastdyn_server):
     r.exists(*[f"e{i}" for i in range(5)])  # some were swept, the rest expire on this access
     time.sleep(0.2)
     assert r.info("stats")["expired_keys"] == 5
+
+
+def test_repeated_sigterm_still_exits_cleanly(start_fastdyn):
+    node = start_fastdyn()
+    redis.Redis(port=node.port).set("k", "v")
+    node.proc.send_signal(signal.SIGTERM)
+    for _ in range(5):
+        time.sleep(0.01)
+        if node.proc.poll() is not None:
+            break
+        node.proc.send_signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0

@@ -179,6 +179,10 @@ class Node:
     async def shutdown(self):
         """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
         log.info("shutting down")
+        # a second SIGTERM/SIGINT must not cut the shutdown short (nor exit by the signal)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         self.listener.close()
         self.expire_timer.cancel()
         # read no more requests: the commands already run get their replies, nothing new starts
