@@ -458,8 +458,6 @@ def test_clients_vanishing_during_group_commit(start_fastdyn, tmp_path):
     assert "Traceback" not in node.log(), node.log()[-3000:]
 
 
-@pytest.mark.xfail(reason="a second SIGTERM right after the node flushed kills it by the "
-                          "signal (exit -15) instead of exit 0 (bug list)", strict=True)
 def test_repeated_sigterm_still_exits_cleanly(start_fastdyn, tmp_path):
     """An impatient operator (or init system) may signal again while the node shuts down:
     redis-server keeps shutting down and exits 0; so must fastdyn, with nothing lost."""
