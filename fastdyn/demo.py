@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 
+from fastdyn.errors import TargetUnavailable
+
 CRASH_WRITER = """
 import sys, fastdyn
 store = fastdyn.open(sys.argv[1], sync="always")
@@ -41,13 +43,19 @@ def say(text):
 
 
 def free_port():
-    """A free client port whose peer port (port + 10000) is a valid port too."""
+    """A free client port whose peer port (port + 10000) is free too."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + 10000 <= 65535:
-            return port
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 def embedded_store(root):
@@ -160,7 +168,7 @@ def server(root):
     log = open(os.path.join(root, "node.log"), "wb")
     node = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = _connect_when_up(connect, port, node)
+        client = _connect_when_up(connect, port, node, log.name)
         with client:
             replies = client.pipeline([("SET", "greeting", "hello"), ("GET", "greeting"),
                                        ("SET", "session:1", "data", "EX", "60"),
@@ -181,7 +189,7 @@ def server(root):
         check(code == 0, f"SIGTERM exit code {code}")
         say(f"SIGTERM: the node flushed, fsynced and exited with {code}")
         node = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        with _connect_when_up(connect, port, node) as client:
+        with _connect_when_up(connect, port, node, log.name) as client:
             value = client.execute("GET", "greeting")
             check(value == b"hello", "data lost across restart")
             say(f"restarted on the same data dir: GET greeting -> {value!r}")
@@ -193,14 +201,17 @@ def server(root):
         log.close()
 
 
-def _connect_when_up(connect, port, node):
+def _connect_when_up(connect, port, node, log_path):
     deadline = time.monotonic() + 20
     while True:
         try:
             return connect(f"redis://127.0.0.1:{port}")
-        except Exception:
+        except (OSError, TargetUnavailable):
             if node.poll() is not None or time.monotonic() > deadline:
-                raise DemoFailure(f"fastdyn serve did not start (exit code {node.poll()})")
+                with open(log_path, "rb") as f:
+                    tail = f.read()[-1500:].decode("utf-8", "replace")
+                raise DemoFailure(f"fastdyn serve did not start (exit code {node.poll()}):\n"
+                                  f"{tail}")
             time.sleep(0.05)
 
 
