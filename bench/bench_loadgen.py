@@ -60,8 +60,8 @@ def redis_benchmark(port, test, pipeline, requests, clients=50):
 
 def fastdyn_bench(port, test, pipeline, seconds, clients=50, processes=None):
     with tempfile.TemporaryDirectory() as out:
-        argv = [sys.executable, "-m", "fastdyn", "bench", "--target", f"redis://{HOST}:{port}",
-                "--mix", f"{test}=1", "--clients", str(clients), "--pipeline", str(pipeline),
+        argv = [sys.executable, "-P", "-m", "fastdyn", "bench",
+                "--target", f"redis://{HOST}:{port}", "--mix", f"{test}=1", "--clients", str(clients), "--pipeline", str(pipeline),
                 "--keys", "100000", "--key-dist", "uniform", "--value-size", "100",
                 "--duration", str(seconds), "--quiet", "--out", out]
         if processes:

@@ -113,7 +113,7 @@ TARGETS = [
 
 
 def bench(url, args, out, seconds, keys, warmup, extra=()):
-    argv = [sys.executable, "-m", "fastdyn", "bench", "--target", url, *args,
+    argv = [sys.executable, "-P", "-m", "fastdyn", "bench", "--target", url, *args,
             "--clients", "50", "--keys", str(keys), "--value-size", "100",
             "--duration", str(seconds), "--warmup", str(warmup), "--quiet", "--out", out, *extra]
     r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)

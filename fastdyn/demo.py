@@ -83,7 +83,7 @@ def crash_recovery(root):
 
     step("Crash safety: a writer with sync=always is killed with SIGKILL mid-stream")
     path = os.path.join(root, "crash")
-    writer = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, path],
+    writer = subprocess.Popen([sys.executable, "-P", "-c", CRASH_WRITER, path],
                               stdout=subprocess.PIPE, text=True)
     acked = -1
     for line in writer.stdout:
@@ -163,8 +163,8 @@ def server(root):
     step("Server: `fastdyn serve` speaks RESP, so any Redis client works")
     port = free_port()
     data_dir = os.path.join(root, "node")
-    argv = [sys.executable, "-m", "fastdyn", "serve", "--port", str(port), "--data-dir", data_dir,
-            "--sync", "interval"]
+    argv = [sys.executable, "-P", "-m", "fastdyn", "serve", "--port", str(port),
+            "--data-dir", data_dir, "--sync", "interval"]
     log = open(os.path.join(root, "node.log"), "wb")
     node = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -218,7 +218,7 @@ def _connect_when_up(connect, port, node, log_path):
 def bench(port):
     step("Load test: `fastdyn bench` against the node, 2 seconds, 20 clients x pipeline 8")
     out = subprocess.run(
-        [sys.executable, "-m", "fastdyn", "bench", "--target", f"redis://127.0.0.1:{port}",
+        [sys.executable, "-P", "-m", "fastdyn", "bench", "--target", f"redis://127.0.0.1:{port}",
          "--clients", "20", "--pipeline", "8", "--duration", "2", "--processes", "1",
          "--keys", "10000", "--mix", "get=0.8,set=0.2", "--warmup", "1"],
         capture_output=True, text=True, timeout=60)

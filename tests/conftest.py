@@ -16,6 +16,11 @@ import pytest
 
 HOST = "127.0.0.1"
 
+# Child Pythons (`python -m fastdyn`, `python -c`) started from the repository root would
+# otherwise import the source checkout, which holds no compiled extensions, instead of the
+# installed package.
+os.environ["PYTHONSAFEPATH"] = "1"
+
 
 def free_port() -> int:
     """A TCP port nobody listens on now, whose port+10000 (the peer port) is free too."""

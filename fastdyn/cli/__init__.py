@@ -38,11 +38,24 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"fastdyn: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"fastdyn {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"fastdyn {name}", description=COMMANDS[name][1])
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
         return module.run(args) or 0
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("fastdyn._"):
+            raise
+        print(_missing_extension(exc.name), file=sys.stderr)
+        return 1
+
+
+def _missing_extension(module_name: str) -> str:
+    import fastdyn
+
+    return (f"fastdyn: the compiled extension {module_name} is missing from "
+            f"{fastdyn.__path__[0]}.\nThat is a source checkout: run fastdyn from another "
+            "directory after `pip install .`, or build in place with `pip install -e .`.")
