@@ -38,3 +38,26 @@ def start_fastdyn(tmp, *extra, data_dir=None) -> ServerProcess:
 
 def alive(server: ServerProcess) -> bool:
     return server.proc is not None and server.proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def paired_servers(tmp_path_factory, request):
+    """One fastdyn and one redis-server for the whole module, killed at its end."""
+    tmp = tmp_path_factory.mktemp(request.module.__name__)
+    started = {"fastdyn": start_fastdyn(tmp), "redis": start_redis(tmp)}
+    yield started
+    for server in started.values():
+        server.kill()
+
+
+@pytest.fixture(params=["fastdyn", "redis"])
+def server(request, paired_servers):
+    """Each of the pair in turn, flushed, and checked to be alive before and after the test."""
+    from resp_client import RawClient
+
+    s = paired_servers[request.param]
+    assert alive(s), f"{request.param} died in an earlier test:\n{s.log()[-2000:]}"
+    with RawClient(s.port) as c:
+        assert c.call("FLUSHALL") == ("simple", b"OK")
+    yield s
+    assert alive(s), f"{request.param} died during this test:\n{s.log()[-2000:]}"

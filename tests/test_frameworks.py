@@ -11,30 +11,11 @@ import pytest
 import redis
 
 from resp_client import RawClient
-from resp_servers import alive, start_fastdyn, start_redis
+from resp_servers import paired_servers, server, start_fastdyn, start_redis  # noqa: F401
 
 django = pytest.importorskip("django")
 flask = pytest.importorskip("flask")
 flask_session = pytest.importorskip("flask_session")
-
-
-@pytest.fixture(scope="module")
-def _servers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("frameworks")
-    started = {"fastdyn": start_fastdyn(tmp), "redis": start_redis(tmp)}
-    yield started
-    for server in started.values():
-        server.kill()
-
-
-@pytest.fixture(params=["fastdyn", "redis"])
-def server(request, _servers):
-    s = _servers[request.param]
-    assert alive(s), f"{request.param} died earlier:\n{s.log()[-2000:]}"
-    with RawClient(s.port) as c:
-        assert c.call("FLUSHALL") == ("simple", b"OK")
-    yield s
-    assert alive(s), f"{request.param} died during this test:\n{s.log()[-2000:]}"
 
 
 def _ttl(server, key: bytes) -> int:

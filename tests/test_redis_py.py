@@ -13,31 +13,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from resp_client import RawClient
-from resp_servers import alive, start_fastdyn, start_redis
-
-
-@pytest.fixture(scope="module")
-def _servers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("redis-py")
-    started = {"fastdyn": start_fastdyn(tmp), "redis": start_redis(tmp)}
-    yield started
-    for server in started.values():
-        server.kill()
-
-
-@pytest.fixture(params=["fastdyn", "redis"])
-def server(request, _servers):
-    s = _servers[request.param]
-    assert alive(s), f"{request.param} died in an earlier test:\n{s.log()[-2000:]}"
-    with RawClient(s.port) as c:
-        assert c.call("FLUSHALL") == ("simple", b"OK")
-    yield s
-    assert alive(s), f"{request.param} died during this test:\n{s.log()[-2000:]}"
+from resp_servers import (alive, paired_servers, server,  # noqa: F401 (fixtures)
+                          start_fastdyn, start_redis)
 
 
 @pytest.fixture
-def fastdyn(_servers):
-    s = _servers["fastdyn"]
+def fastdyn(paired_servers):
+    s = paired_servers["fastdyn"]
     assert alive(s), s.log()[-2000:]
     with RawClient(s.port) as c:
         c.call("FLUSHALL")
@@ -432,7 +414,7 @@ def test_client_introspection(server, protocol):
         other.close()
 
 
-def test_no_exception_was_logged(_servers):
+def test_no_exception_was_logged(paired_servers):
     """Runs last in this module: nothing redis-py sent above raised inside fastdyn."""
-    log = _servers["fastdyn"].log()
+    log = paired_servers["fastdyn"].log()
     assert "Traceback" not in log and "Exception in callback" not in log, log[-5000:]
