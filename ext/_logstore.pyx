@@ -852,29 +852,24 @@ cdef class Store:
             expiry = <uint64_t>(self._now() + max(1, int(round(ttl * 1000))))
         self._put(key, value, expiry)
 
-    def __getitem__(self, key):
-        cdef int64_t slot
+    cdef int64_t _find(self, key) except -2:
+        """The live slot of key (-1 when absent); a plain bytes key skips the conversion."""
         if self.closed:
             self._check_open()
         if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
-            slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
-        else:
-            kb = key_bytes(key)
-            slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+            return self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+        kb = key_bytes(key)
+        return self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+
+    def __getitem__(self, key):
+        cdef int64_t slot = self._find(key)
         if slot < 0:
             raise KeyError(key)
         return self._read_value(kd_entry_at(&self.kd, slot))
 
     def get(self, key, default=None):
         """The value of key, or default when absent or expired."""
-        cdef int64_t slot
-        if self.closed:
-            self._check_open()
-        if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
-            slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
-        else:
-            kb = key_bytes(key)
-            slot = self._lookup(PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb))
+        cdef int64_t slot = self._find(key)
         if slot < 0:
             return default
         return self._read_value(kd_entry_at(&self.kd, slot))

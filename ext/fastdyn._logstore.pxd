@@ -82,6 +82,7 @@ cdef class Store:
 
     cdef int64_t _now(self) except? -1
     cdef int64_t _lookup(self, const char *kp, size_t kl) except -2
+    cdef int64_t _find(self, key) except -2
     cdef object _read_value(self, kd_entry *e)
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,

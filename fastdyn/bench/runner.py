@@ -41,6 +41,14 @@ class OpResult:
         self.error_sample = self.error_sample or other.error_sample
 
 
+def merged(results) -> OpResult:
+    """One OpResult holding all of the given ones (e.g. every operation of a run)."""
+    total = OpResult()
+    for r in results:
+        total.merge(r)
+    return total
+
+
 @dataclass
 class Interval:
     index: int
@@ -49,10 +57,7 @@ class Interval:
     warmup: bool = False
 
     def all(self) -> OpResult:
-        total = OpResult()
-        for r in self.ops.values():
-            total.merge(r)
-        return total
+        return merged(self.ops.values())
 
 
 @dataclass
@@ -78,10 +83,7 @@ class RunResult:
         return sum(r.ok for r in self.ops.values()) / self.seconds if self.seconds else 0.0
 
     def all(self) -> OpResult:
-        total = OpResult()
-        for r in self.ops.values():
-            total.merge(r)
-        return total
+        return merged(self.ops.values())
 
 
 @dataclass
