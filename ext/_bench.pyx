@@ -44,14 +44,8 @@ cdef extern from "<sys/timerfd.h>" nogil:
     int TFD_TIMER_ABSTIME
 
 
-cdef extern from "_client_wire.h":
-    int FD_REPLY_OK
-    int FD_REPLY_ERROR
-    int FD_REPLY_NIL
-    int FD_REPLY_PUSH
-    const char *fd_resp_skip(const char *p, const char *end, int depth, int *kind, int *bad) noexcept nogil
-    const char *fd_mc_skip(const char *p, const char *end, int *kind, int *bad) noexcept nogil
-    int fd_resp_first_string(const char *p, const char *end, const char **s, int64_t *length) noexcept nogil
+from client_wire cimport (FD_REPLY_OK, FD_REPLY_ERROR, FD_REPLY_NIL, FD_REPLY_PUSH,
+                         fd_resp_skip, fd_mc_skip, fd_resp_first_string)
 
 
 HIST_BUCKETS = FD_HIST_BUCKETS

@@ -13,15 +13,8 @@ from libc.string cimport memchr, memcpy, memmove
 from fastdyn.errors import ProtocolError, ReplyError
 
 
-cdef extern from "_client_wire.h":
-    int FD_REPLY_OK
-    int FD_REPLY_ERROR
-    int FD_REPLY_NIL
-    int FD_REPLY_PUSH
-    const char *fd_resp_skip(const char *p, const char *end, int depth, int *kind, int *bad) noexcept nogil
-    const char *fd_mc_skip(const char *p, const char *end, int *kind, int *bad) noexcept nogil
-    const char *fd_read_int_line(const char *p, const char *end, int64_t *out, int *bad) noexcept nogil
-    int64_t fd_mc_value_bytes(const char *line, int64_t length) noexcept nogil
+from client_wire cimport (FD_REPLY_OK, FD_REPLY_ERROR, FD_REPLY_NIL, FD_REPLY_PUSH,
+                         fd_resp_skip, fd_mc_skip, fd_read_int_line, fd_mc_value_bytes)
 
 
 class _Incomplete:
