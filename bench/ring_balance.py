@@ -8,12 +8,13 @@ node serves as one of the N replicas) against the size of the membership state (
 Q partitions), and the fraction of keys whose primary / replica set moves when a 31st node
 joins. Prints a table and writes docs/ring_balance.png.
 
-With --movement it instead measures fastdyn's ring alone at Q=256: over random member sets of
-S=1..64 nodes, the partitions (primaries) and replica slots (first k positions) that change
-holder on one join or leave, beyond the ideal 1/(S+1) (join) or 1/S (leave) of them.
+With --movement it instead measures fastdyn's ring alone at Q=256 (or --partitions): over
+random member sets of S=1..64 nodes, the partitions (primaries) and replica slots (first k
+positions) that change holder on one join or leave, beyond the ideal 1/(S+1) (join) or 1/S
+(leave) of them.
 
     python bench/ring_balance.py [--keys 1000000] [--zipf 0.8] [--trials 5]
-    python bench/ring_balance.py --movement [--trials 20]
+    python bench/ring_balance.py --movement [--trials 20] [--partitions 1024]
 """
 import argparse
 import os
@@ -116,17 +117,20 @@ def movement(trials, q=256, max_nodes=64):
                     excess["leave", k].append(slot_moves(ring, shrunk, kk) / (kk * q) - 1 / s)
     print(f"Q={q}, S=1..{max_nodes}, {trials} random member sets per S; excess movement beyond "
           "the ideal, as a fraction of k*Q")
-    print("| change | positions k | mean excess | p99 excess | max excess |")
-    print("|---|---:|---:|---:|---:|")
+    print("| change | positions k | mean excess | p99 excess | max excess "
+          "| mean / max in partitions per position |")
+    print("|---|---:|---:|---:|---:|---:|")
     for (kind, k), values in excess.items():
         v = np.array(values)
-        print(f"| {kind} | {k} | {v.mean():.3f} | {np.percentile(v, 99):.3f} | {v.max():.3f} |")
+        print(f"| {kind} | {k} | {v.mean():.3f} | {np.percentile(v, 99):.3f} | {v.max():.3f} "
+              f"| {v.mean() * q:.1f} / {v.max() * q:.1f} |")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--movement", action="store_true",
                     help="measure join/leave movement of the ring for S=1..64 instead")
+    ap.add_argument("--partitions", type=int, default=256, help="Q for --movement")
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -136,7 +140,7 @@ def main():
                                                   "ring_balance.png"))
     args = ap.parse_args()
     if args.movement:
-        movement(args.trials)
+        movement(args.trials, q=args.partitions)
         return
     rng = np.random.default_rng(7)
     s, n = args.nodes, args.n
