@@ -136,6 +136,15 @@ def test_join_moves_about_one_in_s_plus_one(members, newcomer, n):
     assert len(after.partitions_of(newcomer, 1)) in (Q // s1, -(-Q // s1))
 
 
+@given(st.lists(names, min_size=1, max_size=64, unique=True), st.sampled_from([64, 1024]))
+@settings(max_examples=15, deadline=None)
+def test_join_excess_is_of_order_sqrt_q(members, q):
+    """Beyond the newcomer's share, a join moves at most about 1.25 sqrt(Q) primaries
+    (measured worst at Q = 256, 1024 and 4096, docs/benchmarks.md); asserted with 1.6."""
+    before, after = Ring(members, q), Ring(members + ["Newcomer"], q)
+    assert len(before.moved(after, 1)) <= q / (len(members) + 1) + 1.6 * q ** 0.5
+
+
 @given(st.lists(names, min_size=2, max_size=64, unique=True), st.data())
 @FAST
 def test_leave_moves_about_one_in_s(members, data):
