@@ -4,10 +4,11 @@
 Every node ranks the partitions by a hash of (node name, partition) and scores each by its
 rank, the hash breaking ties between nodes (stratified rendezvous/HRW hashing: every node
 holds exactly one score in each of Q equal bands, which cuts the spread of the nodes' raw
-loads by a third against plain hash scores and with it the corrections below). Position k of each partition's preference list (k = 0 is the primary, then the
-other replicas) is a bounded matching filled in the global order of the scores (the unique
-stable matching under shared scores), so a node joining or leaving mostly moves the
-partitions it wins or loses on score:
+loads by a third against plain hash scores and with it the corrections below). Position k
+of each partition's preference list (k = 0 is the primary, then the other replicas) is a
+bounded matching filled in the global order of the scores (the unique stable matching under
+shared scores), so a node joining or leaving mostly moves the partitions it wins or loses on
+score:
 
 * position 0: every node holds floor(Q/S) or ceil(Q/S) primaries; the Q mod S larger shares
   go to the nodes that fill up first in score order;
@@ -286,8 +287,8 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
                 if not in_set[<size_t>p * S + n]:
                     pref[<size_t>p * S + k] = <uint16_t>n
                     k += 1
-    free(claims); free(order); free(in_set); free(filled); free(load); free(cap); free(cum); free(low)
-    free(liked); free(liked_n); free(node_score)
+    free(claims); free(order); free(in_set); free(filled); free(load); free(cap); free(cum)
+    free(low); free(liked); free(liked_n); free(node_score)
     free(parent_node); free(parent_part); free(seen); free(queue)
     return rc
 
