@@ -64,18 +64,18 @@ cdef inline uint64_t _hrw(uint64_t node_hash, uint32_t partition) noexcept nogil
     return fd_mix64(node_hash ^ fd_mix64(<uint64_t>partition * PARTITION_SALT + 1))
 
 
-cdef void _node_scores(uint64_t node_hash, uint32_t Q, Claim *work,
-                       uint64_t *score) noexcept nogil:
-    """score[p] for one node: its rank of p by hash (Q - 1 for its favourite) in the top 16
-    bits, the hash's top 48 bits below to break ties with other nodes."""
+cdef void _node_claims(uint64_t node_hash, uint32_t node, uint32_t Q,
+                       Claim *mine) noexcept nogil:
+    """Node ``node``'s Q claims: its rank of p by hash (Q - 1 for its favourite) in the top 16
+    bits of the score, the hash's top 48 bits below to break ties with other nodes."""
     cdef uint32_t p, i
     for p in range(Q):
-        work[p].score = _hrw(node_hash, p)
-        work[p].partition = p
-        work[p].node = 0
-    qsort(work, Q, sizeof(Claim), _claim_order)
+        mine[p].score = _hrw(node_hash, p)
+        mine[p].partition = p
+        mine[p].node = node
+    qsort(mine, Q, sizeof(Claim), _claim_order)
     for i in range(Q):
-        score[work[i].partition] = ((<uint64_t>(Q - 1 - i)) << 48) | (work[i].score >> 16)
+        mine[i].score = ((<uint64_t>(Q - 1 - i)) << 48) | (mine[i].score >> 16)
 
 
 cdef inline bint _has_room(int32_t load, int32_t base, uint32_t extra,
@@ -196,7 +196,6 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
     cdef int32_t *low = <int32_t *>malloc(S * sizeof(int32_t))
     cdef uint32_t *liked = <uint32_t *>malloc(cells * sizeof(uint32_t))
     cdef uint32_t *liked_n = <uint32_t *>calloc(S, sizeof(uint32_t))
-    cdef uint64_t *node_score = <uint64_t *>malloc(cells * sizeof(uint64_t))
     cdef int32_t *parent_node = <int32_t *>malloc(S * sizeof(int32_t))
     cdef int32_t *parent_part = <int32_t *>malloc(S * sizeof(int32_t))
     cdef uint8_t *seen = <uint8_t *>malloc(S)
@@ -207,20 +206,13 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
     cdef int32_t base
     if (claims == NULL or order == NULL or in_set == NULL or filled == NULL or load == NULL
             or cap == NULL or cum == NULL or low == NULL or liked == NULL
-            or liked_n == NULL or node_score == NULL or parent_node == NULL
-            or parent_part == NULL or seen == NULL or queue == NULL):
+            or liked_n == NULL or parent_node == NULL or parent_part == NULL or seen == NULL
+            or queue == NULL):
         rc = -1
     else:
-        # Every node's stratified scores (claims serves as scratch space first).
+        # Claims are laid out node by node; the global sort below orders them.
         for n in range(S):
-            _node_scores(node_hash[n], Q, claims, &node_score[<size_t>n * Q])
-        c = 0
-        for p in range(Q):
-            for n in range(S):
-                claims[c].score = node_score[<size_t>n * Q + p]
-                claims[c].partition = p
-                claims[c].node = n
-                c += 1
+            _node_claims(node_hash[n], n, Q, &claims[<size_t>n * Q])
         qsort(claims, cells, sizeof(Claim), _claim_order)
         # Each partition's nodes in score order (its unconstrained HRW preference).
         for c in range(cells):
@@ -288,7 +280,7 @@ cdef int _build(uint32_t Q, uint32_t S, const uint64_t *node_hash, uint16_t *pre
                     pref[<size_t>p * S + k] = <uint16_t>n
                     k += 1
     free(claims); free(order); free(in_set); free(filled); free(load); free(cap); free(cum)
-    free(low); free(liked); free(liked_n); free(node_score)
+    free(low); free(liked); free(liked_n)
     free(parent_node); free(parent_part); free(seen); free(queue)
     return rc
 
