@@ -44,3 +44,7 @@ class CommandError(FastdynError):
 
 class MerkleFormatError(ProtocolError, ValueError):
     """A serialised Merkle tree, request or reply is malformed or has another tree's shape."""
+
+
+class HintStoreFull(FastdynError):
+    """A fallback cannot keep another hint without passing the hint store's bound."""
