@@ -9,6 +9,7 @@ import sys
 
 COMMANDS = {
     "serve": ("fastdyn.server.cli", "run a node: RESP clients on --port, peers on --peer-port"),
+    "cluster": ("fastdyn.cli.cluster", "start, stop or inspect a cluster of local nodes"),
     "bench": ("fastdyn.bench.cli", "load-test fastdyn, Redis or memcached"),
     "inspect": ("fastdyn.storage.inspect", "print storage statistics of a data directory"),
     "demo": ("fastdyn.demo", "a short tour of the whole system"),

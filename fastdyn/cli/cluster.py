@@ -1,0 +1,188 @@
+"""`fastdyn cluster up|down|status`: a local cluster of `fastdyn serve` processes.
+
+Node i of `cluster up --nodes K --base-port B --data-dir D` listens for clients on B+i and for
+peers on B+i+10000, keeps its data in D/node<i> and its log in D/node<i>.log, and is given every
+node's peer address as --seeds (itself included; a node recognises its own address). The pids
+go to D/cluster.json, which `cluster down` reads.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+STATE = "cluster.json"
+PEER_OFFSET = 10000
+
+
+def add_arguments(parser):
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start K nodes on this machine", allow_abbrev=False)
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--base-port", type=int, default=7379)
+    up.add_argument("--data-dir", default="fastdyn-cluster")
+    up.add_argument("--detach", action="store_true",
+                    help="return once every node listens (stop them with `cluster down`)")
+    up.add_argument("--sync", default="interval", choices=("always", "interval", "never"))
+    up.add_argument("serve_args", nargs="*", metavar="-- SERVE-OPTION",
+                    help="further options for every `fastdyn serve` (after --)")
+    down = sub.add_parser("down", help="stop the nodes `cluster up` started", allow_abbrev=False)
+    down.add_argument("--data-dir", default="fastdyn-cluster")
+    status = sub.add_parser("status", help="members as one node sees them", allow_abbrev=False)
+    status.add_argument("--host", default="127.0.0.1")
+    status.add_argument("--port", type=int, default=7379)
+
+
+def run(args) -> int:
+    return {"up": up, "down": down, "status": status}[args.action](args)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def up(args) -> int:
+    if not 1 <= args.nodes <= 100:
+        print("fastdyn cluster up: --nodes must be 1..100", file=sys.stderr)
+        return 2
+    ports = [args.base_port + i for i in range(args.nodes)]
+    if ports[0] < 1 or ports[-1] + PEER_OFFSET > 65535:
+        print("fastdyn cluster up: ports out of range (peer port = port + 10000 <= 65535)",
+              file=sys.stderr)
+        return 2
+    busy = [p for port in ports for p in (port, port + PEER_OFFSET) if not _port_free(p)]
+    if busy:
+        print(f"fastdyn cluster up: ports in use: {', '.join(map(str, busy))}", file=sys.stderr)
+        return 1
+    root = os.path.abspath(args.data_dir)
+    os.makedirs(root, exist_ok=True)
+    seeds = ",".join(f"127.0.0.1:{p + PEER_OFFSET}" for p in ports)
+    procs = []
+    for i, port in enumerate(ports):
+        argv = [sys.executable, "-m", "fastdyn", "serve", "--port", str(port),
+                "--data-dir", os.path.join(root, f"node{i}"), "--seeds", seeds,
+                "--sync", args.sync, *args.serve_args]
+        with open(os.path.join(root, f"node{i}.log"), "ab") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=args.detach))
+    with open(os.path.join(root, STATE), "w") as f:
+        json.dump({"nodes": [{"port": port, "peer_port": port + PEER_OFFSET, "pid": p.pid,
+                              "data_dir": os.path.join(root, f"node{i}")}
+                             for i, (port, p) in enumerate(zip(ports, procs))]}, f, indent=1)
+    deadline = time.monotonic() + 30
+    waiting = dict(zip(ports, procs))
+    while waiting and time.monotonic() < deadline:
+        for port, proc in list(waiting.items()):
+            if proc.poll() is not None:
+                print(f"fastdyn cluster up: node on port {port} exited with {proc.returncode}; "
+                      f"see {root}/node{ports.index(port)}.log", file=sys.stderr)
+                _stop(procs)
+                return 1
+            if _listening(port):
+                del waiting[port]
+        time.sleep(0.05)
+    if waiting:
+        print(f"fastdyn cluster up: nodes on ports {sorted(waiting)} do not listen after 30 s",
+              file=sys.stderr)
+        _stop(procs)
+        return 1
+    print(f"{args.nodes} nodes up: client ports {ports[0]}..{ports[-1]}, data in {root}")
+    if args.detach:
+        return 0
+    print("Ctrl-C stops them.")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return _stop(procs)
+
+
+def _stop(procs) -> int:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    worst = 0
+    for p in procs:
+        try:
+            worst = max(worst, abs(p.wait(timeout=30)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            worst = 1
+    return worst
+
+
+def down(args) -> int:
+    path = os.path.join(os.path.abspath(args.data_dir), STATE)
+    try:
+        with open(path) as f:
+            nodes = json.load(f)["nodes"]
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"fastdyn cluster down: no cluster state in {path}: {exc}", file=sys.stderr)
+        return 1
+    alive = []
+    for node in nodes:
+        try:
+            os.kill(node["pid"], signal.SIGTERM)
+            alive.append(node)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 30
+    while alive and time.monotonic() < deadline:
+        alive = [n for n in alive if _pid_alive(n["pid"])]
+        time.sleep(0.1)
+    for node in alive:
+        os.kill(node["pid"], signal.SIGKILL)
+    os.unlink(path)
+    print(f"{len(nodes)} nodes stopped")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:   # a child of ours that exited is a zombie until reaped
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def status(args) -> int:
+    from fastdyn.client import connect
+    from fastdyn.errors import FastdynError
+
+    try:
+        with connect(f"redis://{args.host}:{args.port}") as client:
+            members = client.execute(b"DYN.MEMBERS")
+            info = client.execute(b"INFO", b"cluster")
+    except (OSError, FastdynError) as exc:
+        print(f"fastdyn cluster status: {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'name':<24} {'address':<22} {'status':<8} partitions")
+    for entry in members:
+        fields = dict(zip(entry[::2], entry[1::2]))
+        print(f"{_s(fields.get(b'name')):<24} {_s(fields.get(b'address')):<22} "
+              f"{_s(fields.get(b'status')):<8} {fields.get(b'partitions', 0)}")
+    print(_s(info).strip())
+    return 0
+
+
+def _s(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
