@@ -44,3 +44,28 @@ class CommandError(FastdynError):
 
 class MerkleFormatError(ProtocolError, ValueError):
     """A serialised Merkle tree, request or reply is malformed or has another tree's shape."""
+
+
+class PeerError(FastdynError):
+    """A request to a peer node did not get a normal answer."""
+
+    def __init__(self, peer, reason: str):
+        super().__init__(f"peer {peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
+
+
+class PeerUnreachable(PeerError):
+    """The connection to the peer is down, failed, or the peer is marked unreachable."""
+
+
+class PeerTimeout(PeerError):
+    """The peer did not answer before the request's deadline."""
+
+
+class PeerRequestFailed(PeerError):
+    """The peer answered the request with an error response."""
+
+
+class FaultRuleError(FastdynError, ValueError):
+    """A fault-injection rule has a bad argument (negative delay, probability outside 0..1)."""
