@@ -128,6 +128,20 @@ def test_results_round_trip(results):
     assert [(s, bytes(b)) for s, b in got] == results
 
 
+def test_fields_may_be_any_bytes_like_and_payloads_bytes_or_views():
+    payload = m.pack_puts([(bytearray(b"k1"), memoryview(b"o1")), (b"k2", b"o2")])
+    flags, items = m.unpack_puts(payload)             # bytes, not a memoryview
+    assert [(k, bytes(o)) for k, o in items] == [(b"k1", b"o1"), (b"k2", b"o2")]
+    assert all(isinstance(k, bytes) and isinstance(o, memoryview) for k, o in items)
+    assert m.unpack_keys(m.pack_keys((memoryview(b"a"), b"b"))) == [b"a", b"b"]
+    with pytest.raises(TypeError):
+        m.pack_keys(["a str key"])
+    with pytest.raises(ValueError):
+        m.pack_puts([], flags=0x80)
+    with pytest.raises(ValueError):
+        m.pack_results([(7, b"")])
+
+
 def test_names_and_empty_payloads_round_trip():
     assert m.unpack_name(memoryview(m.pack_name("10.0.0.1:17000"))) == "10.0.0.1:17000"
     assert m.unpack_empty(memoryview(m.pack_empty())) is None
@@ -152,6 +166,7 @@ def test_every_kind_has_a_record_with_its_code():
     (m.unpack_hints, struct.pack("<II", 1, 1) + b"\xff" + struct.pack("<II", 0, 0),
      "not UTF-8"),
     (m.unpack_name, struct.pack("<I", 2) + b"\xc3(", "not UTF-8"),
+    (m.unpack_name, struct.pack("<I", 3) + b"ab", "truncated"),
     (m.unpack_empty, b"x", "trailing"),
 ])
 def test_malformed_payloads_are_protocol_errors(unpack, payload, message):
@@ -168,3 +183,19 @@ def test_arbitrary_payloads_unpack_or_raise_protocol_error(code, response, paylo
         unpack(memoryview(payload))
     except ProtocolError:
         pass
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.binary(max_size=20), st.binary(max_size=40)), min_size=1,
+                max_size=5), st.data())
+def test_damaged_valid_payloads_unpack_or_raise_protocol_error(items, data):
+    payload = bytearray(m.pack_puts(items))
+    cut = data.draw(st.integers(0, len(payload)))
+    at = data.draw(st.integers(0, len(payload) - 1))
+    payload[at] = data.draw(st.integers(0, 255))
+    for damaged in (bytes(payload), bytes(payload[:cut])):
+        for unpack in (m.unpack_puts, m.unpack_keys, m.unpack_hints, m.unpack_results):
+            try:
+                unpack(memoryview(damaged))
+            except ProtocolError:
+                pass
