@@ -48,3 +48,28 @@ class MerkleFormatError(ProtocolError, ValueError):
 
 class HintStoreFull(FastdynError):
     """A fallback cannot keep another hint without passing the hint store's bound."""
+
+
+class PeerError(FastdynError):
+    """A request to a peer node did not get a normal answer."""
+
+    def __init__(self, peer, reason: str):
+        super().__init__(f"peer {peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
+
+
+class PeerUnreachable(PeerError):
+    """The connection to the peer is down, failed, or the peer is marked unreachable."""
+
+
+class PeerTimeout(PeerError):
+    """The peer did not answer before the request's deadline."""
+
+
+class PeerRequestFailed(PeerError):
+    """The peer answered the request with an error response."""
+
+
+class FaultRuleError(FastdynError, ValueError):
+    """A fault-injection rule has a bad argument (negative delay, probability outside 0..1)."""

@@ -1,0 +1,239 @@
+# cython: language_level=3
+"""Per-key packing and unpacking of peer message payloads (layouts in fastdyn/peer/messages.py).
+
+The coordinator sends one batch of keys per peer per event-loop turn, so the per-key cost of
+these loops is what a replicated operation pays on the wire; in Python they cost 0.13-0.8 us
+per key, here a few tens of nanoseconds. Packing sizes the output first and fills one bytes
+object; unpacking reads through the payload's buffer, returns keys as bytes and objects as
+memoryview slices of the payload (no copy).
+"""
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromObject,
+                            PyBytes_FromStringAndSize,
+                            PyBytes_GET_SIZE)
+from cpython.sequence cimport PySequence_GetSlice
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
+
+from fastdyn.errors import ProtocolError
+
+cdef size_t MAX_BLOB = 0xFFFFFFFF
+
+cdef unsigned char PUT_FLAGS = 0x01       # PUT_DURABLE
+cdef unsigned char MAX_STATUS = 2         # OK, NOT_FOUND, ERROR
+
+
+cdef inline void _put_u32(char* p, size_t v) noexcept:
+    p[0] = <char>(v & 0xFF)
+    p[1] = <char>((v >> 8) & 0xFF)
+    p[2] = <char>((v >> 16) & 0xFF)
+    p[3] = <char>((v >> 24) & 0xFF)
+
+
+cdef inline size_t _get_u32(const unsigned char* p) noexcept:
+    return <size_t>p[0] | (<size_t>p[1] << 8) | (<size_t>p[2] << 16) | (<size_t>p[3] << 24)
+
+
+cdef inline bytes _b(object o):
+    if PyBytes_CheckExact(o):
+        return <bytes>o
+    return PyBytes_FromObject(o)     # bytearray, memoryview; a str is a TypeError
+
+
+cdef inline Py_ssize_t _blob_size(bytes b) except -1:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    if <size_t>n > MAX_BLOB:
+        raise ValueError(f"a peer message field of {n} bytes exceeds 4 GiB")
+    return 4 + n
+
+
+cdef inline char* _put_blob(char* p, bytes b) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    _put_u32(p, <size_t>n)
+    memcpy(p + 4, PyBytes_AS_STRING(b), <size_t>n)
+    return p + 4 + n
+
+
+# -- packing ---------------------------------------------------------------------------------
+cdef bytes _pack_flat(list flat, Py_ssize_t width, int flags):
+    """A batch of len(flat) // width items whose fields are the blobs of `flat` in order,
+    after a flags byte when flags >= 0."""
+    cdef Py_ssize_t total = 4 + (flags >= 0)
+    cdef bytes b
+    for b in flat:
+        total += _blob_size(b)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* p = PyBytes_AS_STRING(out)
+    if flags >= 0:
+        p[0] = <char>flags
+        p += 1
+    _put_u32(p, <size_t>(len(flat) // width))
+    p += 4
+    for b in flat:
+        p = _put_blob(p, b)
+    return out
+
+
+def pack_keys(keys):
+    return _pack_flat([_b(key) for key in keys], 1, -1)
+
+
+def pack_puts(items, int flags=0):
+    """items: sequence of (key, object bytes)."""
+    if flags & ~PUT_FLAGS or flags < 0:
+        raise ValueError(f"unknown REPLICA_PUT flags {flags:#x}")
+    cdef list flat = []
+    for key, obj in items:
+        flat.append(_b(key))
+        flat.append(_b(obj))
+    return _pack_flat(flat, 2, flags)
+
+
+def pack_hints(items):
+    """items: sequence of (intended owner node name, key, object bytes)."""
+    cdef list flat = []
+    for owner, key, obj in items:
+        flat.append((<str?>owner).encode())
+        flat.append(_b(key))
+        flat.append(_b(obj))
+    return _pack_flat(flat, 3, -1)
+
+
+def pack_results(results):
+    """results: sequence of (status, blob): the object, b"" or an error message."""
+    cdef list flat = []
+    cdef list statuses = []
+    cdef Py_ssize_t total = 4, i
+    cdef bytes b
+    cdef int s
+    for status, blob in results:
+        s = status
+        if s < 0 or s > MAX_STATUS:
+            raise ValueError(f"unknown result status {s}")
+        b = _b(blob)
+        total += 1 + _blob_size(b)
+        statuses.append(s)
+        flat.append(b)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* p = PyBytes_AS_STRING(out)
+    _put_u32(p, <size_t>len(flat))
+    p += 4
+    for i in range(len(flat)):
+        p[0] = <char><int>statuses[i]
+        p = _put_blob(p + 1, <bytes>flat[i])
+    return out
+
+
+# -- unpacking -------------------------------------------------------------------------------
+cdef class _Cursor:
+    """Reads a payload's fields in order, each bounds-checked against its end."""
+    cdef Py_buffer buf
+    cdef const unsigned char* base
+    cdef Py_ssize_t pos, end
+    cdef object view          # memoryview of the payload, for zero-copy object slices
+
+    def __cinit__(self, payload):
+        PyObject_GetBuffer(payload, &self.buf, PyBUF_SIMPLE)
+        self.base = <const unsigned char*>self.buf.buf
+        self.end = self.buf.len
+        self.pos = 0
+        self.view = payload if type(payload) is memoryview else None
+
+    def __dealloc__(self):
+        PyBuffer_Release(&self.buf)
+
+    cdef inline Py_ssize_t u32(self, str what) except -1:
+        if self.end - self.pos < 4:
+            raise ProtocolError(f"peer message truncated in {what}")
+        cdef Py_ssize_t v = <Py_ssize_t>_get_u32(self.base + self.pos)
+        self.pos += 4
+        return v
+
+    cdef inline Py_ssize_t blob(self, str what) except -1:
+        """Skips over the blob at the cursor; returns its start (its end is self.pos)."""
+        cdef Py_ssize_t n = self.u32(what)
+        cdef Py_ssize_t start = self.pos
+        if n > self.end - start:
+            raise ProtocolError(f"peer message truncated in {what}")
+        self.pos = start + n
+        return start
+
+    cdef inline bytes blob_bytes(self, str what):
+        cdef Py_ssize_t start = self.blob(what)
+        return PyBytes_FromStringAndSize(<const char*>self.base + start, self.pos - start)
+
+    cdef inline object blob_view(self, str what):
+        cdef Py_ssize_t start = self.blob(what)
+        if self.view is None:
+            self.view = memoryview(self.buf.obj)
+        return PySequence_GetSlice(self.view, start, self.pos)
+
+    cdef inline int done(self) except -1:
+        if self.pos != self.end:
+            raise ProtocolError(f"peer message has {self.end - self.pos} unexpected trailing "
+                                f"bytes")
+        return 0
+
+
+def unpack_keys(payload):
+    cdef _Cursor c = _Cursor(payload)
+    cdef Py_ssize_t i, n = c.u32("batch count")
+    cdef list keys = []
+    for i in range(n):
+        keys.append(c.blob_bytes("key"))
+    c.done()
+    return keys
+
+
+def unpack_puts(payload):
+    """(flags, [(key bytes, object memoryview), ...])."""
+    cdef _Cursor c = _Cursor(payload)
+    if c.end < 1:
+        raise ProtocolError("peer message truncated in put flags")
+    cdef unsigned char flags = c.base[0]
+    if flags & ~PUT_FLAGS:
+        raise ProtocolError(f"peer REPLICA_PUT has unknown flags {flags:#04x}")
+    c.pos = 1
+    cdef Py_ssize_t i, n = c.u32("batch count")
+    cdef list items = []
+    for i in range(n):
+        key = c.blob_bytes("key")
+        items.append((key, c.blob_view("object")))
+    c.done()
+    return flags, items
+
+
+def unpack_hints(payload):
+    """[(owner str, key bytes, object memoryview), ...]."""
+    cdef _Cursor c = _Cursor(payload)
+    cdef Py_ssize_t i, n = c.u32("batch count")
+    cdef list items = []
+    for i in range(n):
+        raw = c.blob_bytes("hint owner")
+        try:
+            owner = (<bytes>raw).decode()
+        except UnicodeDecodeError:
+            raise ProtocolError("peer hint owner is not UTF-8") from None
+        key = c.blob_bytes("key")
+        items.append((owner, key, c.blob_view("object")))
+    c.done()
+    return items
+
+
+def unpack_results(payload):
+    """[(status, memoryview), ...]; an unknown status is a ProtocolError."""
+    cdef _Cursor c = _Cursor(payload)
+    cdef Py_ssize_t i, n = c.u32("batch count")
+    cdef list results = []
+    cdef unsigned char status
+    for i in range(n):
+        if c.end - c.pos < 5:
+            raise ProtocolError("peer message truncated in result")
+        status = c.base[c.pos]
+        if status > MAX_STATUS:
+            raise ProtocolError(f"peer result has unknown status {status}")
+        c.pos += 1
+        results.append((status, c.blob_view("result")))
+    c.done()
+    return results

@@ -1,0 +1,6 @@
+"""The internal peer protocol: binary frames on the peer port between cluster nodes.
+
+`codec` (sans-IO frames), `messages` (kinds and payload layouts), `protocol` (one asyncio
+connection), `pool` (one connection per peer, deadlines, reachability), `faults` (drop, delay
+or partition outgoing traffic, for fault tests).
+"""

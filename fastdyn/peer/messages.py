@@ -1,0 +1,104 @@
+"""Peer message kinds and the layout of their payloads, one record per kind.
+
+A response carries its request's kind. Layouts are little-endian; a blob is `u32 length,
+bytes`; a batch is `u32 count` followed by its items, so one frame carries many keys:
+
+    PING         request: empty                      response: empty
+    HELLO        request: blob node name             response: blob node name
+    REPLICA_GET  request: batch of blob key          response: results
+    REPLICA_PUT  request: u8 put flags, batch of (blob key, blob object)
+                                                     response: results
+    HINT         request: batch of (blob owner, blob key, blob object)
+                                                     response: results
+    results:     batch of (u8 status, blob), one per requested key, in request order;
+                 the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
+
+Versioning: a released layout never changes. A new layout is a new kind, and a node keeps
+serving the old kind as long as older nodes may send it; a node answers a kind it does not
+know with an error response (the connection stays up), so a sender can fall back. Decoding is
+strict: a payload that is short, overlong or has a length running past its end is a
+ProtocolError. Keys decode as bytes; objects as memoryviews into the frame (no copy). The
+per-key loops are compiled (ext/_peer.pyx); PING and HELLO are packed here.
+"""
+from __future__ import annotations
+
+import struct
+
+from fastdyn._peer import (pack_hints, pack_keys, pack_puts, pack_results, unpack_hints,
+                           unpack_keys, unpack_puts, unpack_results)
+from fastdyn.errors import ProtocolError
+
+__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "KINDS", "MessageKind",
+           "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE",
+           "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
+           "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_empty",
+           "unpack_empty"]
+
+PING = 1
+HELLO = 2
+REPLICA_GET = 3
+REPLICA_PUT = 4
+HINT = 5
+
+# per-key status in results
+OK = 0
+NOT_FOUND = 1
+ERROR = 2
+
+PUT_DURABLE = 0x01          # REPLICA_PUT flag: acknowledge only once the write is fsynced
+
+_U32 = struct.Struct("<I")
+
+
+# -- empty, name -----------------------------------------------------------------------------
+def pack_empty(_=None) -> bytes:
+    return b""
+
+
+def unpack_empty(view) -> None:
+    if len(view):
+        raise ProtocolError(f"peer message has {len(view)} unexpected trailing bytes")
+
+
+def pack_name(name: str) -> bytes:
+    raw = name.encode()
+    return _U32.pack(len(raw)) + raw
+
+
+def unpack_name(view) -> str:
+    if len(view) < 4 or _U32.unpack_from(view)[0] != len(view) - 4:
+        raise ProtocolError("peer name is truncated or has trailing bytes")
+    try:
+        return bytes(view[4:]).decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("peer name is not UTF-8") from None
+
+
+class MessageKind:
+    """How one kind's request and response payloads are packed and unpacked."""
+
+    __slots__ = ("code", "name", "pack_request", "unpack_request", "pack_response",
+                 "unpack_response")
+
+    def __init__(self, code, name, pack_request, unpack_request, pack_response,
+                 unpack_response):
+        self.code = code
+        self.name = name
+        self.pack_request = pack_request
+        self.unpack_request = unpack_request
+        self.pack_response = pack_response
+        self.unpack_response = unpack_response
+
+    def __repr__(self):
+        return f"MessageKind({self.code}, {self.name!r})"
+
+
+KINDS = {kind.code: kind for kind in (
+    MessageKind(PING, "PING", pack_empty, unpack_empty, pack_empty, unpack_empty),
+    MessageKind(HELLO, "HELLO", pack_name, unpack_name, pack_name, unpack_name),
+    MessageKind(REPLICA_GET, "REPLICA_GET", pack_keys, unpack_keys, pack_results,
+                unpack_results),
+    MessageKind(REPLICA_PUT, "REPLICA_PUT", pack_puts, unpack_puts, pack_results,
+                unpack_results),
+    MessageKind(HINT, "HINT", pack_hints, unpack_hints, pack_results, unpack_results),
+)}

@@ -1,0 +1,201 @@
+"""The peer protocol's sans-IO parts: frame codec and message layouts."""
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastdyn.errors import ProtocolError
+from fastdyn.peer import messages as m
+from fastdyn.peer.codec import (FLAG_ERROR, FLAG_RESPONSE, HEADER_SIZE, VERSION, FrameDecoder,
+                                FrameEncoder, encode_frame, frame_spans)
+
+frames_st = st.lists(st.tuples(st.integers(0, 255),
+                               st.sampled_from([0, FLAG_RESPONSE, FLAG_RESPONSE | FLAG_ERROR]),
+                               st.integers(0, 2 ** 32 - 1),
+                               st.binary(max_size=300)), max_size=20)
+
+
+def as_tuples(frames):
+    return [(f.kind, f.flags, f.req_id, bytes(f.payload)) for f in frames]
+
+
+def encode_all(frames):
+    enc = FrameEncoder()
+    for frame in frames:
+        enc.add(*frame)
+    return bytes(enc.take())
+
+
+@given(frames_st, st.lists(st.integers(1, 50), max_size=40))
+def test_frames_round_trip_whatever_the_chunking(frames, cuts):
+    data = encode_all(frames)
+    dec = FrameDecoder()
+    got, pos = [], 0
+    for size in cuts:
+        got += dec.feed(data[pos:pos + size])
+        pos += size
+    got += dec.feed(data[pos:])
+    assert as_tuples(got) == frames
+    assert dec.buffered == 0
+
+
+def test_encoder_appends_frames_into_one_buffer_and_starts_empty_after_take():
+    enc = FrameEncoder()
+    enc.add(m.PING, 0, 1)
+    enc.add(m.REPLICA_GET, 0, 2, m.pack_keys([b"a"]))
+    data = enc.take()
+    assert data == encode_frame(m.PING, 0, 1) + encode_frame(m.REPLICA_GET, 0, 2,
+                                                             m.pack_keys([b"a"]))
+    assert len(enc) == 0
+    assert [stop - start for start, stop in frame_spans(data)] == [HEADER_SIZE, HEADER_SIZE + 9]
+
+
+def test_a_partial_frame_waits_for_the_rest():
+    data = encode_frame(7, 0, 9, b"x" * 1000)
+    dec = FrameDecoder()
+    assert dec.feed(data[:5]) == []
+    assert dec.feed(data[5:600]) == []
+    assert dec.buffered == 600
+    assert as_tuples(dec.feed(data[600:])) == [(7, 0, 9, b"x" * 1000)]
+
+
+def header(length, version=VERSION, kind=1, flags=0, req_id=1):
+    return struct.pack("<IBBBI", length, version, kind, flags, req_id)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (header(0, version=2), "version 2"),
+    (header(0, version=0), "version 0"),
+    (header(0, flags=0x04), "unknown flags"),
+    (header(0, flags=FLAG_ERROR), "without the response flag"),
+    (header(1025), "exceeds the limit of 1024"),
+])
+def test_bad_headers_are_protocol_errors_and_the_decoder_stays_failed(bad, message):
+    dec = FrameDecoder(max_payload=1024)
+    with pytest.raises(ProtocolError, match=message):
+        dec.feed(bad)
+    with pytest.raises(ProtocolError, match=message):
+        dec.feed(encode_frame(1, 0, 1))
+
+
+def test_an_oversized_frame_is_refused_from_its_header_alone():
+    dec = FrameDecoder(max_payload=1024)
+    with pytest.raises(ProtocolError):
+        dec.feed(header(2 ** 32 - 1))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200), st.integers(1, 64))
+def test_arbitrary_bytes_give_frames_or_a_protocol_error(data, step):
+    dec = FrameDecoder(max_payload=4096)
+    try:
+        for pos in range(0, len(data), step):
+            for frame in dec.feed(data[pos:pos + step]):
+                assert frame.flags in (0, FLAG_RESPONSE, FLAG_RESPONSE | FLAG_ERROR)
+                assert len(frame.payload) <= 4096
+    except ProtocolError:
+        pass
+
+
+keys_st = st.lists(st.binary(max_size=40), max_size=10)
+
+
+@given(keys_st)
+def test_keys_round_trip(keys):
+    assert m.unpack_keys(memoryview(m.pack_keys(keys))) == keys
+
+
+@given(st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=100)), max_size=10),
+       st.sampled_from([0, m.PUT_DURABLE]))
+def test_puts_round_trip(items, flags):
+    got_flags, got = m.unpack_puts(memoryview(m.pack_puts(items, flags)))
+    assert got_flags == flags
+    assert [(k, bytes(o)) for k, o in got] == items
+
+
+@given(st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=40),
+                          st.binary(max_size=100)), max_size=10))
+def test_hints_round_trip(items):
+    got = m.unpack_hints(memoryview(m.pack_hints(items)))
+    assert [(o, k, bytes(v)) for o, k, v in got] == items
+
+
+@given(st.lists(st.tuples(st.sampled_from([m.OK, m.NOT_FOUND, m.ERROR]),
+                          st.binary(max_size=100)), max_size=10))
+def test_results_round_trip(results):
+    got = m.unpack_results(memoryview(m.pack_results(results)))
+    assert [(s, bytes(b)) for s, b in got] == results
+
+
+def test_fields_may_be_any_bytes_like_and_payloads_bytes_or_views():
+    payload = m.pack_puts([(bytearray(b"k1"), memoryview(b"o1")), (b"k2", b"o2")])
+    flags, items = m.unpack_puts(payload)             # bytes, not a memoryview
+    assert [(k, bytes(o)) for k, o in items] == [(b"k1", b"o1"), (b"k2", b"o2")]
+    assert all(isinstance(k, bytes) and isinstance(o, memoryview) for k, o in items)
+    assert m.unpack_keys(m.pack_keys((memoryview(b"a"), b"b"))) == [b"a", b"b"]
+    with pytest.raises(TypeError):
+        m.pack_keys(["a str key"])
+    with pytest.raises(ValueError):
+        m.pack_puts([], flags=0x80)
+    with pytest.raises(ValueError):
+        m.pack_results([(7, b"")])
+
+
+def test_names_and_empty_payloads_round_trip():
+    assert m.unpack_name(memoryview(m.pack_name("10.0.0.1:17000"))) == "10.0.0.1:17000"
+    assert m.unpack_empty(memoryview(m.pack_empty())) is None
+
+
+def test_every_kind_has_a_record_with_its_code():
+    assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT]
+    for code, kind in m.KINDS.items():
+        assert kind.code == code
+
+
+@pytest.mark.parametrize("unpack, payload, message", [
+    (m.unpack_keys, b"\x01\x00\x00", "batch count"),
+    (m.unpack_keys, struct.pack("<II", 1, 5) + b"abc", "key"),
+    (m.unpack_keys, struct.pack("<I", 0) + b"!", "trailing"),
+    (m.unpack_keys, struct.pack("<I", 2 ** 32 - 1), "key"),
+    (m.unpack_puts, b"", "put flags"),
+    (m.unpack_puts, b"\x80" + struct.pack("<I", 0), "unknown flags"),
+    (m.unpack_puts, b"\x00" + struct.pack("<II", 1, 1) + b"k", "object"),
+    (m.unpack_results, struct.pack("<IBI", 1, 9, 0), "unknown status"),
+    (m.unpack_results, struct.pack("<IB", 1, 0), "result"),
+    (m.unpack_hints, struct.pack("<II", 1, 1) + b"\xff" + struct.pack("<II", 0, 0),
+     "not UTF-8"),
+    (m.unpack_name, struct.pack("<I", 2) + b"\xc3(", "not UTF-8"),
+    (m.unpack_name, struct.pack("<I", 3) + b"ab", "truncated"),
+    (m.unpack_empty, b"x", "trailing"),
+])
+def test_malformed_payloads_are_protocol_errors(unpack, payload, message):
+    with pytest.raises(ProtocolError, match=message):
+        unpack(memoryview(payload))
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(m.KINDS)), st.booleans(), st.binary(max_size=120))
+def test_arbitrary_payloads_unpack_or_raise_protocol_error(code, response, payload):
+    kind = m.KINDS[code]
+    unpack = kind.unpack_response if response else kind.unpack_request
+    try:
+        unpack(memoryview(payload))
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.binary(max_size=20), st.binary(max_size=40)), min_size=1,
+                max_size=5), st.data())
+def test_damaged_valid_payloads_unpack_or_raise_protocol_error(items, data):
+    payload = bytearray(m.pack_puts(items))
+    cut = data.draw(st.integers(0, len(payload)))
+    at = data.draw(st.integers(0, len(payload) - 1))
+    payload[at] = data.draw(st.integers(0, 255))
+    for damaged in (bytes(payload), bytes(payload[:cut])):
+        for unpack in (m.unpack_puts, m.unpack_keys, m.unpack_hints, m.unpack_results):
+            try:
+                unpack(memoryview(damaged))
+            except ProtocolError:
+                pass
