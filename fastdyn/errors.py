@@ -73,3 +73,31 @@ class PeerRequestFailed(PeerError):
 
 class FaultRuleError(FastdynError, ValueError):
     """A fault-injection rule has a bad argument (negative delay, probability outside 0..1)."""
+
+
+class ClockSkewTooLarge(FastdynError):
+    """A timestamp received from elsewhere is further ahead of the local wall clock than the
+    hybrid logical clock accepts; observing it would drag this node's clock into the future."""
+
+
+class BadContext(FastdynError, ValueError):
+    """A causal context sent by a client (DYN.PUT, DYN.DEL) is not one this store issued."""
+
+
+class BadObject(StorageCorruption, ProtocolError):
+    """The bytes of a stored or replicated object do not decode (bad tag, truncated, fields
+    out of order or out of range)."""
+
+
+class NotAnInteger(CommandError):
+    """INCR and friends on a value that is not a 64-bit decimal integer."""
+
+    def __init__(self, message: str = "ERR value is not an integer or out of range"):
+        super().__init__(message)
+
+
+class CounterOverflow(CommandError):
+    """INCR and friends whose result would leave the signed 64-bit range."""
+
+    def __init__(self, message: str = "ERR increment or decrement would overflow"):
+        super().__init__(message)
