@@ -5,12 +5,12 @@ from hypothesis import given, settings, strategies as st
 
 from fastdyn.cluster.dvv import (EMPTY, CausalContext, decode_context, encode_context,
                                  node_id)
-from fastdyn.cluster.object import NOTHING, causal_write, read, sync
+from fastdyn.cluster.object import NOTHING, causal_write, read
 from fastdyn.errors import BadContext
 
 from object_model import NODES, T0, Cluster, merge_all, rejects_or_round_trips
 
-A, B, C = NODES
+A, B, _ = NODES
 
 contexts = st.builds(
     CausalContext.canonical,

@@ -7,10 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from fastdyn.cluster.dvv import EMPTY, CausalContext, node_id, pack_clock
 from fastdyn.cluster.hlc import HybridClock
-from fastdyn.cluster.object import (LWW, NOTHING, TOMBSTONE, Counter, Sibling, VersionedObject,
-                                    causal_write, counter_add, decode, decode_legacy, delete,
-                                    encode, lww_object, lww_winner, lww_write, max_timestamp,
-                                    prune, read, sync)
+from fastdyn.cluster.object import (LWW, NOTHING, TOMBSTONE, causal_write, counter_add,
+                                    decode, decode_legacy, delete, encode, lww_object,
+                                    lww_winner, lww_write, max_timestamp, prune, read, sync)
 from fastdyn.errors import (BadObject, CounterOverflow, NotAnInteger, ProtocolError,
                             SiblingLimitExceeded, StorageCorruption)
 
@@ -379,3 +378,13 @@ def test_payload_is_checked():
         lww_object(A, b"x", 0)
     with pytest.raises(ValueError):
         lww_object(A, b"x", T0, -1)
+
+
+def test_incr_on_a_value_that_expired_before_it_was_written_survives_sync():
+    # its effective tombstone stamp (the expiry) lies below the write's own LWW mark
+    obj = lww_write(NOTHING, A, b"5", T0, expiry_ms=T0 // 1000 - 1).object
+    now = T0 // 1000
+    result = counter_add(obj, B, 1, now)
+    assert result.value == 1
+    assert lww_winner(sync(result.object, obj), now) == (b"1", 0)
+    assert decode(encode(result.object)) == result.object

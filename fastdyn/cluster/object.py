@@ -75,12 +75,16 @@ Legacy data directories
 Data written by a single node before objects existed are raw values with no header, and a raw
 value can begin with any byte, so the bytes alone cannot tell the formats apart. Proposal for
 the storage wiring: a data directory holds a ``FORMAT`` file (``fastdyn-objects 1``), written
-(fsync, rename) when the directory is created. A directory without it is legacy: at start-up
-every record is rewritten as ``decode_legacy(raw, expiry_ms, node, ts)`` — an LWW register with
-the record's own timestamp and this node's id — then the marker is written; a crash during the
-migration restarts it (rewriting an already migrated key is recognised by the marker being
-absent only for the whole directory, so the rewrite is done into new segments and the old ones
-are dropped after the marker is durable).
+(fsync, rename, fsync of the directory) when the directory is created. A directory without it
+is legacy: at start-up the node copies every live record into new segments as
+``encode(decode_legacy(raw, expiry_ms, node, ts))`` (an LWW register stamped with the record's
+own write time and this node's id), makes them durable, writes the marker, and only then drops
+the old segments. A crash before the marker is durable leaves the directory legacy and the
+migration starts over from the untouched old segments.
+
+Clock hygiene the callers owe: a node's HLC observes ``max_timestamp`` of what it reads before
+it writes, and never restarts below the stamps it issued (observe the greatest stamp in the
+store at start-up), so a new dot is never one the cluster has already seen.
 """
 from __future__ import annotations
 
@@ -185,10 +189,13 @@ class VersionedObject:
 NOTHING = VersionedObject(EMPTY, ())
 
 
+_new_tuple = tuple.__new__   # builds a Sibling without NamedTuple's keyword-handling __new__
+
+
 def _register(node, ts, flags, expiry, value) -> VersionedObject:
     obj = VersionedObject.__new__(VersionedObject)
     obj.clock = CausalContext((ts, node))
-    obj.siblings = (Sibling(node, ts, flags, expiry, value),)
+    obj.siblings = (_new_tuple(Sibling, (node, ts, flags, expiry, value)),)
     obj.counter = None
     obj.register = True
     return obj
@@ -362,7 +369,12 @@ def _counter_basis(obj: VersionedObject, now_ms: int, flush_epoch: int):
     """(live winner or None, the tag a counter must carry to count now, base or None)."""
     winner, key, dead = _winner(obj, now_ms, flush_epoch)
     if winner is None:
-        return None, (flush_epoch, 0), 0
+        key = (flush_epoch, 0)
+    # a value that expired before it was written sits below its own LWW mark; a tag under
+    # the mark would be dropped by the next sync
+    mark = obj.clock.mark
+    if key < mark:
+        key = mark
     if dead:
         return None, key, 0
     return winner, key, parse_int(winner.value)
@@ -415,7 +427,7 @@ def counter_add(obj: VersionedObject, node: int, delta: int, now_ms: int,
 
     No dot is made (a counter never adds siblings). NotAnInteger when the key holds a value
     that is not a 64-bit decimal integer; CounterOverflow when the result leaves that range."""
-    winner, tag, base = _counter_basis(obj, now_ms, flush_epoch)
+    _, tag, base = _counter_basis(obj, now_ms, flush_epoch)
     if base is None:
         raise NotAnInteger()
     counter = obj.counter
