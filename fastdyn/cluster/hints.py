@@ -82,6 +82,11 @@ class HintStore:
             self._count(owner, len(old) - _STAMP.size, stamp, -1)
         self._count(owner, len(new_obj), stamp)
 
+    def get(self, owner: str, key: bytes):
+        """The object hinted for owner at key, or None."""
+        value = self.store.get(_hint_key(owner, key))
+        return None if value is None else value[_STAMP.size:]
+
     def owners(self) -> list[str]:
         """Members this node holds hints for."""
         return list(self._owners)

@@ -36,7 +36,17 @@ class Node:
         self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
                            sync_interval_ms=config.sync_interval_ms,
                            max_value_bytes=config.max_value_bytes)
-        self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.cluster = None
+        if config.seeds:
+            from fastdyn.cluster.runtime import Cluster
+
+            self.cluster = Cluster(config, self.store)
+            self.coord = self.cluster.coordinator
+        else:
+            from fastdyn.cluster.runtime import check_single_node_format
+
+            check_single_node_format(config.data_dir)
+            self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
@@ -167,6 +177,8 @@ class Node:
         self.listener = await self.loop.create_server(
             lambda: ClientConnection(self), cfg.host, cfg.port, backlog=511, reuse_address=True)
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
+        if self.cluster is not None:
+            await self.cluster.start(self.loop)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
                  "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
@@ -196,6 +208,8 @@ class Node:
             if conn.transport is not None:
                 conn.transport.close()
         await self.listener.wait_closed()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.store.flush_buffer()
         self.store.fsync()
         self.store.close()

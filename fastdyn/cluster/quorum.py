@@ -1,0 +1,469 @@
+"""The quorum coordinator: the coordinator interface (`coordinator.py`) run over N replicas.
+
+Any node coordinates any key. For each operation it takes the key's active preference list
+(`apl.py`: the first N reachable nodes, fallbacks standing in for unreachable primaries with a
+hint), sends the replica requests (its own replica is a direct call into the store, the others
+go through the peer pool, whose frames leave once per event-loop turn), and feeds the answers
+to the pure cores (`put_core.py`, `get_core.py`). The caller gets a `Pending` completed by
+callbacks: no Task or Future per request.
+
+Writes
+- A plain Redis write (SET, DEL, EXPIRE ...) is last-writer-wins: the coordinator stamps it
+  with its hybrid logical clock and replicates the small object of that one write; each
+  replica syncs it in, which drops everything older (object.py). No read is needed.
+- A causal write (DYN.PUT/DYN.DEL) and a counter update read a quorum first, apply the
+  operation to the merged object and replicate the result.
+- A primary that fails during a write gets a hint kept by the coordinator, so it receives the
+  write when it is back (hinted handoff), whether or not W was reached without it. The hint
+  counts toward W only when the coordinator is not already one of the write's replicas.
+
+Reads answer at R replies with the LWW winner (GET) or every sibling (DYN.GET); once all asked
+replicas have answered, the ones that sent something older get the merge (read repair).
+
+Read-modify-write commands (SETNX, GETSET, APPEND, INCR, EXPIRE ...) are read quorum ->
+decide -> write quorum: not atomic against a concurrent writer of the same key through another
+node (docs/cluster.md).
+"""
+import time
+
+from fastdyn.cluster import object as vo
+from fastdyn.cluster.apl import active_targets, effective
+from fastdyn.cluster.coordinator import DELETE, KEEP, Pending, check_keys, now_ms
+from fastdyn.cluster.dvv import decode_context, encode_context, node_id
+from fastdyn.cluster.get_core import GetCore
+from fastdyn.cluster.put_core import FAILED, OK, PutCore
+from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
+                            SiblingLimitExceeded, StorageError)
+from fastdyn.peer import messages as m
+
+_LLONG_MAX = (1 << 63) - 1
+_LLONG_MIN = -(1 << 63)
+
+
+def merge_encoded(items):
+    """Sync of several encodings (None = absent) -> canonical bytes, or None."""
+    present = [x for x in items if x]
+    if not present:
+        return None
+    if len(present) == 1 or all(x == present[0] for x in present):
+        return bytes(present[0])
+    obj = vo.decode(present[0])
+    for x in present[1:]:
+        obj = vo.sync(obj, vo.decode(x))
+    return vo.encode(obj)
+
+
+def gather(pendings_or_values) -> "Pending | list":
+    """One result for many: a list of the results in order, or the first failure."""
+    items = list(pendings_or_values)
+    waiting = [i for i, x in enumerate(items) if x.__class__ is Pending]
+    if not waiting:
+        return items
+    out = Pending()
+    left = [len(waiting)]
+
+    def done(i, result):
+        if out.done:
+            return
+        if isinstance(result, CommandError):
+            out.complete(result)
+            return
+        items[i] = result
+        left[0] -= 1
+        if not left[0]:
+            out.complete(items)
+
+    for i in waiting:
+        items[i].add_done_callback(lambda result, i=i: done(i, result))
+    return out
+
+
+def then(result, fn):
+    """fn(result) now or when a Pending completes; a failure passes through unchanged."""
+    if result.__class__ is not Pending:
+        return fn(result)
+    out = Pending()
+
+    def step(value):
+        if isinstance(value, CommandError):
+            out.complete(value)
+            return
+        try:
+            nxt = fn(value)
+        except CommandError as exc:
+            out.complete(exc)
+            return
+        if nxt.__class__ is Pending:
+            nxt.add_done_callback(out.complete)
+        else:
+            out.complete(nxt)
+
+    result.add_done_callback(step)
+    return out
+
+
+class QuorumCoordinator:
+    def __init__(self, name, replica, hints, members, pool, hlc, n=3, r=2, w=2, dw=0,
+                 timeout_s=2.0, clock=now_ms, max_siblings=vo.MAX_SIBLINGS,
+                 warn_siblings=vo.WARN_SIBLINGS, log=None):
+        self.name = name
+        self.node = node_id(name)
+        self.replica = replica
+        self.store = replica.store
+        self.hints = hints
+        self.members = members
+        self.pool = pool
+        self.hlc = hlc
+        self.n, self.r, self.w, self.dw = n, r, w, dw
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.limits = {"max_siblings": max_siblings, "warn_siblings": warn_siblings}
+        self.log = log
+        self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
+                      "sibling_warnings": 0}
+
+    # -- shape --------------------------------------------------------------------------
+    @property
+    def write_seq(self) -> int:
+        return self.replica.write_seq
+
+    def quorum(self, r=None, w=None):
+        q = effective(self.n, self.r if r is None else r, self.w if w is None else w,
+                      len(self.members))
+        return q
+
+    def replication(self) -> dict:
+        q = self.quorum()
+        return {"n": self.n, "r": self.r, "w": self.w, "members": list(self.members.names()),
+                "n_effective": q.n, "r_effective": q.r, "w_effective": q.w}
+
+    def reachable(self, node: str) -> bool:
+        return node == self.name or self.pool.reachable(self.members.address(node))
+
+    def _targets(self, key, n):
+        ring = self.members.ring
+        return active_targets(ring.preference_list(key, len(ring)), n, self.reachable)
+
+    # -- replica requests ----------------------------------------------------------------
+    def _send(self, node, kind, payload, callback):
+        self.pool.request(self.members.address(node), kind, payload, self.timeout_s, callback)
+
+    def _read(self, key, r=None):
+        """Pending (or direct) merged encoding of key from an R quorum, with read repair."""
+        q = self.quorum(r=r)
+        targets = self._targets(key, q.n)
+        core = GetCore(len(targets), q.r, merge_encoded)
+        if core.outcome == FAILED:
+            raise CommandError(core.error())
+        pending = Pending()
+        repair = [True]
+
+        def finish():
+            if core.finished and repair[0]:
+                repair[0] = False
+                self._read_repair(key, core)
+
+        def on_reply(node, payload):
+            if isinstance(payload, Exception):
+                core.fail(node)
+            else:
+                try:
+                    status, blob = m.unpack_results(payload)[0]
+                except Exception:
+                    status, blob = m.ERROR, b""
+                if status == m.OK:
+                    core.reply(node, bytes(blob))
+                elif status == m.NOT_FOUND:
+                    core.reply(node, None)
+                else:
+                    core.fail(node)
+            self._settle_read(core, pending)
+            finish()
+
+        payload = None
+        for t in targets:
+            if t.node == self.name:
+                try:
+                    data = self.replica.get(key)
+                    if t.hint_for is not None:
+                        hinted = self.hints.get(t.hint_for, key)
+                        data = merge_encoded([data, hinted])
+                    core.reply(self.name, data)
+                except StorageError:
+                    core.fail(self.name)
+            else:
+                if payload is None:
+                    payload = m.pack_keys([key])
+                self._send(t.node, m.REPLICA_GET, payload,
+                           lambda res, node=t.node: on_reply(node, res))
+        self._settle_read(core, pending)
+        finish()
+        return pending.result if pending.done and not isinstance(pending.result,
+                                                                   CommandError) else pending
+
+    def _settle_read(self, core, pending):
+        if pending.done:
+            return
+        if core.outcome == OK:
+            pending.complete(core.result)
+        elif core.outcome == FAILED:
+            self.stats["quorum_failures"] += 1
+            pending.complete(CommandError(core.error()))
+
+    def _read_repair(self, key, core):
+        try:
+            merged, stale = core.repairs()
+        except BadObject:
+            return
+        if merged is None or not stale:
+            return
+        self.stats["read_repairs"] += len(stale)
+        for node in stale:
+            if node == self.name:
+                self.replica.merge_in(key, merged)
+            else:
+                self._send(node, m.REPLICA_PUT, m.pack_puts([(key, merged)]), _ignore)
+
+    def _write(self, key, data, w=None, dw=None):
+        """Replicate an encoded object to key's targets: Pending(None) or a direct None."""
+        q = self.quorum(w=w)
+        targets = self._targets(key, q.n)
+        dw = self.dw if dw is None else dw
+        core = PutCore(len(targets), q.w, min(dw, q.n))
+        in_targets = any(t.node == self.name for t in targets)
+        primaries = self.members.ring.preference_list(key, q.n)
+        hinted = {t.hint_for for t in targets if t.hint_for is not None}
+        for owner in primaries:
+            # an unreachable primary no fallback stands in for keeps its hint here
+            if owner != self.name and owner not in hinted and not self.reachable(owner):
+                self._keep_hint(owner, key, data)
+        if core.outcome == FAILED:
+            self.stats["quorum_failures"] += 1
+            raise CommandError(core.error())
+        pending = Pending()
+
+        def settle():
+            if pending.done:
+                return
+            if core.outcome == OK:
+                pending.complete(None)
+            elif core.outcome == FAILED:
+                self.stats["quorum_failures"] += 1
+                pending.complete(CommandError(core.error()))
+
+        def on_ack(target, payload):
+            ok = False
+            if not isinstance(payload, Exception):
+                try:
+                    ok = m.unpack_results(payload)[0][0] == m.OK
+                except Exception:
+                    ok = False
+            if ok:
+                core.ack(durable=False)
+            elif target.hint_for is None and self._keep_hint(target.node, key, data) \
+                    and not in_targets:
+                core.ack(durable=False)
+            else:
+                core.fail()
+            settle()
+
+        put_payload = hint_payload = None
+        for t in targets:
+            if t.node == self.name:
+                try:
+                    if t.hint_for is None:
+                        self.replica.merge_in(key, data)
+                    else:
+                        self.hints.add(t.hint_for, key, data)
+                    core.ack(durable=False)
+                except (StorageError, HintStoreFull) as exc:
+                    if self.log:
+                        self.log.warning("local replica write of %r failed: %s", key, exc)
+                    core.fail()
+            elif t.hint_for is None:
+                if put_payload is None:
+                    put_payload = m.pack_puts([(key, data)])
+                self._send(t.node, m.REPLICA_PUT, put_payload,
+                           lambda res, t=t: on_ack(t, res))
+            else:
+                hint_payload = m.pack_hints([(t.hint_for, key, data)])
+                self._send(t.node, m.HINT, hint_payload, lambda res, t=t: on_ack(t, res))
+        settle()
+        if pending.done:
+            if isinstance(pending.result, CommandError):
+                raise pending.result
+            return None
+        return pending
+
+    def _keep_hint(self, owner, key, data) -> bool:
+        try:
+            self.hints.add(owner, key, bytes(data))
+        except (HintStoreFull, StorageError) as exc:
+            if self.log:
+                self.log.warning("no hint kept for %s: %s", owner, exc)
+            return False
+        self.stats["hints_stored"] += 1
+        return True
+
+    # -- decoding helpers ------------------------------------------------------------------
+    def _winner(self, data):
+        if data is None:
+            return None
+        return vo.lww_winner(vo.decode(data), self.clock(), self.replica.flush_epoch)
+
+    def _object(self, data):
+        return vo.NOTHING if data is None else vo.decode(data)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get_entry(self, key):
+        check_keys([key])
+        return then(self._read(key), self._winner)
+
+    def get(self, key):
+        return then(self.get_entry(key), lambda entry: None if entry is None else entry[0])
+
+    def get_many(self, keys):
+        return gather([self.get(k) for k in keys])
+
+    def expiry(self, key):
+        return then(self.get_entry(key), lambda e: None if e is None else e[1])
+
+    def exists(self, keys):
+        return then(gather([self.get_entry(k) for k in keys]),
+                    lambda entries: sum(1 for e in entries if e is not None))
+
+    def scan(self, cursor: int, count: int):
+        # this node's replicas only (cluster-wide SCAN is not built yet)
+        nxt, keys = self.store.scan(cursor, count)
+        now = self.clock()
+        return nxt, [k for k in keys if self._live_here(k, now)]
+
+    def _live_here(self, key, now):
+        data = self.store.get(key)
+        try:
+            return data is not None and vo.lww_winner(
+                vo.decode(data), now, self.replica.flush_epoch) is not None
+        except BadObject:
+            return False
+
+    def keys(self):
+        return self.replica.live_keys(self.clock())
+
+    def size(self) -> int:
+        return sum(1 for _ in self.replica.live_keys(self.clock()))
+
+    def expires(self) -> int:
+        return 0
+
+    # -- writes ----------------------------------------------------------------------------
+    def _lww(self, key, value, expiry_ms=0, tombstone=False, w=None):
+        ts = self.hlc.now()
+        try:
+            obj = vo.lww_object(self.node, value, ts, expiry_ms, tombstone=tombstone)
+        except ValueError as exc:
+            raise CommandError(f"ERR {exc}") from None
+        return self._write(key, vo.encode(obj), w=w)
+
+    def put(self, key, value, expiry_ms=0):
+        check_keys([key])
+        if expiry_ms and expiry_ms <= self.clock():
+            return self._lww(key, b"", tombstone=True)
+        return self._lww(key, value, expiry_ms)
+
+    def put_many(self, pairs):
+        check_keys([k for k, _ in pairs])
+        return then(gather([self._lww(k, v) for k, v in pairs]), lambda _: None)
+
+    def delete(self, keys):
+        check_keys(keys)
+
+        def remove(entries):
+            present = [k for k, e in zip(keys, entries) if e is not None]
+            return then(gather([self._lww(k, b"", tombstone=True) for k in present]),
+                        lambda _: len(present))
+
+        return then(gather([self.get_entry(k) for k in keys]), remove)
+
+    def flush(self):
+        # this node's replicas and hints (a cluster-wide flush epoch is not broadcast yet)
+        self.replica.set_flush_epoch(self.hlc.now())
+        self.hints.drop_all()
+
+    def sweep_expired(self, max_keys: int) -> int:
+        return self.store.sweep_expired(max_keys)
+
+    # -- read-modify-write -----------------------------------------------------------------
+    def update(self, key, fn):
+        check_keys([key])
+
+        def decide(entry):
+            value, expiry = entry if entry is not None else (None, 0)
+            now = self.clock()
+            state, reply = fn(value, expiry, now)
+            if state is KEEP:
+                return reply
+            if state is DELETE or (state[1] and state[1] <= now):
+                if value is None:
+                    return reply
+                return then(self._lww(key, b"", tombstone=True), lambda _: reply)
+            new_value, new_expiry = state
+            return then(self._lww(key, new_value, new_expiry), lambda _: reply)
+
+        return then(self.get_entry(key), decide)
+
+    def incr(self, key, delta: int):
+        check_keys([key])
+
+        def add(data):
+            obj = self._object(data)
+            try:
+                result = vo.counter_add(obj, self.node, delta, self.clock(),
+                                        self.replica.flush_epoch)
+            except (ValueError, BadObject) as exc:
+                raise CommandError(f"ERR {exc}") from None
+            return then(self._write(key, vo.encode(result.object)), lambda _: result.value)
+
+        return then(self._read(key), add)
+
+    # -- causal (DYN.*) ----------------------------------------------------------------------
+    def dyn_get(self, key, r=None):
+        """[context bytes, [values]] of every live sibling."""
+        check_keys([key])
+
+        def answer(data):
+            result = vo.read(self._object(data), self.clock(), self.replica.flush_epoch)
+            return [encode_context(result.context), result.values]
+
+        return then(self._read(key, r=r), answer)
+
+    def dyn_put(self, key, context, value, w=None, dw=None, ttl_ms=0, tombstone=False):
+        """The new context (bytes) after a causal write of value (or a tombstone)."""
+        check_keys([key])
+        try:
+            ctx = decode_context(context)
+        except (BadContext, ValueError) as exc:
+            raise CommandError(f"ERR bad context: {exc}") from None
+        expiry = self.clock() + ttl_ms if ttl_ms else 0
+
+        def write(data):
+            try:
+                result = vo.causal_write(self._object(data), ctx, self.node, value,
+                                         self.hlc.now(), expiry, tombstone=tombstone,
+                                         **self.limits)
+            except SiblingLimitExceeded as exc:
+                raise CommandError(f"ERR {exc}") from None
+            except (BadContext, ValueError, BadObject) as exc:
+                raise CommandError(f"ERR {exc}") from None
+            if result.sibling_warning:
+                self.stats["sibling_warnings"] += 1
+                if self.log:
+                    self.log.warning("key %r holds %d siblings", key,
+                                     len(result.object.siblings))
+            return then(self._write(key, vo.encode(result.object), w=w, dw=dw),
+                        lambda _: encode_context(result.context))
+
+        return then(self._read(key), write)
+
+
+def _ignore(_result) -> None:
+    pass

@@ -1,0 +1,101 @@
+"""This node's replica of the keys it holds: versioned objects in the storage engine.
+
+Every value in a cluster node's store is an encoded object (`object.py`); a replica write is a
+sync of the incoming object into the stored one, so applying the same write twice, or writes
+in any order, leaves the same bytes. The store's own expiry of a record is set only where it
+cannot hide a newer write: a record expires when every value it holds has expired.
+
+The flush epoch (FLUSHDB/FLUSHALL) is persisted beside the data (`FLUSH_EPOCH`): every value
+stamped before it reads as absent and is pruned when its key is next written, so neither a
+hint nor a stale replica can bring flushed data back.
+"""
+import os
+
+from fastdyn.cluster import object as vo
+from fastdyn.errors import BadObject
+
+EPOCH_FILE = "FLUSH_EPOCH"
+
+
+def record_expiry(obj) -> int:
+    """The expiry the store may give the record: the latest expiry when every value has one
+    and no counter or tombstone depends on the record; 0 (keep) otherwise."""
+    if obj.counter is not None:
+        return 0
+    latest = 0
+    for s in obj.siblings:
+        if not s.expiry or s.flags & vo.TOMBSTONE:
+            return 0
+        latest = max(latest, s.expiry)
+    return latest
+
+
+class Replica:
+    def __init__(self, store, data_dir: str, hlc):
+        self.store = store
+        self.hlc = hlc
+        self.epoch_path = os.path.join(data_dir, EPOCH_FILE)
+        try:
+            with open(self.epoch_path) as f:
+                self.flush_epoch = int(f.read().strip() or 0)
+        except FileNotFoundError:
+            self.flush_epoch = 0
+        hlc.observe(self.flush_epoch)
+        self.write_seq = 0
+
+    def get(self, key: bytes):
+        """The stored encoding of key, or None."""
+        return self.store.get(key)
+
+    def get_object(self, key: bytes):
+        data = self.store.get(key)
+        return None if data is None else vo.decode(data)
+
+    def merge_in(self, key: bytes, data) -> bytes:
+        """Sync an incoming encoded object into the stored one; returns the stored bytes.
+        Raises BadObject for bytes that are not an object (nothing is written)."""
+        incoming = vo.decode(data)
+        self.hlc.observe(vo.max_timestamp(incoming))
+        stored = self.store.get(key)
+        merged = incoming if stored is None else vo.sync(vo.decode(stored), incoming)
+        return self.store_object(key, merged, stored)
+
+    def store_object(self, key: bytes, obj, stored=None) -> bytes:
+        if self.flush_epoch:
+            obj = vo.prune(obj, self.flush_epoch)
+            if not obj.siblings and obj.counter is None:
+                if stored is not None:
+                    self.store.delete(key)
+                    self.write_seq += 1
+                return b""
+        data = vo.encode(obj)
+        if data != stored:
+            self.store.put(key, data, record_expiry(obj))
+            self.write_seq += 1
+        return data
+
+    def set_flush_epoch(self, epoch: int) -> bool:
+        """Raise the flush epoch (never lowers it); True when it moved."""
+        if epoch <= self.flush_epoch:
+            return False
+        self.hlc.observe(epoch)
+        tmp = self.epoch_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(epoch))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.epoch_path)
+        self.flush_epoch = epoch
+        self.store.clear()
+        self.write_seq += 1
+        return True
+
+    def live_keys(self, now_ms: int):
+        """Keys whose object has a visible value here (for KEYS/SCAN/DBSIZE on this node)."""
+        epoch = self.flush_epoch
+        for key, data, _ in self.store.items():
+            try:
+                if vo.lww_winner(vo.decode(data), now_ms, epoch) is not None:
+                    yield key
+            except BadObject:
+                continue

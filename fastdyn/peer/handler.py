@@ -1,0 +1,69 @@
+"""The replica side of the peer protocol: what a node does for another node's coordinator.
+
+REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
+it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store;
+HINT keeps each object for its intended owner. A key whose object is bad gets an ERROR result
+of its own; the rest of the batch is served.
+"""
+from fastdyn.cluster import object as vo
+from fastdyn.errors import BadObject, HintStoreFull, StorageError
+from fastdyn.peer import messages as m
+
+_OK_EMPTY = (m.OK, b"")
+
+
+class ReplicaHandler:
+    def __init__(self, replica, hints, ring_of):
+        """ring_of() -> the current ring (to find whose hints may hold a key)."""
+        self.replica = replica
+        self.hints = hints
+        self.ring_of = ring_of
+        self.served = 0
+
+    def handle(self, conn, frame) -> None:
+        kind = frame.kind
+        if kind == m.REPLICA_GET:
+            results = [self._get(key) for key in m.unpack_keys(frame.payload)]
+        elif kind == m.REPLICA_PUT:
+            _, items = m.unpack_puts(frame.payload)
+            results = [self._put(key, obj) for key, obj in items]
+        elif kind == m.HINT:
+            results = [self._hint(owner, key, obj)
+                       for owner, key, obj in m.unpack_hints(frame.payload)]
+        else:
+            conn.reply_error(frame, f"unknown message kind {kind}")
+            return
+        self.served += len(results)
+        conn.reply(frame, m.pack_results(results))
+
+    def _get(self, key):
+        try:
+            data = self.replica.get(key)
+            if self.hints.owners():
+                data = self._with_hints(key, data)
+        except (StorageError, BadObject) as exc:
+            return (m.ERROR, str(exc).encode())
+        return (m.NOT_FOUND, b"") if data is None else (m.OK, data)
+
+    def _with_hints(self, key, data):
+        for owner in self.hints.owners():
+            hinted = self.hints.get(owner, key)
+            if hinted is not None:
+                data = hinted if data is None else vo.encode(
+                    vo.sync(vo.decode(data), vo.decode(hinted)))
+        return data
+
+    def _put(self, key, obj):
+        try:
+            self.replica.merge_in(key, obj)
+        except (StorageError, BadObject, ValueError) as exc:
+            return (m.ERROR, str(exc).encode())
+        return _OK_EMPTY
+
+    def _hint(self, owner, key, obj):
+        try:
+            vo.decode(obj)
+            self.hints.add(owner, key, bytes(obj))
+        except (StorageError, BadObject, HintStoreFull, ValueError) as exc:
+            return (m.ERROR, str(exc).encode())
+        return _OK_EMPTY
