@@ -74,7 +74,7 @@ class Cluster:
 
 
 _ops = st.lists(st.tuples(
-    st.sampled_from(["causal", "blind", "delete", "lww", "lww_ttl", "incr", "deliver"]),
+    st.sampled_from(["causal", "own", "blind", "delete", "lww", "lww_ttl", "incr", "deliver"]),
     st.integers(0, 2), st.integers(0, 2), st.integers(-3, 3), st.binary(max_size=3)),
     max_size=25)
 
@@ -83,8 +83,11 @@ _ops = st.lists(st.tuples(
 def history_objects(draw):
     """The replica states (and in-flight objects) left by a random history of operations."""
     cluster = Cluster()
+    own = [CausalContext()] * 3       # per client: the context its last DYN.PUT returned
     for op, i, j, skew, value in draw(_ops):
-        if op == "deliver":
+        if op == "own":
+            own[j] = cluster.causal_write(i, own[j], value, skew).context
+        elif op == "deliver":
             if cluster.in_flight:
                 cluster.deliver(i + j)
         elif op == "causal":
