@@ -33,7 +33,11 @@ everything hold equal contexts (and byte-identical encodings).
 
 The coordinator rule of DVVs applies: the coordinator of a causal write on a key holds every
 earlier dot it issued for that key (it is a replica and applies the write locally first), so
-raising vv[i] to the new dot covers only its own earlier writes.
+raising vv[i] to the new dot covers only its own earlier writes. A node whose data directory
+is new (first start, or a lost disk) must therefore not reuse the id of an earlier life: name
+it ``node_id(f"{name}/{incarnation}")`` with a random incarnation kept in the data directory,
+else its new dots would cover its old ones still held by other replicas (Riak renews its
+vnode ids after an unclean start for the same reason).
 
 Client contexts (DYN.GET / DYN.PUT) travel as opaque bytes: ``encode_context`` and
 ``decode_context``; b"" is the empty context (a blind write). Malformed bytes raise
