@@ -100,7 +100,7 @@ from fastdyn.errors import (BadContext, BadObject, ClockSkewTooLarge, CounterOve
 __all__ = [
     "Sibling", "Counter", "VersionedObject", "WriteResult", "ReadResult", "CounterResult",
     "TOMBSTONE", "LWW", "MAX_SIBLINGS", "WARN_SIBLINGS", "MAX_CONTEXT_SKEW_US",
-    "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
+    "NOTHING", "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
     "counter_add", "prune", "max_timestamp", "encode", "decode", "decode_legacy",
 ]
 
