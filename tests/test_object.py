@@ -308,7 +308,8 @@ def test_a_plain_set_costs_17_bytes_and_with_a_ttl_21():
 def test_first_byte_is_the_format_tag():
     assert encode(lww_object(A, b"x", T0))[0] == 0xA1
     assert encode(lww_object(A, b"x", T0, T0 // 1000 + 5))[0] == 0xA2
-    assert encode(lww_object(A, b"", T0, tombstone=True))[0] == 0xA3
+    assert encode(lww_object(A, b"", T0, tombstone=True)) == struct.pack("<BQQ", 0xA4, A, T0)
+    assert encode(delete(NOTHING, EMPTY, A, T0).object)[0] == 0xA3
 
 
 def test_a_ttl_too_far_from_the_write_uses_the_general_format():
@@ -327,7 +328,10 @@ def test_the_general_format_refuses_a_plain_register():
         decode(general)
     tombstone = general.replace(struct.pack("<BI", LWW, 1) + b"x",
                                 struct.pack("<BI", LWW | TOMBSTONE, 0))
-    assert decode(tombstone) == lww_object(A, b"", T0, tombstone=True)
+    with pytest.raises(BadObject, match="plain register"):
+        decode(tombstone)
+    causal = general.replace(struct.pack("<BI", LWW, 1), struct.pack("<BI", 0, 1))
+    assert decode(causal).siblings[0].flags == 0
 
 
 @settings(max_examples=500)
