@@ -124,6 +124,7 @@ TAG_REGISTER_TTL = 0xA2
 TAG_OBJECT = 0xA3
 TAG_DELETED = 0xA4
 _REGISTER = struct.Struct("<BQQ")
+_REGISTER_SIZE = _REGISTER.size
 _REGISTER_TTL = struct.Struct("<BQQI")
 _SIB_HEAD = struct.Struct("<QQBI")
 _U64 = struct.Struct("<Q")
@@ -454,9 +455,9 @@ def encode(obj: VersionedObject) -> bytes:
     """The canonical bytes of obj (see the module docstring for the layout)."""
     if obj.register:
         node, ts, flags, expiry, value = obj.siblings[0]
-        tag = _register_format(flags, ts, expiry)
-        if tag == TAG_REGISTER:
+        if flags == LWW and not expiry:   # the plain SET, first
             return _REGISTER.pack(TAG_REGISTER, node, ts) + value
+        tag = _register_format(flags, ts, expiry)
         if tag == TAG_REGISTER_TTL:
             return _REGISTER_TTL.pack(TAG_REGISTER_TTL, node, ts, expiry - ts // 1000) + value
         if tag == TAG_DELETED:
@@ -526,9 +527,13 @@ def decode(data) -> VersionedObject:
     if not data:
         raise BadObject("empty object")
     tag = data[0]
-    if tag == TAG_REGISTER:
-        node, ts = _register_head(_REGISTER, data)
-        return _register(node, ts, LWW, 0, data[_REGISTER.size:])
+    if tag == TAG_REGISTER:   # the plain SET, inline
+        if len(data) < _REGISTER_SIZE:
+            raise BadObject("truncated register")
+        _, node, ts = _REGISTER.unpack_from(data)
+        if 1 <= ts <= MAX_TIMESTAMP:
+            return _register(node, ts, LWW, 0, data[_REGISTER_SIZE:])
+        raise BadObject(f"timestamp {ts} is out of range")
     if tag == TAG_REGISTER_TTL:
         node, ts, delta = _register_head(_REGISTER_TTL, data)
         expiry = ts // 1000 + delta
