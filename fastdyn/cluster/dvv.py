@@ -26,6 +26,9 @@ A causal context is a set of dots, represented as three parts (``CausalContext``
   happened to hold, so the new dot cannot be folded into vv[i] (that would cover every older
   dot of i, including concurrent writes the client has not read).
 
+A client that keeps writing with the context of its own previous put carries one cloud dot
+per put since its last read (16 bytes each); a DYN.GET replaces them with the object's clock.
+
 Canonical form: vv entries with (n, node) <= mark and cloud dots covered by mark or vv are
 dropped, entries are sorted. The join is (max mark, pointwise max vv, union of clouds), then
 made canonical; it depends only on the set of inputs, so replicas that have exchanged
