@@ -392,3 +392,23 @@ def test_incr_on_a_value_that_expired_before_it_was_written_survives_sync():
     assert result.value == 1
     assert lww_winner(sync(result.object, obj), now) == (b"1", 0)
     assert decode(encode(result.object)) == result.object
+
+
+@given(any_object, st.sampled_from(NODES), st.integers(T0 - 5, T0 + 5), st.booleans())
+def test_replicating_the_small_lww_object_gives_what_the_coordinator_holds(obj, node, ts,
+                                                                           tombstone):
+    result = lww_write(obj, node, b"v", ts, tombstone=tombstone, max_siblings=10**6)
+    small = lww_object(node, b"v", result.ts, tombstone=tombstone)
+    assert sync(obj, small) == result.object
+    assert result.ts >= ts
+
+
+def test_a_delete_removes_what_it_read_and_keeps_a_concurrent_write():
+    seen = causal_write(NOTHING, EMPTY, A, b"seen", T0).object
+    ctx = read(seen, 0).context
+    concurrent = causal_write(seen, EMPTY, B, b"concurrent", T0 + 1).object
+    deleted = delete(seen, ctx, C, T0 + 2).object
+    assert read(deleted, 0).values == [] and lww_winner(deleted, 0) is None
+    merged = sync(deleted, concurrent)
+    assert read(merged, 0).values == [b"concurrent"]
+    assert sum(1 for s in merged.siblings if s.flags & TOMBSTONE) == 1
