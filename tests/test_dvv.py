@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from fastdyn.cluster.dvv import (EMPTY, CausalContext, decode_context, encode_context,
                                  node_id)
-from fastdyn.cluster.object import NOTHING, causal_write, read
+from fastdyn.cluster.object import NOTHING, causal_write, lww_object, read, sync
 from fastdyn.errors import BadContext
 
 from object_model import NODES, T0, Cluster, merge_all, rejects_or_round_trips
@@ -212,3 +212,14 @@ def test_clients_reusing_a_stale_read_context_are_the_unbounded_case():
         cluster.causal_write(n % 3, stale, b"%d" % n)
     cluster.deliver_all([])
     assert len(cluster.replicas[0].siblings) == 10
+
+
+def test_a_put_through_a_slow_node_after_reading_a_fast_nodes_set_is_not_lost():
+    # a SET stamped by a node 10 s ahead; the client reads it and writes through a node whose
+    # own replica has not received the SET yet
+    fast_set = lww_object(A, b"set", T0 + 10_000_000)
+    ctx = read(fast_set, 0).context
+    put = causal_write(NOTHING, ctx, B, b"put", T0)
+    assert put.ts > T0 + 10_000_000
+    for merged in (sync(fast_set, put.object), sync(put.object, fast_set)):
+        assert read(merged, 0).values == [b"put"]

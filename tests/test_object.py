@@ -308,7 +308,8 @@ def test_a_plain_set_costs_17_bytes_and_with_a_ttl_21():
 def test_first_byte_is_the_format_tag():
     assert encode(lww_object(A, b"x", T0))[0] == 0xA1
     assert encode(lww_object(A, b"x", T0, T0 // 1000 + 5))[0] == 0xA2
-    assert encode(lww_object(A, b"", T0, tombstone=True))[0] == 0xA3
+    assert encode(lww_object(A, b"", T0, tombstone=True)) == struct.pack("<BQQ", 0xA4, A, T0)
+    assert encode(delete(NOTHING, EMPTY, A, T0).object)[0] == 0xA3
 
 
 def test_a_ttl_too_far_from_the_write_uses_the_general_format():
@@ -327,7 +328,10 @@ def test_the_general_format_refuses_a_plain_register():
         decode(general)
     tombstone = general.replace(struct.pack("<BI", LWW, 1) + b"x",
                                 struct.pack("<BI", LWW | TOMBSTONE, 0))
-    assert decode(tombstone) == lww_object(A, b"", T0, tombstone=True)
+    with pytest.raises(BadObject, match="plain register"):
+        decode(tombstone)
+    causal = general.replace(struct.pack("<BI", LWW, 1), struct.pack("<BI", 0, 1))
+    assert decode(causal).siblings[0].flags == 0
 
 
 @settings(max_examples=500)
@@ -388,3 +392,23 @@ def test_incr_on_a_value_that_expired_before_it_was_written_survives_sync():
     assert result.value == 1
     assert lww_winner(sync(result.object, obj), now) == (b"1", 0)
     assert decode(encode(result.object)) == result.object
+
+
+@given(any_object, st.sampled_from(NODES), st.integers(T0 - 5, T0 + 5), st.booleans())
+def test_replicating_the_small_lww_object_gives_what_the_coordinator_holds(obj, node, ts,
+                                                                           tombstone):
+    result = lww_write(obj, node, b"v", ts, tombstone=tombstone, max_siblings=10**6)
+    small = lww_object(node, b"v", result.ts, tombstone=tombstone)
+    assert sync(obj, small) == result.object
+    assert result.ts >= ts
+
+
+def test_a_delete_removes_what_it_read_and_keeps_a_concurrent_write():
+    seen = causal_write(NOTHING, EMPTY, A, b"seen", T0).object
+    ctx = read(seen, 0).context
+    concurrent = causal_write(seen, EMPTY, B, b"concurrent", T0 + 1).object
+    deleted = delete(seen, ctx, C, T0 + 2).object
+    assert read(deleted, 0).values == [] and lww_winner(deleted, 0) is None
+    merged = sync(deleted, concurrent)
+    assert read(merged, 0).values == [b"concurrent"]
+    assert sum(1 for s in merged.siblings if s.flags & TOMBSTONE) == 1

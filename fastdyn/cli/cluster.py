@@ -41,6 +41,8 @@ def run(args) -> int:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # as the servers bind: a port left in TIME_WAIT by a stopped node is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

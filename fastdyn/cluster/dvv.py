@@ -26,6 +26,9 @@ A causal context is a set of dots, represented as three parts (``CausalContext``
   happened to hold, so the new dot cannot be folded into vv[i] (that would cover every older
   dot of i, including concurrent writes the client has not read).
 
+A client that keeps writing with the context of its own previous put carries one cloud dot
+per put since its last read (16 bytes each); a DYN.GET replaces them with the object's clock.
+
 Canonical form: vv entries with (n, node) <= mark and cloud dots covered by mark or vv are
 dropped, entries are sorted. The join is (max mark, pointwise max vv, union of clouds), then
 made canonical; it depends only on the set of inputs, so replicas that have exchanged
@@ -33,7 +36,11 @@ everything hold equal contexts (and byte-identical encodings).
 
 The coordinator rule of DVVs applies: the coordinator of a causal write on a key holds every
 earlier dot it issued for that key (it is a replica and applies the write locally first), so
-raising vv[i] to the new dot covers only its own earlier writes.
+raising vv[i] to the new dot covers only its own earlier writes. A node whose data directory
+is new (first start, or a lost disk) must therefore not reuse the id of an earlier life: name
+it ``node_id(f"{name}/{incarnation}")`` with a random incarnation kept in the data directory,
+else its new dots would cover its old ones still held by other replicas (Riak renews its
+vnode ids after an unclean start for the same reason).
 
 Client contexts (DYN.GET / DYN.PUT) travel as opaque bytes: ``encode_context`` and
 ``decode_context``; b"" is the empty context (a blind write). Malformed bytes raise

@@ -62,6 +62,7 @@ The first byte is the format/kind tag, so the next format change is safe. Little
 
 * ``0xA1`` LWW register, no expiry: node u64, ts u64, value (17 bytes + the value).
 * ``0xA2`` LWW register with expiry: node u64, ts u64, u32 (expiry ms - ts // 1000), value.
+* ``0xA4`` LWW tombstone (plain DEL): node u64, ts u64 (17 bytes).
 * ``0xA3`` anything else: clock (``dvv.pack_clock``), u32 sibling count, per sibling node u64,
   ts u64, flags u8, value length u32, [expiry u64 if flags & 4], value; then u8 0 (no counter)
   or 1, tag ts u64, tag node u64, u32 count, per node: node u64, P, N (LEB128, <= 20 bytes).
@@ -100,7 +101,7 @@ from fastdyn.errors import (BadContext, BadObject, ClockSkewTooLarge, CounterOve
 __all__ = [
     "Sibling", "Counter", "VersionedObject", "WriteResult", "ReadResult", "CounterResult",
     "TOMBSTONE", "LWW", "MAX_SIBLINGS", "WARN_SIBLINGS", "MAX_CONTEXT_SKEW_US",
-    "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
+    "NOTHING", "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
     "counter_add", "prune", "max_timestamp", "encode", "decode", "decode_legacy",
 ]
 
@@ -121,7 +122,9 @@ _LLONG_MIN, _LLONG_MAX = -(1 << 63), (1 << 63) - 1
 TAG_REGISTER = 0xA1
 TAG_REGISTER_TTL = 0xA2
 TAG_OBJECT = 0xA3
+TAG_DELETED = 0xA4
 _REGISTER = struct.Struct("<BQQ")
+_REGISTER_SIZE = _REGISTER.size
 _REGISTER_TTL = struct.Struct("<BQQI")
 _SIB_HEAD = struct.Struct("<QQBI")
 _U64 = struct.Struct("<Q")
@@ -452,12 +455,13 @@ def encode(obj: VersionedObject) -> bytes:
     """The canonical bytes of obj (see the module docstring for the layout)."""
     if obj.register:
         node, ts, flags, expiry, value = obj.siblings[0]
-        if flags == LWW:
-            if not expiry:
-                return _REGISTER.pack(TAG_REGISTER, node, ts) + value
-            delta = expiry - ts // 1000
-            if 0 <= delta <= 0xFFFFFFFF:
-                return _REGISTER_TTL.pack(TAG_REGISTER_TTL, node, ts, delta) + value
+        if flags == LWW and not expiry:   # the plain SET, first
+            return _REGISTER.pack(TAG_REGISTER, node, ts) + value
+        tag = _register_format(flags, ts, expiry)
+        if tag == TAG_REGISTER_TTL:
+            return _REGISTER_TTL.pack(TAG_REGISTER_TTL, node, ts, expiry - ts // 1000) + value
+        if tag == TAG_DELETED:
+            return _REGISTER.pack(TAG_DELETED, node, ts)
     parts = [bytes((TAG_OBJECT,))]
     pack_clock(obj.clock, parts)
     parts.append(_U32.pack(len(obj.siblings)))
@@ -480,6 +484,18 @@ def encode(obj: VersionedObject) -> bytes:
             parts.append(_varint(p))
             parts.append(_varint(n))
     return b"".join(parts)
+
+
+def _register_format(flags: int, ts: int, expiry: int) -> int:
+    """The short format of a register's one sibling, or TAG_OBJECT if none holds it."""
+    if flags == LWW:
+        if not expiry:
+            return TAG_REGISTER
+        if 0 <= expiry - ts // 1000 <= 0xFFFFFFFF:
+            return TAG_REGISTER_TTL
+    elif flags == LWW | TOMBSTONE:
+        return TAG_DELETED
+    return TAG_OBJECT
 
 
 def _varint(n: int) -> bytes:
@@ -511,26 +527,37 @@ def decode(data) -> VersionedObject:
     if not data:
         raise BadObject("empty object")
     tag = data[0]
-    if tag == TAG_REGISTER:
-        if len(data) < _REGISTER.size:
+    if tag == TAG_REGISTER:   # the plain SET, inline
+        if len(data) < _REGISTER_SIZE:
             raise BadObject("truncated register")
         _, node, ts = _REGISTER.unpack_from(data)
-        if not 1 <= ts <= MAX_TIMESTAMP:
-            raise BadObject(f"timestamp {ts} is out of range")
-        return _register(node, ts, LWW, 0, data[_REGISTER.size:])
+        if 1 <= ts <= MAX_TIMESTAMP:
+            return _register(node, ts, LWW, 0, data[_REGISTER_SIZE:])
+        raise BadObject(f"timestamp {ts} is out of range")
     if tag == TAG_REGISTER_TTL:
-        if len(data) < _REGISTER_TTL.size:
-            raise BadObject("truncated register")
-        _, node, ts, delta = _REGISTER_TTL.unpack_from(data)
-        if not 1 <= ts <= MAX_TIMESTAMP:
-            raise BadObject(f"timestamp {ts} is out of range")
+        node, ts, delta = _register_head(_REGISTER_TTL, data)
         expiry = ts // 1000 + delta
         if not 1 <= expiry <= MAX_EXPIRY_MS:
             raise BadObject(f"expiry {expiry} is out of range")
         return _register(node, ts, LWW, expiry, data[_REGISTER_TTL.size:])
+    if tag == TAG_DELETED:
+        if len(data) != _REGISTER.size:
+            raise BadObject("a deleted register is 17 bytes")
+        node, ts = _register_head(_REGISTER, data)
+        return _register(node, ts, LWW | TOMBSTONE, 0, b"")
     if tag == TAG_OBJECT:
         return _decode_object(data)
     raise BadObject(f"unknown object format 0x{tag:02x}")
+
+
+def _register_head(head: struct.Struct, data: bytes) -> tuple:
+    """(node, ts, ...) of a short-format register, its stamp checked."""
+    if len(data) < head.size:
+        raise BadObject("truncated register")
+    fields = head.unpack_from(data)
+    if not 1 <= fields[2] <= MAX_TIMESTAMP:
+        raise BadObject(f"timestamp {fields[2]} is out of range")
+    return fields[1:]
 
 
 def _decode_object(data: bytes) -> VersionedObject:
@@ -582,9 +609,8 @@ def _decode_object(data: bytes) -> VersionedObject:
     if offset != end:
         raise BadObject(f"{end - offset} unexpected bytes after the object")
     obj = VersionedObject(clock, tuple(siblings), counter)
-    if obj.register and obj.siblings[0].flags == LWW and not (
-            obj.siblings[0].expiry
-            and not 0 <= obj.siblings[0].expiry - obj.siblings[0].ts // 1000 <= 0xFFFFFFFF):
+    only = siblings[0] if obj.register else None
+    if only is not None and _register_format(only.flags, only.ts, only.expiry) != TAG_OBJECT:
         raise BadObject("a plain register in the general format")
     return obj
 
