@@ -12,6 +12,7 @@ import redis
 from conftest import HOST, free_port
 from fastdyn.cluster.coordinator import DELETE, KEEP, LocalCoordinator, Pending
 from fastdyn.errors import CommandError
+from resp_client import RawClient
 from test_server_basic import raw
 
 
@@ -238,3 +239,21 @@ def test_replies_keep_request_order_when_results_complete_out_of_order(tmp_path)
     finally:
         loop.call_soon_threadsafe(node.stopping.set)
         thread.join(10)
+
+
+
+def test_command_docs_and_info_describe_every_command(fastdyn_server):
+    with RawClient(fastdyn_server.port) as c:
+        names = sorted(item[1] for item in c.call("COMMAND", "LIST")[1])
+        kind, pairs = c.call("COMMAND", "DOCS")
+        assert kind == "array" and len(names) > 30
+        docs = {k[1]: dict((f[1], v) for f, v in zip(d[1][0::2], d[1][1::2]))
+                for k, d in zip(pairs[0::2], pairs[1::2])}
+        assert sorted(docs) == names
+        assert [n for n, doc in docs.items() if not doc[b"summary"][1].strip()] == []
+        get, mset, ping, missing = c.call("COMMAND", "INFO", "get", "MSET", "ping", "nosuch")[1]
+    assert [x[1] for x in get[1][:2]] == [b"get", 2] and ("simple", b"readonly") in get[1][2][1]
+    assert [x[1] for x in get[1][3:6]] == [1, 1, 1]
+    assert [x[1] for x in mset[1][3:6]] == [1, -1, 2] and ("simple", b"write") in mset[1][2][1]
+    assert [x[1] for x in ping[1][3:6]] == [0, 0, 0]
+    assert missing == ("nullarray",)
