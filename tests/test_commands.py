@@ -257,3 +257,15 @@ def test_command_docs_and_info_describe_every_command(fastdyn_server):
     assert [x[1] for x in mset[1][3:6]] == [1, -1, 2] and ("simple", b"write") in mset[1][2][1]
     assert [x[1] for x in ping[1][3:6]] == [0, 0, 0]
     assert missing == ("nullarray",)
+
+
+def test_strings_cannot_grow_past_max_value_bytes(start_fastdyn):
+    port = start_fastdyn("--max-value-bytes", "1024").port
+    reply = raw(port, b"SETRANGE k 1023 x\r\nSETRANGE k 1024 x\r\nSETBIT k 8191 1\r\n"
+                      b"SETBIT k 8192 1\r\nAPPEND k y\r\nSTRLEN k\r\nSETRANGE k 536870912 x\r\n"
+                      b"SETBIT k 4294967296 1\r\n")
+    too_big = b"-ERR string exceeds maximum allowed size (max-value-bytes)\r\n"
+    assert reply == (b":1024\r\n" + too_big + b":0\r\n" + too_big + too_big + b":1024\r\n"
+                     b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+                     b"-ERR bit offset is not an integer or out of range\r\n")
+

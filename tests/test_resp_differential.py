@@ -331,12 +331,13 @@ MILLIS = st.sampled_from([-5, 0, 1000000, FUTURE_MS, PAST_MS, I64_MAX, I64_MIN, 
 DELTAS = st.sampled_from([0, 1, -1, 100, I64_MAX, I64_MIN, "x", "-0", "9223372036854775808"])
 FLAGS = st.lists(st.sampled_from(["NX", "XX", "GT", "LT"]), max_size=2)
 NX_XX = st.lists(st.sampled_from(["NX", "XX"]), max_size=2)
+OFFSETS = st.sampled_from([0, 1, 2, 3, 7, 8, 15, 100, -1, -2, -9, -100, I64_MIN, "x"])
 
 
 @st.composite
 def commands(draw):
     k = draw(KEYS)
-    kind = draw(st.integers(0, 16))
+    kind = draw(st.integers(0, 19))
     if kind == 0:
         extra = []
         if draw(st.booleans()):
@@ -390,7 +391,23 @@ def commands(draw):
     if kind == 15:
         # Not DBSIZE: redis-server counts expired keys until its sweep or a lookup drops them.
         return ("KEYS", "*")
-    return (draw(st.sampled_from(["HELLO"])), draw(st.sampled_from([2, 3])))
+    if kind == 16:
+        return (draw(st.sampled_from(["HELLO"])), draw(st.sampled_from([2, 3])))
+    if kind == 17:
+        name = draw(st.sampled_from(["GETRANGE", "SETRANGE", "GETBIT", "SETBIT"]))
+        if name == "SETRANGE":
+            return (name, k, draw(OFFSETS), draw(VALUES))
+        if name == "SETBIT":
+            return (name, k, draw(OFFSETS), draw(st.sampled_from([0, 1, 2])))
+        return (name, k, draw(OFFSETS), *([draw(OFFSETS)] if name == "GETRANGE" else []))
+    if kind == 18:
+        name = draw(st.sampled_from(["BITCOUNT", "BITPOS"]))
+        head = [draw(st.sampled_from([0, 1, 2]))] if name == "BITPOS" else []
+        rng = draw(st.lists(OFFSETS, max_size=2))
+        unit = draw(st.sampled_from([[], ["BIT"], ["BYTE"], ["x"]])) if len(rng) == 2 else []
+        return (name, k, *head, *rng, *unit)
+    return ("LCS", k, draw(KEYS), *draw(st.sampled_from(
+        [[], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"], ["IDX", "MINMATCHLEN", 2]])))
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,

@@ -1,8 +1,10 @@
-"""Strings and counters: GET, SET and their variants, APPEND, INCR ... (Redis' t_string.c)."""
+"""Strings and counters: GET, SET and their variants, APPEND, ranges, LCS, INCR ... (Redis'
+t_string.c)."""
 from fastdyn._commands import FAST_GET, FAST_SET, count_lookups
 from fastdyn._resp import incr_float
 from fastdyn.cluster.coordinator import DELETE, KEEP, Pending
 from fastdyn.errors import CommandError
+from fastdyn.server.commands.lcs import lcs
 from fastdyn.server.commands.registry import (ERR_SYNTAX, LLONG_MAX, LLONG_MIN, CommandGroup,
                                               bulk, bulk_lookup, bulks_lookup, int_arg,
                                               integer, ok, reply_result, then,
@@ -20,6 +22,15 @@ def check_value(conn, value):
     if len(value) > conn.server.config.max_value_bytes:
         raise CommandError("ERR value is larger than max-value-bytes (%d bytes)"
                            % conn.server.config.max_value_bytes)
+
+
+def check_length(config, length):
+    """A string that grows in place (SETRANGE, SETBIT, APPEND) stays within the bulk limit
+    (Redis' check and text) and the largest value the store keeps."""
+    if length > config.max_bulk_bytes:
+        raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+    if length > config.max_value_bytes:
+        raise CommandError("ERR string exceeds maximum allowed size (max-value-bytes)")
 
 
 def _expire_at(cmd: str, amount: bytes, unit_ms: int, absolute: bool, now: int) -> int:
@@ -213,12 +224,11 @@ def cmd_msetnx(conn, args):
          "Appends a string to the value of a key. Creates the key if it doesn't exist.")
 def cmd_append(conn, args):
     suffix = args[2]
-    limit = conn.server.config.max_value_bytes
+    config = conn.server.config
 
     def decide(current, current_expiry, now):
         value = suffix if current is None else current + suffix
-        if len(value) > limit:
-            raise CommandError("ERR string exceeds maximum allowed size (max-value-bytes)")
+        check_length(config, len(value))
         return (value, current_expiry if current is not None else 0), len(value)
 
     reply_result(conn, conn.coord.update(args[1], decide), integer)
@@ -231,6 +241,104 @@ def cmd_strlen(conn, args):
         out.integer(len(value) if value else 0)
 
     reply_result(conn, conn.coord.get(args[1]), encode)
+
+
+def _getrange(conn, args):
+    start, end = int_arg(args[2]), int_arg(args[3])
+
+    def encode(out, value):
+        count_lookups((value,))
+        if value is None or (start < 0 and end < 0 and start > end):
+            out.bulk(b"")
+            return
+        n = len(value)
+        first = max(start + n if start < 0 else start, 0)
+        last = min(max(end + n if end < 0 else end, 0), n - 1)
+        out.bulk(value[first:last + 1] if first <= last else b"")
+
+    reply_result(conn, conn.coord.get(args[1]), encode)
+
+
+string.add("getrange", _getrange, 4, "readonly", ONE_KEY,
+           "Returns a substring of the string stored at a key.")
+string.add("substr", _getrange, 4, "readonly", ONE_KEY,
+           "Returns a substring from a string value.")
+
+
+@command("setrange", 4, "write denyoom", ONE_KEY,
+         "Overwrites a part of a string value with another by an offset. Creates the key if it "
+         "doesn't exist.")
+def cmd_setrange(conn, args):
+    offset, part = int_arg(args[2]), args[3]
+    if offset < 0:
+        raise CommandError("ERR offset is out of range")
+    config = conn.server.config
+
+    def decide(current, current_expiry, now):
+        if not part:
+            return KEEP, len(current) if current is not None else 0
+        check_length(config, offset + len(part))
+        if current is None:
+            return (bytes(offset) + part, 0), offset + len(part)
+        head = current[:offset]
+        value = head + bytes(offset - len(head)) + part + current[offset + len(part):]
+        return (value, current_expiry), len(value)
+
+    reply_result(conn, conn.coord.update(args[1], decide), integer)
+
+
+@command("lcs", -3, "readonly", (1, 2, 1), "Finds the longest common substring.")
+def cmd_lcs(conn, args):
+    coord = conn.coord
+    config = conn.server.config
+
+    def compare(values):
+        count_lookups(values)
+        a, b = (v if v is not None else b"" for v in values)
+        want_len = want_idx = with_len = False
+        min_len, i = 0, 3
+        while i < len(args):
+            opt = args[i].lower()
+            if opt == b"idx":
+                want_idx = True
+            elif opt == b"len":
+                want_len = True
+            elif opt == b"withmatchlen":
+                with_len = True
+            elif opt == b"minmatchlen" and i + 1 < len(args):
+                i += 1
+                min_len = max(int_arg(args[i]), 0)
+            else:
+                raise CommandError(ERR_SYNTAX)
+            i += 1
+        if want_idx and want_len:
+            raise CommandError("ERR If you want both the length and indexes, please just use "
+                               "IDX.")
+        if (len(a) + 1) * (len(b) + 1) * 4 > config.max_bulk_bytes:
+            raise CommandError("ERR Insufficient memory, transient memory for LCS exceeds "
+                               "proto-max-bulk-len")
+        return want_len, want_idx, with_len, lcs(a, b, min_len if want_idx else None)
+
+    def encode(out, result):
+        want_len, want_idx, with_len, (text, ranges) = result
+        if want_idx:
+            out.map(2)
+            out.bulk(b"matches")
+            out.array(len(ranges))
+            for a_start, a_end, b_start, b_end in ranges:
+                out.array(3 if with_len else 2)
+                out.array(2), out.integer(a_start), out.integer(a_end)
+                out.array(2), out.integer(b_start), out.integer(b_end)
+                if with_len:
+                    out.integer(a_end - a_start + 1)
+            out.bulk(b"len")
+            out.integer(len(text))
+        elif want_len:
+            out.integer(len(text))
+        else:
+            out.bulk(text)
+
+    reply_result(conn, then(coord.get_many([args[1], args[2]]), compare), encode)
 
 
 # -- counters ---------------------------------------------------------------------------------
