@@ -355,6 +355,27 @@ CASES = {
         ("LCS", "a", "b", "IDX", "WITHMATCHLEN"), ("LCS", "b", "a", "IDX"),
         ("MSET", "p", BINARY_VALUE, "q", BINARY_KEY), ("LCS", "p", "q"),
         ("LCS", "p", "q", "IDX", "WITHMATCHLEN")],
+    "rename_renamenx": [
+        ("SET", "a", 1, "EX", 100), ("RENAME", "a", "b"), ("TTL", "b"), ("EXISTS", "a"),
+        ("GET", "b"), ("RENAME", "missing", "x"), ("RENAME", "b", "b"), ("GET", "b"),
+        ("RENAME", "missing", "missing"), ("SET", "c", 3), ("RENAME", "b", "c"), ("GET", "c"),
+        ("TTL", "c"), ("SET", "p", 1, "EX", 100), ("SET", "q", 2), ("RENAME", "q", "p"),
+        ("TTL", "p"), ("GET", "p"), ("SET", "x", 1), ("SET", "y", 2), ("RENAMENX", "x", "y"),
+        ("GET", "y"), ("RENAMENX", "x", "z"), ("GET", "z"), ("EXISTS", "x"),
+        ("RENAMENX", "z", "z"), ("RENAMENX", "missing", "q"), ("RENAME", "a"),
+        ("RENAMENX", "a", "b", "c"), ("SET", BINARY_KEY, BINARY_VALUE),
+        ("RENAME", BINARY_KEY, "plain"), ("GET", "plain"), ("DBSIZE",)],
+    "copy": [
+        ("SET", "s", "v", "EX", 100), ("COPY", "s", "d"), ("TTL", "d"), ("GET", "d"),
+        ("COPY", "s", "d"), ("SET", "s", "w"), ("COPY", "s", "d", "REPLACE"), ("GET", "d"),
+        ("TTL", "d"), ("COPY", "s", "s"), ("COPY", "missing", "d"), ("COPY", "missing", "new"),
+        ("EXISTS", "new"), ("COPY", "s", "d", "DB", 0), ("COPY", "s", "e", "DB", 0), ("GET", "e"),
+        ("COPY", "s", "e", "DB", 1), ("COPY", "s", "e", "DB", -1), ("COPY", "s", "e", "DB", "x"),
+        ("COPY", "s", "e", "DB", 99999999999), ("COPY", "s", "e", "DB"),
+        ("COPY", "s", "e", "BOGUS"), ("COPY", "s", "s", "DB", 0),
+        ("COPY", "s", "f", "replace", "REPLACE"), ("GET", "f"), ("COPY", "s"), ("DBSIZE",)],
+    "randomkey": [("RANDOMKEY",), ("SET", "only", "v"), ("RANDOMKEY",), ("RANDOMKEY", "x"),
+                  ("SET", "gone", "v", "PX", 1), Sleep(0.05), ("DEL", "only"), ("RANDOMKEY",)],
     # --- transactions (redis-py's default pipeline and Django's set_many use MULTI/EXEC) ----
     "multi_exec": [
         ("MULTI",), ("SET", "k", "v"), ("INCR", "n"), ("GET", "k"), ("GET", "missing"),

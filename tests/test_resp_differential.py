@@ -337,7 +337,7 @@ OFFSETS = st.sampled_from([0, 1, 2, 3, 7, 8, 15, 100, -1, -2, -9, -100, I64_MIN,
 @st.composite
 def commands(draw):
     k = draw(KEYS)
-    kind = draw(st.integers(0, 19))
+    kind = draw(st.integers(0, 20))
     if kind == 0:
         extra = []
         if draw(st.booleans()):
@@ -406,8 +406,11 @@ def commands(draw):
         rng = draw(st.lists(OFFSETS, max_size=2))
         unit = draw(st.sampled_from([[], ["BIT"], ["BYTE"], ["x"]])) if len(rng) == 2 else []
         return (name, k, *head, *rng, *unit)
-    return ("LCS", k, draw(KEYS), *draw(st.sampled_from(
-        [[], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"], ["IDX", "MINMATCHLEN", 2]])))
+    if kind == 19:
+        return ("LCS", k, draw(KEYS), *draw(st.sampled_from(
+            [[], ["LEN"], ["IDX"], ["IDX", "WITHMATCHLEN"], ["IDX", "MINMATCHLEN", 2]])))
+    return (draw(st.sampled_from(["RENAME", "RENAMENX", "COPY"])), k, draw(KEYS),
+            *draw(st.sampled_from([[], ["REPLACE"]])))
 
 
 @settings(max_examples=150, deadline=None, derandomize=True,

@@ -1,17 +1,21 @@
-"""The keyspace and expiry: DEL ... SCAN, EXPIRE ... TTL (Redis' db.c and expire.c)."""
+"""The keyspace and expiry: DEL ... SCAN, RENAME, COPY, RANDOMKEY, EXPIRE ... TTL (Redis' db.c
+and expire.c)."""
+import random
+
 from fastdyn._commands import count_lookups
 from fastdyn._glob import GlobPattern
 from fastdyn._resp import parse_int
 from fastdyn.cluster.coordinator import DELETE, KEEP
 from fastdyn.errors import CommandError
 from fastdyn.server.commands.registry import (ERR_SYNTAX, LLONG_MAX, LLONG_MIN, CommandGroup,
-                                              int_arg, integer, reply_result)
+                                              int_arg, integer, reply_result, then)
 
 generic = CommandGroup("generic")
 command = generic.command
 
 ALL_KEYS = (1, -1, 1)
 ONE_KEY = (1, 1, 1)
+TWO_KEYS = (1, 2, 1)
 
 
 @command("del", -2, "write", ALL_KEYS, "Deletes one or more keys.")
@@ -90,6 +94,100 @@ def cmd_scan(conn, args):
         out.bulks(keys)
 
     reply_result(conn, conn.coord.scan(cursor, count), encode)
+
+
+@command("randomkey", 1, "readonly", summary="Returns a random key name from the database.")
+def cmd_randomkey(conn, args):
+    coord = conn.coord
+    # SCAN cursors are hash values: start at a random one, wrap around to 0 past the end
+    start = random.getrandbits(64)
+
+    def found(result):
+        keys = result[1]
+        if keys or start == 0:
+            return keys[0] if keys else None
+        return then(coord.scan(0, 1), lambda r: r[1][0] if r[1] else None)
+
+    reply_result(conn, then(coord.scan(start, 1), found), lambda out, key: out.bulk(key))
+
+
+def _rename(conn, args, nx):
+    coord = conn.coord
+    src, dst = args[1], args[2]
+
+    def move(entry):
+        if entry is None:
+            raise CommandError("ERR no such key")
+        if src == dst:
+            return 0 if nx else b"OK"
+        value, expiry = entry
+
+        def write(dst_expiry):
+            if nx and dst_expiry is not None:
+                return 0
+            # the TTL travels with the value, as in Redis
+            return then(coord.put(dst, value, expiry),
+                        lambda _: then(coord.delete([src]), lambda _: 1 if nx else b"OK"))
+
+        return then(coord.expiry(dst), write) if nx else write(None)
+
+    def encode(out, reply):
+        if nx:
+            out.integer(reply)
+        else:
+            out.ok()
+
+    reply_result(conn, then(coord.get_entry(src), move), encode)
+
+
+@command("rename", 3, "write", TWO_KEYS, "Renames a key and overwrites the destination.")
+def cmd_rename(conn, args):
+    _rename(conn, args, False)
+
+
+@command("renamenx", 3, "write fast", TWO_KEYS,
+         "Renames a key only when the target key name doesn't exist.")
+def cmd_renamenx(conn, args):
+    _rename(conn, args, True)
+
+
+@command("copy", -3, "write denyoom", TWO_KEYS, "Copies the value of a key to a new key.")
+def cmd_copy(conn, args):
+    coord = conn.coord
+    src, dst = args[1], args[2]
+    replace, i = False, 3
+    while i < len(args):
+        opt = args[i].lower()
+        if opt == b"replace":
+            replace = True
+        elif opt == b"db" and i + 1 < len(args):
+            i += 1
+            db = int_arg(args[i])
+            if not -(1 << 31) <= db < 1 << 31:
+                raise CommandError("ERR value is out of range, value must between -2147483648 "
+                                   "and 2147483647")
+            if db != 0:
+                raise CommandError("ERR DB index is out of range")
+        else:
+            raise CommandError(ERR_SYNTAX)
+        i += 1
+    if src == dst:
+        raise CommandError("ERR source and destination objects are the same")
+
+    def copy(entry):
+        count_lookups((entry,))
+        if entry is None:
+            return 0
+        value, expiry = entry
+
+        def write(dst_expiry):
+            if dst_expiry is not None and not replace:
+                return 0
+            return then(coord.put(dst, value, expiry), lambda _: 1)
+
+        return write(None) if replace else then(coord.expiry(dst), write)
+
+    reply_result(conn, then(coord.get_entry(src), copy), integer)
 
 
 # -- expiry -----------------------------------------------------------------------------------
