@@ -244,4 +244,5 @@ def execute(conn, list cmds):
             if conn.closing:
                 return i + 1
             in_multi = conn.multi is not None
+            authenticated = conn.authenticated  # RESET logs out
     return total

@@ -376,6 +376,26 @@ CASES = {
         ("COPY", "s", "f", "replace", "REPLACE"), ("GET", "f"), ("COPY", "s"), ("DBSIZE",)],
     "randomkey": [("RANDOMKEY",), ("SET", "only", "v"), ("RANDOMKEY",), ("RANDOMKEY", "x"),
                   ("SET", "gone", "v", "PX", 1), Sleep(0.05), ("DEL", "only"), ("RANDOMKEY",)],
+    "time_lastsave": [("TIME",), ("LASTSAVE",), ("TIME", "x"), ("LASTSAVE", "x")],
+    "memory_usage": [
+        ("SET", "k", "v"), ("MEMORY", "USAGE", "k"), ("MEMORY", "USAGE", "missing"),
+        ("MEMORY", "USAGE", "k", "SAMPLES", 5), ("MEMORY", "USAGE", "k", "SAMPLES", 0),
+        ("MEMORY", "USAGE", "k", "SAMPLES", "x"), ("MEMORY", "USAGE", "k", "SAMPLES", -1),
+        ("MEMORY", "USAGE", "k", "SAMPLES"), ("MEMORY", "USAGE", "k", "BOGUS"),
+        ("MEMORY", "USAGE"), ("MEMORY",), ("MEMORY", "NOSUCH")],
+    "reset": [
+        ("SET", "k", "v"), ("MULTI",), ("SET", "x", 1), ("RESET",), ("EXEC",), ("GET", "x"),
+        ("CLIENT", "SETNAME", "n"), ("RESET",), ("CLIENT", "GETNAME"), ("HELLO", 3),
+        ("RESET",), ("GET", "missing"), ("RESET", "x"), ("MULTI",), ("RESET", "x"), ("EXEC",),
+        ("PING",)],
+    "client_list_filters": [
+        ("CLIENT", "LIST"), ("CLIENT", "LIST", "TYPE", "normal"), ("CLIENT", "LIST", "TYPE", "NORMAL"),
+        ("CLIENT", "LIST", "TYPE", "replica"), ("CLIENT", "LIST", "TYPE", "slave"),
+        ("CLIENT", "LIST", "TYPE", "pubsub"), ("CLIENT", "LIST", "TYPE", "master"),
+        ("CLIENT", "LIST", "TYPE", "bogus"), ("CLIENT", "LIST", "ID", 999999),
+        ("CLIENT", "LIST", "ID", 999998, 999999), ("CLIENT", "LIST", "ID", "abc"),
+        ("CLIENT", "LIST", "ID"), ("CLIENT", "LIST", "TYPE"), ("CLIENT", "LIST", "BOGUS", "x"),
+        ("CLIENT", "LIST", "TYPE", "normal", "x"), ("CLIENT", "INFO")],
     # --- transactions (redis-py's default pipeline and Django's set_many use MULTI/EXEC) ----
     "multi_exec": [
         ("MULTI",), ("SET", "k", "v"), ("INCR", "n"), ("GET", "k"), ("GET", "missing"),

@@ -269,3 +269,26 @@ def test_strings_cannot_grow_past_max_value_bytes(start_fastdyn):
                      b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
                      b"-ERR bit offset is not an integer or out of range\r\n")
 
+
+def test_reset_logs_out_even_inside_a_pipeline(start_fastdyn):
+    port = start_fastdyn("--requirepass", "pw").port
+    reply = raw(port, b"AUTH pw\r\nSET k v\r\n")
+    assert reply == b"+OK\r\n+OK\r\n"
+    with socket.create_connection((HOST, port)) as sock:
+        assert raw(port, b"AUTH pw\r\n", sock=sock) == b"+OK\r\n"
+        reply = raw(port, b"*1\r\n$5\r\nRESET\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", sock=sock)
+        assert reply == b"+RESET\r\n-NOAUTH Authentication required.\r\n"
+        assert raw(port, b"AUTH pw\r\nGET k\r\n", sock=sock) == b"+OK\r\n$1\r\nv\r\n"
+
+
+def test_client_list_filters_by_id_in_the_order_given(fastdyn_server):
+    port = fastdyn_server.port
+    with RawClient(port) as me, RawClient(port) as other:
+        my_id, other_id = me.call("CLIENT", "ID")[1], other.call("CLIENT", "ID")[1]
+        listed = me.call("CLIENT", "LIST", "ID", other_id, 999999, my_id, other_id)[1]
+        assert [line.split()[0] for line in listed.splitlines()] == \
+            [b"id=%d" % other_id, b"id=%d" % my_id, b"id=%d" % other_id]
+        normal = me.call("CLIENT", "LIST", "TYPE", "normal")[1]
+        assert {line.split()[0] for line in normal.splitlines()} >= \
+            {b"id=%d" % my_id, b"id=%d" % other_id}
+        assert me.call("CLIENT", "LIST", "TYPE", "replica") == ("bulk", b"")

@@ -1,7 +1,10 @@
-"""Connection and server administration: PING ... CONFIG (Redis' server.c, networking.c,
-config.c)."""
+"""Connection and server administration: PING ... CONFIG, TIME, MEMORY (Redis' server.c,
+networking.c, config.c, object.c)."""
+import time
+
 from fastdyn import __version__
 from fastdyn._glob import GlobPattern
+from fastdyn._logstore import HEADER_BYTES
 from fastdyn._resp import parse_int
 from fastdyn.errors import CommandError
 from fastdyn.server.commands.registry import (ERR_SYNTAX, CommandGroup, int_arg, integer, ok,
@@ -10,6 +13,11 @@ from fastdyn.server.commands.registry import (ERR_SYNTAX, CommandGroup, int_arg,
 
 connection = CommandGroup("connection")
 server = CommandGroup("server")
+
+
+# A key's cost in fastdyn: its keydir entry (a 22-byte header plus the key) and 8-byte slot,
+# and its record in the log (header, key, value).
+KEYDIR_ENTRY_BYTES = 22 + 8
 
 
 @connection.command("ping", -1, "fast", summary="Returns the server's liveliness response.")
@@ -32,6 +40,18 @@ def cmd_echo(conn, args):
 def cmd_quit(conn, args):
     conn.out.ok()
     conn.close_after_reply()
+
+
+@connection.command("reset", 1, "fast no-auth", summary="Resets the connection.",
+                    multi_control=True)
+def cmd_reset(conn, args):
+    # Redis' clearClientConnectionState: leave MULTI, RESP2, no name, logged out
+    conn.multi, conn.multi_failed = None, False
+    conn.out.proto = 2
+    conn.name = b""
+    conn.authenticated = not conn.server.config.requirepass
+    conn.parser.auth_required = not conn.authenticated
+    conn.out.simple("RESET")
 
 
 @connection.command("select", 2, "fast", summary="Changes the selected database.")
@@ -97,6 +117,29 @@ def cmd_hello(conn, args):
     out.bulk(b"fastdyn_version"), out.bulk(__version__)
 
 
+# Redis' client types; every fastdyn client is a normal one
+_CLIENT_TYPES = (b"normal", b"slave", b"replica", b"pubsub", b"master")
+
+
+def _client_list(conn, args):
+    clients = conn.server.clients
+    if len(args) == 4 and args[2].lower() == b"type":
+        kind = args[3].lower()
+        if kind not in _CLIENT_TYPES:
+            raise CommandError("ERR Unknown client type '%s'"
+                               % args[3].decode("utf-8", "replace"))
+        chosen = sorted(clients, key=lambda c: c.id) if kind == b"normal" else []
+    elif len(args) > 3 and args[2].lower() == b"id":
+        by_id = {c.id: c for c in clients}
+        ids = [int_arg(a, "ERR Invalid client ID") for a in args[3:]]
+        chosen = [by_id[i] for i in ids if i in by_id]
+    elif len(args) == 2:
+        chosen = sorted(clients, key=lambda c: c.id)
+    else:
+        raise CommandError(ERR_SYNTAX)
+    conn.out.verbatim("".join(c.describe() + "\n" for c in chosen))
+
+
 @connection.command("client", -2, summary="A container for client connection commands.")
 def cmd_client(conn, args):
     sub = args[1].lower()
@@ -119,10 +162,10 @@ def cmd_client(conn, args):
         conn.lib[attr] = args[3]
         out.ok()
     elif sub == b"info" and n == 2:
-        out.bulk(conn.describe() + "\n")
-    elif sub == b"list" and n == 2:
-        out.bulk("".join(c.describe() + "\n" for c in conn.server.clients))
-    elif sub in (b"id", b"setname", b"getname", b"setinfo", b"info", b"list"):
+        out.verbatim(conn.describe() + "\n")
+    elif sub == b"list":
+        _client_list(conn, args)
+    elif sub in (b"id", b"setname", b"getname", b"setinfo", b"info"):
         raise CommandError(wrong_arity_error("client|" + sub.decode()))
     else:
         raise unknown_subcommand("CLIENT", args[1])
@@ -134,6 +177,19 @@ def cmd_info(conn, args):
     from fastdyn.server.info import info_text
     conn.out.verbatim(info_text(conn.server, [a.decode("utf-8", "replace").lower()
                                               for a in args[1:]]))
+
+
+@server.command("time", 1, "loading stale fast", summary="Returns the server time.")
+def cmd_time(conn, args):
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    conn.out.bulks([b"%d" % seconds, b"%d" % micros])
+
+
+@server.command("lastsave", 1, "loading stale fast",
+                summary="Returns the Unix timestamp of the last successful save to disk.")
+def cmd_lastsave(conn, args):
+    # the log is the persistence: the data was last whole on disk when the node opened it
+    conn.out.integer(int(conn.server.started))
 
 
 @server.command("command", -1, "loading stale",
@@ -209,6 +265,33 @@ def cmd_config(conn, args):
         raise CommandError(wrong_arity_error("config|" + sub.decode()))
     else:
         raise unknown_subcommand("CONFIG", args[1])
+
+
+@server.command("memory", -2, summary="A container for memory diagnostics commands.")
+def cmd_memory(conn, args):
+    sub = args[1].lower()
+    if sub != b"usage":
+        raise unknown_subcommand("MEMORY", args[1])
+    if len(args) < 3:
+        raise CommandError(wrong_arity_error("memory|usage"))
+    i = 3
+    while i < len(args):
+        # SAMPLES counts nested elements in Redis; a string has none, so it is only checked
+        if args[i].lower() == b"samples" and i + 1 < len(args):
+            if int_arg(args[i + 1]) < 0:
+                raise CommandError(ERR_SYNTAX)
+            i += 2
+        else:
+            raise CommandError(ERR_SYNTAX)
+    key = args[2]
+
+    def encode(out, entry):
+        if entry is None:
+            out.null()
+        else:
+            out.integer(KEYDIR_ENTRY_BYTES + HEADER_BYTES + 2 * len(key) + len(entry[0]))
+
+    reply_result(conn, conn.coord.get_entry(key), encode)
 
 
 @server.command("dbsize", 1, "readonly fast", summary="Returns the number of keys in the database.")
