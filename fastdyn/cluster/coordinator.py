@@ -10,8 +10,10 @@ Every operation returns its result directly **or** a `Pending` when the result a
 (a quorum in progress). The command layer gives each command a reply slot: a direct result is
 encoded at once, a `Pending` keeps its slot open and later replies queue behind it, so replies
 leave in request order however they complete. No asyncio Task or Future is made per request:
-a `Pending` is a small object completed by a callback. An operation that fails raises
-`CommandError` (or completes its `Pending` with one).
+a `Pending` is a small object completed by a callback. An operation that fails raises an
+exception (or completes its `Pending` with one): `CommandError` with Redis' text, or the
+store's `ValueError` for an argument it refuses (an empty or oversized key or value); the
+command layer's dispatcher turns either into the error reply.
 
 Reads:  get(key) -> value | None;  get_entry(key) -> (value, expiry_ms) | None;
         get_many(keys) -> [value | None];  expiry(key) -> expiry_ms (0 = none) | None;
@@ -114,30 +116,18 @@ class LocalCoordinator:
 
     # -- reads ---------------------------------------------------------------------------
     def get_entry(self, key):
-        try:
-            return self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return self.store.get_entry(key)
 
     def get_many(self, keys):
         get = self.store.get
-        try:
-            return [get(k) for k in keys]
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return [get(k) for k in keys]
 
     def expiry(self, key):
-        try:
-            return self.store.expiry_ms(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return self.store.expiry_ms(key)
 
     def exists(self, keys) -> int:
         expiry = self.store.expiry_ms
-        try:
-            return sum(1 for k in keys if expiry(k) is not None)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return sum(1 for k in keys if expiry(k) is not None)
 
     def scan(self, cursor: int, count: int):
         return self.store.scan(cursor, count)
@@ -155,14 +145,11 @@ class LocalCoordinator:
 
     # -- writes --------------------------------------------------------------------------
     def put(self, key, value, expiry_ms=0) -> None:
-        try:
-            if expiry_ms and expiry_ms <= self.clock():
-                # already in the past: the write is a delete (as Redis does for SET ... PXAT)
-                self.store.delete(key)
-            else:
-                self.store.put(key, value, expiry_ms)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        if expiry_ms and expiry_ms <= self.clock():
+            # already in the past: the write is a delete (as Redis does for SET ... PXAT)
+            self.store.delete(key)
+        else:
+            self.store.put(key, value, expiry_ms)
         self.write_seq += 1
 
     def put_many(self, pairs) -> None:
@@ -171,18 +158,13 @@ class LocalCoordinator:
         try:
             for key, value in pairs:
                 put(key, value, 0)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
         finally:
             self.write_seq += 1
 
     def delete(self, keys) -> int:
         check_keys(keys)
         delete = self.store.delete
-        try:
-            removed = sum(1 for k in keys if delete(k))
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        removed = sum(1 for k in keys if delete(k))
         if removed:
             self.write_seq += 1
         return removed
@@ -198,10 +180,7 @@ class LocalCoordinator:
     # -- read-modify-write ---------------------------------------------------------------
     def update(self, key, fn):
         now = self.clock()
-        try:
-            entry = self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        entry = self.store.get_entry(key)
         value, expiry = entry if entry is not None else (None, 0)
         state, reply = fn(value, expiry, now)
         if state is KEEP:
@@ -217,23 +196,17 @@ class LocalCoordinator:
                 self.store.delete(key)
                 self.write_seq += 1
             return reply
-        try:
-            if new_value is value:
-                # only the TTL changes: no need to copy the value through the log again
-                self.store.set_expiry(key, new_expiry)
-            else:
-                self.store.put(key, new_value, new_expiry)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        if new_value is value:
+            # only the TTL changes: no need to copy the value through the log again
+            self.store.set_expiry(key, new_expiry)
+        else:
+            self.store.put(key, new_value, new_expiry)
         self.write_seq += 1
         return reply
 
     def incr(self, key, delta: int) -> int:
         """Add delta to the counter at key (absent = 0), keeping its TTL; Redis' overflow rule."""
-        try:
-            entry = self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        entry = self.store.get_entry(key)
         if entry is None:
             current, expiry = 0, 0
         else:

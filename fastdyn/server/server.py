@@ -15,7 +15,9 @@ import signal
 import time
 
 from fastdyn import __version__
+from fastdyn._commands import configure as configure_dispatcher
 from fastdyn.cluster.coordinator import LocalCoordinator
+from fastdyn.server.commands import REGISTRY
 
 log = logging.getLogger("fastdyn.server")
 
@@ -47,6 +49,8 @@ class Node:
 
             check_single_node_format(config.data_dir)
             self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.commands = REGISTRY
+        configure_dispatcher(REGISTRY)
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
