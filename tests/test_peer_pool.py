@@ -240,6 +240,23 @@ def test_a_deadline_fires_peer_timeout_and_a_silent_peer_is_probed_back():
     run(main())
 
 
+def test_requests_of_one_turn_keep_their_own_deadlines():
+    async def main():
+        handler = HoldingReplica()
+        async with peer_pair(handler) as (pool, server, peer):
+            await connected(pool, peer)
+            done = Results()
+            put = m.pack_puts([(b"k", b"v")])
+            for i, deadline_s in enumerate([0.02, 30, 0.02, 0, 30, -1, 0.05]):
+                pool.request(peer, m.REPLICA_PUT, put, deadline_s, done.callback(i))
+            await eventually(lambda: done.calls == 5)
+            assert sorted(done.got) == [0, 2, 3, 5, 6]
+            assert len(done.of_type(PeerTimeout)) == 5
+            pool.close()
+            assert [type(done.got[i]) for i in (1, 4)] == [PeerUnreachable] * 2
+    run(main())
+
+
 def test_a_timeout_while_the_peer_answers_other_requests_keeps_it_reachable():
     async def main():
         events = []

@@ -82,22 +82,37 @@ class PeerPool:
         self._slots: list[int] = []
         self._timer = None
         self._timer_slot = 0
+        self._turn_deadline_s = None     # deadline_s of the turn's last request, and its bucket
+        self._turn_bucket = None
 
     # -- requests --------------------------------------------------------------------------
     def request(self, peer: str, kind: int, payload, deadline_s: float, callback) -> None:
         link = self._links.get(peer)
+        conn = None if link is None or not link.reachable else link.conn
+        if conn is None:
+            conn = self._connection(link, peer, callback)
+            if conn is None:
+                return
+        req_id = conn.request(kind, payload, callback)
+        if deadline_s == self._turn_deadline_s:
+            # the same deadline as the turn's previous request: the same slot (uvloop's clock
+            # only advances between turns)
+            self._turn_bucket.append((conn, req_id))
+        else:
+            self._expire_at(conn, req_id, deadline_s)
+
+    def _connection(self, link, peer, callback):
+        """The connection to send on, dialled if needed; None (and the callback scheduled
+        with PeerUnreachable) when the peer is unreachable or not an address."""
         if link is None:
             link = self._add_link(peer)
             if link is None:
                 self.loop.call_soon(callback, PeerUnreachable(peer, "not a host:port address"))
-                return
+                return None
         if not link.reachable:
             self.loop.call_soon(callback, PeerUnreachable(peer, link.down_reason))
-            return
-        conn = link.conn
-        if conn is None:
-            conn = self._dial(link)
-        self._expire_at(conn, conn.request(kind, payload, callback), deadline_s)
+            return None
+        return link.conn or self._dial(link)
 
     def reachable(self, peer: str) -> bool:
         """False while the peer is marked unreachable; True for a peer never contacted."""
@@ -119,7 +134,7 @@ class PeerPool:
 
     # -- deadlines -------------------------------------------------------------------------
     def _expire_at(self, conn, req_id, deadline_s) -> None:
-        # rounded up to the next slot: a deadline may fire up to one tick late, never early
+        # rounded up to the next slot: a deadline fires within a tick after it passes
         slot = int((self.loop.time() + deadline_s) * self._slots_per_s) + 1
         bucket = self._buckets.get(slot)
         if bucket is None:
@@ -128,6 +143,13 @@ class PeerPool:
             if self._timer is None or slot < self._timer_slot:
                 self._set_timer(slot)
         bucket.append((conn, req_id))
+        if self._turn_deadline_s is None:
+            self.loop.call_soon(self._end_turn)
+        self._turn_deadline_s = deadline_s
+        self._turn_bucket = bucket
+
+    def _end_turn(self) -> None:
+        self._turn_deadline_s = self._turn_bucket = None
 
     def _set_timer(self, slot) -> None:
         if self._timer is not None:
@@ -137,6 +159,7 @@ class PeerPool:
 
     def _tick(self) -> None:
         self._timer = None
+        self._end_turn()        # the turn's bucket may be among those expiring now
         now_slot = self.loop.time() * self._slots_per_s
         slots = self._slots
         while slots and slots[0] <= now_slot:
@@ -262,3 +285,4 @@ class PeerPool:
             self._timer = None
         self._buckets.clear()
         self._slots.clear()
+        self._end_turn()
