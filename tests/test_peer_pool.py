@@ -3,6 +3,8 @@ PeerServer, multiplexing, coalescing, deadlines, reachability and the fault hook
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 
 import pytest
 import uvloop
@@ -204,6 +206,62 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
     run(main())
 
 
+# A peer node in its own process: serves PING and HELLO, never answers REPLICA_PUT.
+SILENT_PEER = """
+import asyncio, sys, uvloop
+from fastdyn.peer.server import PeerServer
+
+class Silent:
+    def handle(self, conn, frame):
+        pass
+
+async def main():
+    server = PeerServer(Silent(), "silent")
+    print(await server.start("127.0.0.1", int(sys.argv[1])), flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+async def start_silent_peer(port=0):
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_PEER, str(port)],
+                            stdout=subprocess.PIPE)
+    line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+    return proc, f"{HOST}:{int(line)}"
+
+
+def test_a_peer_process_killed_9_fails_pending_requests_and_is_reached_again_on_restart():
+    async def main():
+        events = []
+        proc, peer = await start_silent_peer()
+        pool = PeerPool(CLIENT, backoff_min_s=0.01, backoff_max_s=0.1,
+                        on_unreachable=lambda p: events.append("down"),
+                        on_reachable=lambda p: events.append("up"))
+        try:
+            assert await call(pool, peer, m.PING, b"") == b""
+            waiting = Results()
+            for i in range(10):
+                pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 60,
+                             waiting.callback(i))
+            await asyncio.sleep(0.05)
+            assert waiting.calls == 0
+            proc.kill()
+            await eventually(lambda: waiting.calls == 10)
+            assert len(waiting.of_type(PeerUnreachable)) == 10
+            assert events == ["down"]
+            proc.wait()
+            proc, _ = await start_silent_peer(split_address(peer)[1])
+            await eventually(lambda: pool.reachable(peer))
+            assert events == ["down", "up"]
+            assert await call(pool, peer, m.PING, b"") == b""
+        finally:
+            pool.close()
+            proc.kill()
+            proc.wait()
+    run(main())
+
+
 def test_nothing_listening_is_unreachable():
     async def main():
         with socket.socket() as s:
@@ -285,6 +343,17 @@ def test_an_error_response_fails_only_its_request():
             assert isinstance(bad, PeerRequestFailed) and "truncated" in str(bad)
             assert await call(pool, peer, m.PING, b"") == b""
             assert pool.reachable(peer)
+    run(main())
+
+
+def test_a_payload_over_the_limit_fails_before_it_can_close_the_connection():
+    async def main():
+        async with peer_pair(max_payload=1000) as (pool, server, peer):
+            await connected(pool, peer)
+            result = await call(pool, peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v" * 1000)]))
+            assert isinstance(result, PeerRequestFailed) and "exceeds the limit" in str(result)
+            assert await call(pool, peer, m.PING, b"") == b""
+            assert len(server.connections) == 1
     run(main())
 
 

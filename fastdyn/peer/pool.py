@@ -1,10 +1,11 @@
 """One connection per peer, many requests multiplexed on it, deadlines, reachability.
 
 `pool.request(peer, kind, payload, deadline_s, callback)` calls `callback` exactly once, never
-from inside `request`: with the response payload, or with PeerRequestFailed (error response),
-PeerUnreachable (connection down or failed, peer marked unreachable) or PeerTimeout (no
-response within `deadline_s` seconds). No Task or Future per request: deadlines sit in one
-timer wheel per pool, served by a single loop timer.
+from inside `request`: with the response payload, or with PeerRequestFailed (an error
+response, or a payload over the peers' max_payload), PeerUnreachable (connection down or
+failed, peer marked unreachable) or PeerTimeout (no response within `deadline_s` seconds).
+No Task or Future per request: deadlines sit in one timer wheel per pool, served by a single
+loop timer.
 
 A peer is dialled on its first request. It is marked unreachable (`on_unreachable(peer)`) when
 its connection fails, or when a request times out with nothing heard from the peer since the
@@ -18,7 +19,7 @@ import asyncio
 import heapq
 import logging
 
-from fastdyn.errors import PeerTimeout, PeerUnreachable
+from fastdyn.errors import PeerRequestFailed, PeerTimeout, PeerUnreachable
 from fastdyn.peer.codec import DEFAULT_MAX_PAYLOAD
 from fastdyn.peer.messages import HELLO, PING, pack_name
 from fastdyn.peer.protocol import PeerConnection
@@ -89,8 +90,8 @@ class PeerPool:
     def request(self, peer: str, kind: int, payload, deadline_s: float, callback) -> None:
         link = self._links.get(peer)
         conn = None if link is None or not link.reachable else link.conn
-        if conn is None:
-            conn = self._connection(link, peer, callback)
+        if conn is None or len(payload) > self.max_payload:
+            conn = self._connection(link, peer, payload, callback)
             if conn is None:
                 return
         req_id = conn.request(kind, payload, callback)
@@ -101,9 +102,14 @@ class PeerPool:
         else:
             self._expire_at(conn, req_id, deadline_s)
 
-    def _connection(self, link, peer, callback):
+    def _connection(self, link, peer, payload, callback):
         """The connection to send on, dialled if needed; None (and the callback scheduled
-        with PeerUnreachable) when the peer is unreachable or not an address."""
+        with the error) when the peer is unreachable or not an address, or the payload is
+        larger than a peer accepts (it would close the connection)."""
+        if len(payload) > self.max_payload:
+            self.loop.call_soon(callback, PeerRequestFailed(
+                peer, f"payload of {len(payload)} bytes exceeds the limit of {self.max_payload}"))
+            return None
         if link is None:
             link = self._add_link(peer)
             if link is None:
