@@ -11,7 +11,7 @@ import uvloop
 
 from fastdyn.errors import PeerRequestFailed, PeerTimeout, PeerUnreachable
 from fastdyn.peer import messages as m
-from fastdyn.peer.codec import FrameDecoder, encode_frame
+from fastdyn.peer.codec import FLAG_ERROR, FLAG_RESPONSE, FrameDecoder, encode_frame
 from fastdyn.peer.faults import Faults
 from fastdyn.peer.memory import MemoryReplica
 from fastdyn.peer.pool import PeerPool, split_address
@@ -343,6 +343,35 @@ def test_an_error_response_fails_only_its_request():
             assert isinstance(bad, PeerRequestFailed) and "truncated" in str(bad)
             assert await call(pool, peer, m.PING, b"") == b""
             assert pool.reachable(peer)
+    run(main())
+
+
+class Refuser(asyncio.Protocol):
+    """A peer that answers every request, HELLO included, with an error response (as a node
+    that does not know a kind does)."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.decoder = FrameDecoder()
+
+    def data_received(self, data):
+        for frame in self.decoder.feed(data):
+            self.transport.write(encode_frame(frame.kind, FLAG_RESPONSE | FLAG_ERROR,
+                                              frame.req_id, b"unknown message kind"))
+
+
+def test_a_peer_answering_with_errors_stays_reachable():
+    async def main():
+        server = await asyncio.get_running_loop().create_server(Refuser, HOST, 0)
+        peer = f"{HOST}:{server.sockets[0].getsockname()[1]}"
+        pool = PeerPool(CLIENT)
+        try:
+            result = await call(pool, peer, m.PING, b"")
+            assert isinstance(result, PeerRequestFailed)
+            assert pool.reachable(peer)
+        finally:
+            pool.close()
+            server.close()
     run(main())
 
 

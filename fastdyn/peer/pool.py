@@ -263,10 +263,10 @@ class PeerPool:
         link.probing = False
         if self._links.get(link.peer) is not link:
             return
-        if isinstance(result, Exception):
-            self._mark_down(link, getattr(result, "reason", str(result)))
+        if isinstance(result, (PeerUnreachable, PeerTimeout)):
+            self._mark_down(link, result.reason)
         else:
-            self._mark_up(link)
+            self._mark_up(link)     # an error response too: the peer is there (an older node)
 
     # -- shutting down ---------------------------------------------------------------------
     def remove(self, peer: str) -> None:
