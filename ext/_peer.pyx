@@ -257,7 +257,8 @@ def unpack_results(payload):
 # -- frames ----------------------------------------------------------------------------------
 @cython.freelist(256)
 cdef class Frame:
-    """One decoded frame. `payload` is a memoryview into the received bytes (no copy)."""
+    """One decoded frame. `payload` is a memoryview into the received bytes (no copy), or b""
+    when empty."""
     cdef readonly unsigned char kind, flags
     cdef readonly uint32_t req_id
     cdef readonly object payload
@@ -365,13 +366,16 @@ cdef class FrameDecoder:
             if stop > end:
                 need = _HEADER + <Py_ssize_t>length
                 break
-            if view is None:
-                view = memoryview(data)
             frame = Frame.__new__(Frame)
             frame.kind = h[5]
             frame.flags = h[6]
             frame.req_id = <uint32_t>_get_u32(h + 7)
-            frame.payload = PySequence_GetSlice(view, pos + _HEADER, stop)
+            if length == 0:
+                frame.payload = b""
+            else:
+                if view is None:
+                    view = memoryview(data)
+                frame.payload = PySequence_GetSlice(view, pos + _HEADER, stop)
             frames.append(frame)
             pos = stop
         if pos < end:

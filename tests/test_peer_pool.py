@@ -495,6 +495,18 @@ def test_delay_holds_frames_back_until_healed():
     run(main())
 
 
+@pytest.mark.parametrize("text, address", [
+    ("127.0.0.1:7000", ("127.0.0.1", 7000)), ("node-3.example:17001", ("node-3.example", 17001)),
+    ("[::1]:7000", ("::1", 7000)), ("h:0", None), ("h:70000", None), ("h:", None),
+    (":7000", None), ("7000", None), ("h:x1", None)])
+def test_peer_addresses(text, address):
+    if address is None:
+        with pytest.raises(ValueError):
+            split_address(text)
+    else:
+        assert split_address(text) == address
+
+
 @pytest.mark.parametrize("method, args", [("drop", (1.5,)), ("drop", (-0.1,)),
                                           ("delay", (-1,)), ("delay", (float("nan"),))])
 def test_bad_fault_rules_are_refused(method, args):
