@@ -274,9 +274,12 @@ def test_nothing_listening_is_unreachable():
             assert "cannot connect" in str(result)
             assert not pool.reachable(f"{HOST}:{port}")
             assert pool.unreachable() == [f"{HOST}:{port}"]
-            assert isinstance(await call(pool, "no-port", m.PING, b""), PeerUnreachable)
+            bad = await call(pool, "no-port", m.PING, b"")
+            assert isinstance(bad, PeerUnreachable) and "host:port" in str(bad)
         finally:
             pool.close()
+        closed = await call(pool, f"{HOST}:{port}", m.PING, b"")
+        assert isinstance(closed, PeerUnreachable) and "closed" in str(closed)
     run(main())
 
 

@@ -111,9 +111,10 @@ class PeerPool:
                 peer, f"payload of {len(payload)} bytes exceeds the limit of {self.max_payload}"))
             return None
         if link is None:
-            link = self._add_link(peer)
-            if link is None:
-                self.loop.call_soon(callback, PeerUnreachable(peer, "not a host:port address"))
+            try:
+                link = self._add_link(peer)
+            except ValueError as exc:
+                self.loop.call_soon(callback, PeerUnreachable(peer, str(exc)))
                 return None
         if not link.reachable:
             self.loop.call_soon(callback, PeerUnreachable(peer, link.down_reason))
@@ -130,11 +131,8 @@ class PeerPool:
 
     def _add_link(self, peer):
         if self._closed:
-            return None
-        try:
-            host, port = split_address(peer)
-        except ValueError:
-            return None
+            raise ValueError("the peer pool is closed")
+        host, port = split_address(peer)
         link = self._links[peer] = _Link(peer, host, port, self.backoff_min_s)
         return link
 
