@@ -11,6 +11,7 @@ halves the receive side's cost per frame.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport (PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromObject,
                             PyBytes_FromStringAndSize,
                             PyBytes_GET_SIZE)
@@ -386,3 +387,50 @@ cdef class FrameDecoder:
             self._have = 0
         self._need = need
         return frames
+
+
+@cython.final
+cdef class FrameEncoder:
+    """Appends frames into one buffer; `take()` hands the whole batch over for one write."""
+    cdef bytearray _buf
+
+    def __init__(self):
+        self._buf = bytearray()
+
+    def __len__(self):
+        return PyByteArray_GET_SIZE(self._buf)
+
+    def add(self, unsigned char kind, unsigned char flags, uint32_t req_id, payload=b""):
+        cdef Py_buffer view
+        cdef bint have_view = not PyBytes_CheckExact(payload)
+        cdef const char* src
+        cdef Py_ssize_t n, size
+        cdef char* dst
+        if have_view:
+            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+            src = <const char*>view.buf
+            n = view.len
+        else:
+            src = PyBytes_AS_STRING(payload)
+            n = PyBytes_GET_SIZE(payload)
+        try:
+            if <size_t>n > MAX_BLOB:
+                raise ValueError(f"a peer frame payload of {n} bytes exceeds 4 GiB")
+            size = PyByteArray_GET_SIZE(self._buf)
+            PyByteArray_Resize(self._buf, size + _HEADER + n)   # over-allocates as it grows
+            dst = PyByteArray_AS_STRING(self._buf) + size
+            _put_u32(dst, <size_t>n)
+            dst[4] = <char>_VERSION
+            dst[5] = <char>kind
+            dst[6] = <char>flags
+            _put_u32(dst + 7, req_id)
+            memcpy(dst + _HEADER, src, <size_t>n)
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+
+    def take(self):
+        """The encoded frames so far (the caller owns the buffer); the encoder starts empty."""
+        buf = self._buf
+        self._buf = bytearray()
+        return buf

@@ -10,16 +10,16 @@ Every frame is an 11-byte little-endian header followed by its payload:
     req_id u32   chosen by the requester, echoed by the response
 
 A response carries the request's kind and id; an error response has both flags set and a
-UTF-8 message as its payload. Decoding is compiled (FrameDecoder in ext/_peer.pyx, which
-returns Frame objects whose payload is a memoryview into the received bytes); encoding is
-one struct.pack per frame appended to a buffer.
+UTF-8 message as its payload. FrameDecoder and FrameEncoder are compiled (ext/_peer.pyx):
+the decoder returns Frame objects whose payload is a memoryview into the received bytes, the
+encoder appends each frame to one buffer that leaves in one write.
 """
 from __future__ import annotations
 
 import struct
 
 from fastdyn._peer import (DEFAULT_MAX_PAYLOAD, FLAG_ERROR, FLAG_RESPONSE, HEADER_SIZE, VERSION,
-                           Frame, FrameDecoder)
+                           Frame, FrameDecoder, FrameEncoder)
 
 __all__ = ["VERSION", "HEADER_SIZE", "FLAG_RESPONSE", "FLAG_ERROR", "DEFAULT_MAX_PAYLOAD",
            "Frame", "FrameDecoder", "FrameEncoder", "encode_frame", "frame_spans"]
@@ -30,29 +30,6 @@ MAX_REQ_ID = 0xFFFFFFFF
 
 def encode_frame(kind: int, flags: int, req_id: int, payload=b"") -> bytes:
     return HEADER.pack(len(payload), VERSION, kind, flags, req_id) + payload
-
-
-class FrameEncoder:
-    """Appends frames into one buffer; `take()` hands the whole batch over for one write."""
-
-    __slots__ = ("_buf",)
-
-    def __init__(self):
-        self._buf = bytearray()
-
-    def add(self, kind: int, flags: int, req_id: int, payload=b"") -> None:
-        buf = self._buf
-        buf += HEADER.pack(len(payload), VERSION, kind, flags, req_id)
-        buf += payload
-
-    def __len__(self) -> int:
-        return len(self._buf)
-
-    def take(self) -> bytearray:
-        """The encoded frames so far (the caller owns the buffer); the encoder starts empty."""
-        buf = self._buf
-        self._buf = bytearray()
-        return buf
 
 
 def frame_spans(data) -> list[tuple[int, int]]:
