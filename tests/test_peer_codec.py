@@ -64,6 +64,14 @@ def test_encoder_appends_frames_into_one_buffer_and_starts_empty_after_take():
     assert data == encode_frame(m.PING, 0, 1) + encode_frame(m.REPLICA_GET, 0, 2,
                                                              m.pack_keys([b"a"]))
     assert len(enc) == 0
+    enc.add(m.PING, FLAG_RESPONSE, 3, memoryview(b"xy"))
+    enc.add(m.PING, FLAG_RESPONSE, 4, bytearray(b"z"))
+    assert as_tuples(FrameDecoder().feed(enc.take())) == [(m.PING, FLAG_RESPONSE, 3, b"xy"),
+                                                         (m.PING, FLAG_RESPONSE, 4, b"z")]
+    with pytest.raises(TypeError):
+        enc.add(m.PING, 0, 5, "text")
+    with pytest.raises(OverflowError):
+        enc.add(256, 0, 5)
     assert [stop - start for start, stop in frame_spans(data)] == [HEADER_SIZE, HEADER_SIZE + 9]
 
 
