@@ -533,3 +533,54 @@ def test_closing_the_pool_fails_waiting_requests_once():
             await asyncio.sleep(0.05)
             assert done.calls == 5
     run(main())
+
+
+class Node:
+    """One node's peer side in this process: its faults, its server and its pool."""
+
+    def __init__(self, name, server, pool, faults):
+        self.name, self.server, self.pool, self.faults = name, server, pool, faults
+
+    @classmethod
+    async def start(cls):
+        faults = Faults(seed=3)
+        server = PeerServer(MemoryReplica(), "", faults=faults)
+        name = server.local_name = f"{HOST}:{await server.start(HOST, 0)}"
+        pool = PeerPool(name, faults=faults, backoff_min_s=0.01, backoff_max_s=0.05,
+                        probe_timeout_s=0.2)
+        return cls(name, server, pool, faults)
+
+    async def stop(self):
+        self.pool.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_a_two_way_partition_of_three_nodes_isolates_one_and_heals():
+    async def main():
+        nodes = [await Node.start() for _ in range(3)]
+        a, b, c = nodes
+        try:
+            for x in nodes:
+                for y in nodes:
+                    if x is not y:
+                        assert await call(x.pool, y.name, m.PING, b"") == b""
+            for x in (a, b):              # c on one side, a and b on the other
+                x.faults.partition(c.name)
+                c.faults.partition(x.name)
+            for x, y in ((a, c), (c, a), (b, c), (c, b)):
+                assert isinstance(await call(x.pool, y.name, m.PING, b"", 0.05), PeerTimeout)
+                assert not x.pool.reachable(y.name)
+            for x, y in ((a, b), (b, a)):
+                assert await call(x.pool, y.name, m.PING, b"") == b""
+            for x in nodes:
+                x.faults.heal()
+            for x in nodes:
+                for y in nodes:
+                    if x is not y:
+                        await eventually(lambda: x.pool.reachable(y.name))
+                        assert await call(x.pool, y.name, m.PING, b"") == b""
+        finally:
+            for x in nodes:
+                await x.stop()
+    run(main())
