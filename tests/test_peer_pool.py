@@ -318,6 +318,22 @@ def test_requests_of_one_turn_keep_their_own_deadlines():
     run(main())
 
 
+def test_bad_arguments_raise_before_anything_is_sent():
+    async def main():
+        async with peer_pair() as (pool, server, peer):
+            await connected(pool, peer)
+            done = Results()
+            for deadline_s in (None, float("nan")):
+                with pytest.raises((TypeError, ValueError)):
+                    pool.request(peer, m.PING, b"", deadline_s, done.callback(deadline_s))
+            with pytest.raises(TypeError):
+                pool.request(peer, m.PING, "text", 10, done.callback("text"))
+            assert pool._links[peer].conn.pending == {}
+            assert await call(pool, peer, m.PING, b"") == b""
+            assert done.calls == 0
+    run(main())
+
+
 def test_a_timeout_while_the_peer_answers_other_requests_keeps_it_reachable():
     async def main():
         events = []

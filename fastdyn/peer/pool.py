@@ -28,6 +28,8 @@ __all__ = ["PeerPool", "split_address"]
 
 log = logging.getLogger("fastdyn.peer")
 
+_NO_DEADLINE = float("nan")     # equal to no deadline, None included
+
 
 def split_address(peer: str) -> tuple[str, int]:
     """'host:port' or '[v6 host]:port' -> (host, port); ValueError when it is neither."""
@@ -83,8 +85,8 @@ class PeerPool:
         self._slots: list[int] = []
         self._timer = None
         self._timer_slot = 0
-        self._turn_deadline_s = None     # deadline_s of the turn's last request, and its bucket
-        self._turn_bucket = None
+        self._turn_deadline_s = _NO_DEADLINE   # deadline_s of the turn's last request
+        self._turn_bucket = None               # and its bucket
 
     # -- requests --------------------------------------------------------------------------
     def request(self, peer: str, kind: int, payload, deadline_s: float, callback) -> None:
@@ -94,13 +96,13 @@ class PeerPool:
             conn = self._connection(link, peer, payload, callback)
             if conn is None:
                 return
-        req_id = conn.request(kind, payload, callback)
         if deadline_s == self._turn_deadline_s:
             # the same deadline as the turn's previous request: the same slot (uvloop's clock
             # only advances between turns)
-            self._turn_bucket.append((conn, req_id))
+            bucket = self._turn_bucket
         else:
-            self._expire_at(conn, req_id, deadline_s)
+            bucket = self._bucket(deadline_s)   # a bad deadline raises before anything is sent
+        bucket.append((conn, conn.request(kind, payload, callback)))
 
     def _connection(self, link, peer, payload, callback):
         """The connection to send on, dialled if needed; None (and the callback scheduled
@@ -137,8 +139,9 @@ class PeerPool:
         return link
 
     # -- deadlines -------------------------------------------------------------------------
-    def _expire_at(self, conn, req_id, deadline_s) -> None:
-        # rounded up to the next slot: a deadline fires within a tick after it passes
+    def _bucket(self, deadline_s) -> list:
+        """The wheel's list of (conn, req_id) expiring deadline_s seconds from now, rounded up
+        to the next slot: a deadline fires within a tick after it passes."""
         slot = int((self.loop.time() + deadline_s) * self._slots_per_s) + 1
         bucket = self._buckets.get(slot)
         if bucket is None:
@@ -146,14 +149,15 @@ class PeerPool:
             heapq.heappush(self._slots, slot)
             if self._timer is None or slot < self._timer_slot:
                 self._set_timer(slot)
-        bucket.append((conn, req_id))
-        if self._turn_deadline_s is None:
+        if self._turn_bucket is None:
             self.loop.call_soon(self._end_turn)
         self._turn_deadline_s = deadline_s
         self._turn_bucket = bucket
+        return bucket
 
     def _end_turn(self) -> None:
-        self._turn_deadline_s = self._turn_bucket = None
+        self._turn_deadline_s = _NO_DEADLINE
+        self._turn_bucket = None
 
     def _set_timer(self, slot) -> None:
         if self._timer is not None:
@@ -192,9 +196,8 @@ class PeerPool:
             max_payload=self.max_payload, on_lost=self._lost)
         # HELLO goes first and is the probe: its answer proves the peer is there
         link.probing = True
-        self._expire_at(conn, conn.request(HELLO, pack_name(self.local_name),
-                                           lambda result: self._probe_done(link, result)),
-                        self.probe_timeout_s)
+        self._bucket(self.probe_timeout_s).append((conn, conn.request(
+            HELLO, pack_name(self.local_name), lambda result: self._probe_done(link, result))))
         link.dial_task = self.loop.create_task(self._connect(link, conn))
         return conn
 
@@ -253,9 +256,8 @@ class PeerPool:
         else:
             link.probing = True
             conn = link.conn
-            self._expire_at(conn, conn.request(PING, b"",
-                                               lambda result: self._probe_done(link, result)),
-                            self.probe_timeout_s)
+            self._bucket(self.probe_timeout_s).append((conn, conn.request(
+                PING, b"", lambda result: self._probe_done(link, result))))
 
     def _probe_done(self, link, result) -> None:
         link.probing = False

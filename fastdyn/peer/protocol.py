@@ -57,8 +57,8 @@ class PeerConnection(asyncio.Protocol):
     def request(self, kind: int, payload, callback) -> int:
         """Queue a request; `callback` gets the response payload or an exception, once."""
         req_id = self.next_id = (self.next_id + 1) & MAX_REQ_ID
+        self.out.add(kind, 0, req_id, payload)      # raises on a bad payload: nothing pending
         self.pending[req_id] = (callback, self.received)
-        self.out.add(kind, 0, req_id, payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
