@@ -342,7 +342,8 @@ def test_a_timeout_while_the_peer_answers_other_requests_keeps_it_reachable():
                 pool, server, peer):
             await connected(pool, peer)
             done = Results()
-            pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 0.05,
+            # the GET's answer arrives long before the held request's deadline
+            pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 1.0,
                          done.callback("held"))
             pool.request(peer, m.REPLICA_GET, m.pack_keys([b"k"]), 10, done.callback("get"))
             await eventually(lambda: done.calls == 2)
@@ -486,7 +487,7 @@ def test_drop_probability_loses_some_frames_and_keeps_the_others():
             pool.faults.drop(peer, 0.5)
             done = Results()
             for i in range(200):
-                pool.request(peer, m.PING, b"", 0.3, done.callback(i))
+                pool.request(peer, m.PING, b"", 1.0, done.callback(i))
             await eventually(lambda: done.calls == 200)
             lost = len(done.of_type(PeerTimeout))
             assert 0 < lost < 200
