@@ -183,12 +183,17 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
                 pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 60,
                              waiting.callback(i))
             await eventually(lambda: len(handler.frames) == 20)
+            assert pool.describe() == {peer: {"reachable": True, "connected": True,
+                                              "in_flight": 20, "down_reason": ""}}
             server.close()                  # drops the connection as a killed node does
             await server.wait_closed()
             await eventually(lambda: waiting.calls == 20)
             assert len(waiting.of_type(PeerUnreachable)) == 20
             assert not pool.reachable(peer)
             assert events == [("down", peer)]
+            [status] = pool.describe().values()
+            assert status["reachable"] is False and status["in_flight"] == 0
+            assert status["down_reason"].startswith("connection")
             refused = await call(pool, peer, m.PING, b"")
             assert isinstance(refused, PeerUnreachable)
             await asyncio.sleep(0.05)       # probes keep failing while nothing listens

@@ -131,6 +131,15 @@ class PeerPool:
     def unreachable(self) -> list[str]:
         return [peer for peer, link in self._links.items() if not link.reachable]
 
+    def describe(self) -> dict:
+        """Per peer contacted: reachable, connected, requests in flight, why it is down (for
+        INFO and `cluster status`)."""
+        return {peer: {"reachable": link.reachable,
+                       "connected": link.conn is not None and link.conn.transport is not None,
+                       "in_flight": 0 if link.conn is None else len(link.conn.pending),
+                       "down_reason": "" if link.reachable else link.down_reason}
+                for peer, link in self._links.items()}
+
     def _add_link(self, peer):
         if self._closed:
             raise ValueError("the peer pool is closed")
