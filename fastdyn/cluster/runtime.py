@@ -9,7 +9,6 @@ values. The data directory's `FORMAT` file says which; a single node's directory
 cluster member is converted once (each value becomes an LWW register), and a cluster member's
 directory is refused by a single node, with a message saying so.
 """
-import asyncio
 import logging
 import os
 

@@ -39,7 +39,7 @@ def is_loopback(peername) -> bool:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
                  "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
-                 "backlog", "write_paused", "eof")
+                 "backlog", "write_paused", "eof", "drain_scheduled")
 
     def __init__(self, server):
         self.server = server
@@ -54,6 +54,7 @@ class ClientConnection(asyncio.Protocol):
         self.name = b""
         self.lib = {}
         self.slots = None
+        self.drain_scheduled = False
         self.closing = False
         self.peer = None
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
@@ -212,13 +213,19 @@ class ClientConnection(asyncio.Protocol):
             else:
                 encode(w, result)
             slot[0] = w.take()
-            self.drain_slots()
+            if not self.drain_scheduled:
+                # the replies a turn completes leave together: one write per connection
+                self.drain_scheduled = True
+                self.server.loop.call_soon(self.drain_slots)
 
         pending.add_done_callback(done)
 
     def drain_slots(self):
         """Send the completed prefix of the reply slots."""
+        self.drain_scheduled = False
         slots = self.slots
+        if slots is None:
+            return
         chunks = []
         while slots:
             head = slots[0]
