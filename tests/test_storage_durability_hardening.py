@@ -6,6 +6,8 @@ and to make one fail.  A full disk is played by RLIMIT_FSIZE in a child process.
 """
 import errno
 import os
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -13,8 +15,10 @@ import threading
 
 import pytest
 
+from conftest import HOST, fastdyn_argv, free_port, wait_for_port
 from fastdyn.errors import DurabilityLost, PersistFailed
 from fastdyn.storage import Store
+from resp_client import RawClient, ServerClosed, error_word
 
 
 class FsyncLog:
@@ -253,3 +257,37 @@ def test_open_files_stay_bounded_with_many_segments(tmp_path):
     with Store(path, segment_bytes=1024, auto_merge=False) as s:
         assert store_fds() <= 3
         assert s.get(b"k00000") == b"v" * 100 and s.get(b"k02999") == b"v" * 100
+
+
+def _fsize_limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
+
+
+def test_server_answers_misconf_on_a_full_disk_and_keeps_serving_reads(tmp_path):
+    port = free_port()
+    data = tmp_path / "node"
+    os.makedirs(data)
+    with open(tmp_path / "node.log", "wb") as logf:
+        proc = subprocess.Popen(fastdyn_argv(port, data, "--sync", "always"), cwd=data,
+                                stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_fsize_limit)
+    try:
+        wait_for_port(port, proc)
+        with RawClient(port) as c:
+            assert c.call("SET", "a", "1") == ("simple", b"OK")
+            try:                             # fills the disk: its outcome is unknown
+                c.call("SET", "big", os.urandom(300 << 10))
+            except (ServerClosed, ConnectionError):
+                pass
+        with RawClient(port) as c:
+            reply = c.call("SET", "b", "2")
+            assert error_word(reply) == b"MISCONF", reply
+            assert c.call("GET", "a") == ("bulk", b"1")
+            assert error_word(c.call("INCR", "n")) == b"MISCONF"
+            assert error_word(c.call("DEL", "a")) == b"MISCONF"
+            assert c.call("GET", "a") == ("bulk", b"1")
+            assert c.call("GET", "b") == ("nullbulk",)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -6,6 +6,10 @@ OS. With `--sync always` the store is opened without its own fsync and the node 
 commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
 parsing and executing; one fsync covers every write made before it started. `--sync interval`
 leaves the periodic fsync to the store.
+
+When the data directory cannot take a turn's records (disk full, I/O error, failed fsync), the
+writers of that turn are disconnected unanswered (their writes may or may not persist), and
+from then on the store refuses writes, which clients see as `-MISCONF`, while reads go on.
 """
 import asyncio
 import collections
@@ -105,8 +109,8 @@ class Node:
         seq = self.coord.write_seq
         try:
             self.store.flush_buffer()
-        except Exception:
-            log.exception("write to the data directory failed")
+        except Exception as exc:
+            log.error("write to the data directory failed: %s", exc)
             self._drop_waiting()
             return
         if not self.group_commit:
@@ -135,11 +139,13 @@ class Node:
             conn.write_now(data, close)
 
     def _drop_waiting(self):
-        # the writes may be lost: never acknowledge them; drop those clients instead
+        # the writes may be lost: never acknowledge them; drop those clients instead.  The
+        # store refuses writes until it can persist again, so later replies need not wait.
         while self.waiting:
             conn = self.waiting.popleft()[1]
             if conn.transport is not None:
                 conn.transport.abort()
+        self.acked_seq = self.coord.write_seq
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
