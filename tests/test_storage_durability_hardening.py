@@ -288,6 +288,10 @@ def test_server_answers_misconf_on_a_full_disk_and_keeps_serving_reads(tmp_path)
             assert c.call("GET", "a") == ("bulk", b"1")
             assert c.call("GET", "b") == ("nullbulk",)
         assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)     # the in-doubt record still cannot be written
+        assert proc.wait(20) == 1
+        log = (tmp_path / "node.log").read_text()
+        assert "shut down without persisting the last writes" in log and "Traceback" not in log
     finally:
         proc.kill()
         proc.wait()

@@ -20,6 +20,7 @@ import time
 
 from fastdyn import __version__
 from fastdyn.cluster.coordinator import LocalCoordinator
+from fastdyn.errors import PersistFailed
 
 log = logging.getLogger("fastdyn.server")
 
@@ -179,11 +180,11 @@ class Node:
                  rep["n"], rep["r"], rep["w"], rep["n_effective"], rep["r_effective"],
                  rep["w_effective"])
         await self.stopping.wait()
-        await self.shutdown()
-        return 0
+        return await self.shutdown()
 
-    async def shutdown(self):
-        """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
+    async def shutdown(self) -> int:
+        """Stop accepting, finish pending fsyncs, close clients, flush and close the store.
+        Returns the exit status: 1 when the last writes could not be persisted."""
         log.info("shutting down")
         # a second SIGTERM/SIGINT must not cut the shutdown short (nor exit by the signal)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -202,7 +203,10 @@ class Node:
             if conn.transport is not None:
                 conn.transport.close()
         await self.listener.wait_closed()
-        self.store.flush_buffer()
-        self.store.fsync()
-        self.store.close()
+        try:
+            self.store.close()      # writes and fsyncs what is still pending first
+        except PersistFailed as exc:
+            log.error("shut down without persisting the last writes: %s", exc)
+            return 1
         log.info("data flushed and closed")
+        return 0
