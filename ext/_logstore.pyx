@@ -32,7 +32,7 @@ from fastdyn.errors import (DurabilityLost, PersistFailed, StorageCorruption, St
                             StoreLocked)
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memcmp, memmove, memset
+from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.errno cimport errno, EINTR, EIO
 from posix.unistd cimport write as c_write, fdatasync, ftruncate
@@ -758,8 +758,8 @@ cdef class Store:
         return 0
 
     cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1:
-        """fdatasync a data file now `length` bytes long, with the GIL released; 0 or the
-        errno of the failure."""
+        """fdatasync (without the GIL) a data file now `length` bytes long, or let fsync_hook
+        stand in for it; 0 or the errno of the failure."""
         cdef int rc
         if self.fsync_hook is not None:
             try:
