@@ -344,6 +344,7 @@ cdef class Store:
         self.map_len = segment_bytes + HDR + MAX_KEY + max_value_bytes + 4096
         self._merge_lock = threading.Lock()
         self._merges_done = 0
+        self._opened_unsynced = set()
         seed = os.urandom(16)
         if kd_init(&self.kd, ld64(PyBytes_AS_STRING(seed)), ld64(PyBytes_AS_STRING(seed) + 8)) < 0:
             raise MemoryError("cannot allocate the keydir")
@@ -450,6 +451,8 @@ cdef class Store:
         for si in range(self.nsegs):
             if self.segs[si].state == SEG_RETIRED:
                 report["cleared"].append("%016x.data" % self.segs[si].id)
+            elif not self.read_only:
+                self._opened_unsynced.add(self.segs[si].id)
             self._release(si)      # sealed segments are read through their mapping alone
         report["keys"] = self.kd.count
         report["seconds"] = round(time.perf_counter() - t0, 6)
@@ -780,6 +783,25 @@ cdef class Store:
         self.broken_reason = (f"fsync of {seg_id:016x}.data in {self.path} failed: "
                               f"{os.strerror(err)}; writes are refused until the store is reopened")
         raise DurabilityLost(self.broken_reason)
+
+    cdef int _sync_opened(self, uint64_t after) except -1:
+        """fsync the segments newer than id `after` that were found at open: after a crash of
+        the process alone their last records may still be only in the page cache."""
+        for seg_id in sorted(i for i in self._opened_unsynced if i > after):
+            try:
+                fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
+                             os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:      # merged away since
+                self._opened_unsynced.discard(seg_id)
+                continue
+            try:
+                err = self._sync_fd(fd, seg_id, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            if err:
+                self._lose_durability(seg_id, err)
+            self._opened_unsynced.discard(seg_id)
+        return 0
 
     cdef int _fsync_seg(self, uint32_t si) except -1:
         """fdatasync one segment (pinned so it cannot be closed).  A success covers what the
@@ -1574,6 +1596,7 @@ cdef class Store:
                 # in a later segment not yet synced: that must be durable before the victim goes
                 self._flush()
                 self._fsync_active()
+                self._sync_opened(self.segs[<uint32_t>victims[0]].id)
                 _fsync_dir(self.path)
                 for i in victims:
                     self._retire(i)

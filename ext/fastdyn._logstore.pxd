@@ -63,6 +63,7 @@ cdef class Store:
     cdef int broken                 # BROKEN_* in _logstore.pyx: why writes are refused
     cdef object broken_reason
     cdef public object fsync_hook   # test seam: runs in place of fdatasync when set
+    cdef object _opened_unsynced    # ids of segments found at open that no fsync covered yet
     cdef int merge_stop
     cdef uint64_t next_major
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
@@ -114,3 +115,4 @@ cdef class Store:
     cdef int _check_writable(self) except -1
     cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1
     cdef int _lose_durability(self, uint64_t seg_id, int err) except -1
+    cdef int _sync_opened(self, uint64_t after) except -1
