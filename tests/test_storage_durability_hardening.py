@@ -288,12 +288,13 @@ def _fsize_limit():
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
 
 
-def test_server_answers_misconf_on_a_full_disk_and_keeps_serving_reads(tmp_path):
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_server_answers_misconf_on_a_full_disk_and_keeps_serving_reads(tmp_path, sync):
     port = free_port()
     data = tmp_path / "node"
     os.makedirs(data)
     with open(tmp_path / "node.log", "wb") as logf:
-        proc = subprocess.Popen(fastdyn_argv(port, data, "--sync", "always"), cwd=data,
+        proc = subprocess.Popen(fastdyn_argv(port, data, "--sync", sync), cwd=data,
                                 stdout=logf, stderr=subprocess.STDOUT, preexec_fn=_fsize_limit)
     try:
         wait_for_port(port, proc)
