@@ -28,13 +28,14 @@ import weakref
 import fcntl
 import lz4.block
 
-from fastdyn.errors import StorageCorruption, StorageError, StoreLocked
+from fastdyn.errors import (DurabilityLost, PersistFailed, StorageCorruption, StorageError,
+                            StoreLocked)
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memcmp, memmove, memset
+from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
-from libc.errno cimport errno, EINTR
-from posix.unistd cimport write as c_write, fdatasync
+from libc.errno cimport errno, EINTR, EIO
+from posix.unistd cimport write as c_write, fdatasync, ftruncate
 from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
@@ -86,6 +87,8 @@ cdef enum:
     SYNC_INTERVAL = 1
     SYNC_ALWAYS = 2
     HINT_ENTRY = 21         # off u32, size u32, expiry u64, flags u8, key_len u32
+    BROKEN_WRITE = 1        # a write() failed: writes are refused until a retry succeeds
+    BROKEN_FSYNC = 2        # an fsync failed: writes are refused until the store is reopened
 
 cdef uint64_t MAX_VALUE_HARD = 1 << 30
 cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
@@ -275,6 +278,13 @@ cdef class Store:
     A server on an event loop uses `batch()`, `flush_buffer()` and `fsync()` (see them) to
     commit a whole turn's writes with one write() and one fsync.
 
+    Failures (docs/storage.md, "Durability"): a failed write() (disk full, file size limit,
+    I/O error) is cut back out of the file and its records stay pending; writes raise
+    PersistFailed until a retry succeeds.  A failed fsync makes every later write and fsync
+    raise DurabilityLost until the store is reopened.  Reads keep working in both cases.
+    `fsync_hook(fd, file_name, length)`, when set (tests only), runs in place of fdatasync of a
+    data file `length` bytes long; an OSError it raises counts as a failed fsync.
+
     Other options: `segment_bytes` (rotate the active segment past this size),
     `compress_threshold` (lz4-compress values at least this long when that saves space; 0 =
     never), `merge_ratio` and `auto_merge` (a background thread merges sealed segments whose
@@ -334,6 +344,7 @@ cdef class Store:
         self.map_len = segment_bytes + HDR + MAX_KEY + max_value_bytes + 4096
         self._merge_lock = threading.Lock()
         self._merges_done = 0
+        self._opened_unsynced = set()
         seed = os.urandom(16)
         if kd_init(&self.kd, ld64(PyBytes_AS_STRING(seed)), ld64(PyBytes_AS_STRING(seed) + 8)) < 0:
             raise MemoryError("cannot allocate the keydir")
@@ -440,6 +451,9 @@ cdef class Store:
         for si in range(self.nsegs):
             if self.segs[si].state == SEG_RETIRED:
                 report["cleared"].append("%016x.data" % self.segs[si].id)
+            elif not self.read_only:
+                self._opened_unsynced.add(self.segs[si].id)
+            self._release(si)      # sealed segments are read through their mapping alone
         report["keys"] = self.kd.count
         report["seconds"] = round(time.perf_counter() - t0, 6)
         self.recovery_report = report
@@ -472,6 +486,7 @@ cdef class Store:
         s.map = <char *>m
         s.map_len = map_len
         s.size = size
+        s.synced = size     # what was on disk at open counts as durable: it is never rewritten
         s.state = state
         self.nsegs += 1
         return self.nsegs - 1
@@ -517,6 +532,7 @@ cdef class Store:
                     os.ftruncate(self.segs[si].fd, pos)
                     os.fsync(self.segs[si].fd)
                 self.segs[si].size = pos
+                self.segs[si].synced = pos
                 break
             report["corrupt"].append({"file": name, "offset": pos, "bytes": <size_t>nxt - pos})
             pos = <size_t>nxt
@@ -571,6 +587,10 @@ cdef class Store:
             raise StorageError(f"store {self.path} is closed")
         if self.read_only:
             raise StorageError(f"store {self.path} is open read-only")
+        if self.broken == BROKEN_FSYNC:
+            raise DurabilityLost(self.broken_reason)
+        if self.broken == BROKEN_WRITE:
+            self._flush()          # retry the records a failed write() left pending
         return 0
 
     cdef int64_t _lookup(self, const char *kp, size_t kl) except -2:
@@ -699,10 +719,15 @@ cdef class Store:
         return 0
 
     cdef int _flush(self) except -1:
-        """One write() of the pending records (retrying short writes)."""
+        """One write() of the pending records (retrying short writes).  When the write fails
+        (disk full, file size limit, I/O error) the file is cut back to its last whole record
+        and every record stays pending: no read reaches past the end of the file, and writes
+        are refused (PersistFailed) until a retry - the next write or the background tick -
+        succeeds."""
         if self.wlen == 0 or self.active < 0:
             return 0
         cdef int fd = self.segs[self.active].fd
+        cdef uint64_t size = self.segs[self.active].size
         cdef size_t done = 0, n = self.wlen
         cdef ssize_t r
         cdef int err = 0
@@ -714,65 +739,140 @@ cdef class Store:
                 err = errno
                 break
             done += r
-        seg_prefault(self.segs[self.active].map, self.segs[self.active].size,
-                     self.segs[self.active].size + done)
-        self.segs[self.active].size += done
-        if done < n:
-            memmove(self.wbuf, self.wbuf + done, n - done)
-        self.wlen = n - done
         if err:
-            raise StorageError(f"write to {self.path} failed: {os.strerror(err)}")
+            if done and ftruncate(fd, size) != 0:
+                # the torn tail stays, and appends would land after it: only a reopen (whose
+                # recovery cuts the tail) can write to this directory again
+                r = errno
+                self.broken = BROKEN_FSYNC
+                self.broken_reason = (f"write to {self.path} failed ({os.strerror(err)}) and "
+                                      f"the torn tail cannot be cut ({os.strerror(r)}); "
+                                      "reopen the store")
+                raise DurabilityLost(self.broken_reason)
+            if self.broken != BROKEN_FSYNC:
+                self.broken = BROKEN_WRITE
+            raise PersistFailed(f"write to {self.path} failed: {os.strerror(err)}; writes are "
+                                "refused until one succeeds")
+        seg_prefault(self.segs[self.active].map, size, size + done)
+        self.segs[self.active].size = size + done
+        self.wlen = 0
+        if self.broken == BROKEN_WRITE:
+            self.broken = 0
+        return 0
+
+    cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1:
+        """fdatasync (without the GIL) a data file now `length` bytes long, or let fsync_hook
+        stand in for it; 0 or the errno of the failure."""
+        cdef int rc
+        if self.fsync_hook is not None:
+            try:
+                self.fsync_hook(fd, "%016x.data" % seg_id, length)
+            except OSError as exc:
+                return exc.errno or EIO
+            return 0
+        with nogil:
+            rc = fdatasync(fd)
+            if rc != 0:
+                rc = errno
+        return rc
+
+    cdef int _lose_durability(self, uint64_t seg_id, int err) except -1:
+        """After a failed fsync the kernel may have dropped the dirty pages (and reports the
+        error once): no later fsync can vouch for them, so no write is acknowledged again."""
+        self.broken = BROKEN_FSYNC
+        self.broken_reason = (f"fsync of {seg_id:016x}.data in {self.path} failed: "
+                              f"{os.strerror(err)}; writes are refused until the store is reopened")
+        raise DurabilityLost(self.broken_reason)
+
+    cdef int _sync_opened(self, uint64_t after) except -1:
+        """fsync the segments newer than id `after` that were found at open: after a crash of
+        the process alone their last records may still be only in the page cache."""
+        for seg_id in sorted(i for i in self._opened_unsynced if i > after):
+            try:
+                fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
+                             os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:      # merged away since
+                self._opened_unsynced.discard(seg_id)
+                continue
+            try:
+                err = self._sync_fd(fd, seg_id, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            if err:
+                self._lose_durability(seg_id, err)
+            self._opened_unsynced.discard(seg_id)
         return 0
 
     cdef int _fsync_seg(self, uint32_t si) except -1:
-        """fdatasync one segment with the GIL released (pinned so it cannot be closed)."""
-        cdef int fd = self.segs[si].fd
-        cdef int rc
+        """fdatasync one segment (pinned so it cannot be closed).  A success covers what the
+        file held when the fsync began, so only that moves the segment's durable mark; a write
+        made meanwhile waits for a later fsync."""
+        cdef uint64_t target = self.segs[si].size
+        cdef int err
         self.segs[si].readers += 1
-        self.segs[si].dirty = 0
-        with nogil:
-            rc = fdatasync(fd)
-        err = errno
-        self.segs[si].readers -= 1
+        try:
+            err = self._sync_fd(self.segs[si].fd, self.segs[si].id, target)
+        finally:
+            self.segs[si].readers -= 1
+        if err:
+            self._release(si)
+            self._lose_durability(self.segs[si].id, err)
+        if target > self.segs[si].synced:
+            self.segs[si].synced = target
+        if self.segs[si].dirty and self.segs[si].synced >= self.segs[si].size:
+            self.segs[si].dirty = 0
+            self.ndirty -= 1
         self._release(si)
-        if rc != 0:
-            raise StorageError(f"fsync in {self.path} failed: {os.strerror(err)}")
         return 0
 
     cdef int _fsync_active(self) except -1:
-        """fsync segments sealed since the last fsync (oldest first), then the active one."""
-        cdef uint32_t i
+        """fsync every segment sealed with unsynced writes (oldest first), then the segment that
+        was active when the call began; a failure stops here and raises."""
+        cdef uint32_t i = 0
+        cdef int act = self.active
+        if self.broken == BROKEN_FSYNC:
+            raise DurabilityLost(self.broken_reason)
         if self.ndirty:
-            self.ndirty = 0
-            for i in range(self.nsegs):
+            while i < self.nsegs:      # the table may grow while the GIL is released
                 if self.segs[i].dirty and self.segs[i].state == SEG_SEALED:
                     self._fsync_seg(i)
-        if self.active >= 0:
-            self._fsync_seg(self.active)
+                i += 1
+        if (act >= 0 and self.segs[act].synced < self.segs[act].size
+                and self.segs[act].state in (SEG_ACTIVE, SEG_SEALED)):
+            self._fsync_seg(act)
         return 0
 
     cdef int _seal_active(self) except -1:
         """Flush the active segment and make it immutable, without releasing the GIL (so no
         other thread can append in between).  The next fsync - the same call's under "always",
         else the background thread's, fsync() or close() - makes it durable first."""
-        if self.active < 0:
+        cdef int si = self.active
+        if si < 0:
             return 0
         self._flush()
-        self.segs[self.active].dirty = 1
-        self.ndirty += 1
-        self.segs[self.active].state = SEG_SEALED
+        if self.segs[si].synced < self.segs[si].size:
+            self.segs[si].dirty = 1
+            self.ndirty += 1
+        self.segs[si].state = SEG_SEALED
         self.active = -1
+        self._release(si)
         return 0
 
     cdef int _rotate(self) except -1:
         """Seal the active segment and start a new, empty one (fsyncing the directory).  The
-        file is created first: the switch itself happens with no GIL release."""
+        file is created first: the switch itself happens with no GIL release.  When sealing
+        fails (the pending records cannot be written) the new file goes again."""
         seg_id = self.next_major * ID_GAP
         self.next_major += 1
-        fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
-                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        _fsync_dir(self.path)
-        self._seal_active()
+        name = os.path.join(self.path, "%016x.data" % seg_id)
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            _fsync_dir(self.path)
+            self._seal_active()
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
         self.active = self._add_seg(seg_id, fd, self.map_len, 0, SEG_ACTIVE)
         return 0
 
@@ -786,7 +886,7 @@ cdef class Store:
         cdef uint8_t flags = 0
         cdef int64_t now
         cdef uint32_t off
-        if self.closed or self.read_only:
+        if self.closed or self.read_only or self.broken:
             self._check_writable()
         if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
             kb = <bytes>key
@@ -1174,16 +1274,25 @@ cdef class Store:
 
     # ---- merge ------------------------------------------------------------------------------
     cdef int _release(self, uint32_t si) except -1:
-        """Unmap and close a retired segment once nothing pins it.  (No Seg pointer is held
-        across a Python call anywhere: another thread may grow the table meanwhile.)"""
+        """Once nothing pins a segment: unmap and close a retired one, and close a sealed one
+        whose writes are all durable - it is read through its mapping alone, so open files stay
+        bounded by the active and not yet synced segments however many there are.  (No Seg
+        pointer is held across a Python call anywhere: another thread may grow the table
+        meanwhile.)"""
         cdef Seg *s = &self.segs[si]
         cdef int fd = s.fd
-        if s.state == SEG_RETIRED and s.readers == 0:
+        if s.readers != 0:
+            return 0
+        if s.state == SEG_RETIRED:
             if s.map != NULL:
                 munmap(s.map, s.map_len)
                 s.map = NULL
             s.fd = -1
             s.state = SEG_FREE
+            if fd >= 0:
+                os.close(fd)
+        elif s.state == SEG_SEALED and fd >= 0 and s.synced >= s.size:
+            s.fd = -1
             os.close(fd)
         return 0
 
@@ -1254,6 +1363,8 @@ cdef class Store:
             return
         try:
             if self.closed or self.merge_stop:
+                return
+            if self.broken:
                 return
             self._merge_segments(self._mergeable(False))
             for si in self._unhinted():
@@ -1481,6 +1592,11 @@ cdef class Store:
             if out != 0xFFFFFFFF:
                 self._finish_output(out, &hb)
             if not stopped:
+                # a victim may hold the only durable version of a key whose newer version sits
+                # in a later segment not yet synced: that must be durable before the victim goes
+                self._flush()
+                self._fsync_active()
+                self._sync_opened(self.segs[<uint32_t>victims[0]].id)
                 _fsync_dir(self.path)
                 for i in victims:
                     self._retire(i)
@@ -1488,21 +1604,27 @@ cdef class Store:
                 self._merges_done += 1
         finally:
             for o in outputs:
-                self.segs[<uint32_t>o].readers -= 1
+                si = o
+                self.segs[si].readers -= 1
+                if self.segs[si].size == 0:
+                    self._retire(si)       # created, then its first write failed
+                elif self.segs[si].synced < self.segs[si].size and not self.segs[si].dirty:
+                    self.segs[si].dirty = 1   # unfinished: the next fsync covers it
+                    self.ndirty += 1
+                self._release(si)
             free(mbuf)
             free(moves)
             free(hb.p)
 
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1:
         """fsync a merge output and write its hint file (which frees hb)."""
-        cdef int fd = self.segs[out].fd
-        cdef int rc
-        with nogil:
-            rc = fdatasync(fd)
-        if rc:
+        cdef uint64_t target = self.segs[out].size
+        cdef int err = self._sync_fd(self.segs[out].fd, self.segs[out].id, target)
+        if err:
             free(hb.p)
             hb.p = NULL
-            raise StorageError(f"fsync of a merge output failed: {os.strerror(errno)}")
+            self._lose_durability(self.segs[out].id, err)
+        self.segs[out].synced = target
         write_hint_file(self.path, self.segs[out].id, hb, self.segs[out].size)
         self.segs[out].hinted = 1
         return 0

@@ -34,11 +34,12 @@ cdef struct Seg:
     char *map
     size_t map_len
     uint64_t size       # bytes in the file (written with write())
+    uint64_t synced     # bytes a successful fsync covers (it began when the file was this long)
     uint64_t live       # bytes of records the keydir points at, plus tombstones a merge kept
     int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
     int state           # SEG_* below
     int hinted
-    int dirty           # sealed with writes not yet fsynced (interval/never policies)
+    int dirty           # sealed with synced < size (counted in Store.ndirty)
 
 
 cdef struct HintBuf:
@@ -59,6 +60,10 @@ cdef class Store:
     cdef int ndirty
     cdef int batch_depth
     cdef int closed, read_only
+    cdef int broken                 # BROKEN_* in _logstore.pyx: why writes are refused
+    cdef object broken_reason
+    cdef public object fsync_hook   # test seam: runs in place of fdatasync when set
+    cdef object _opened_unsynced    # ids of segments found at open that no fsync covered yet
     cdef int merge_stop
     cdef uint64_t next_major
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
@@ -108,3 +113,6 @@ cdef class Store:
     cdef size_t _count_expired(self)
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
+    cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1
+    cdef int _lose_durability(self, uint64_t seg_id, int err) except -1
+    cdef int _sync_opened(self, uint64_t after) except -1

@@ -6,6 +6,10 @@ OS. With `--sync always` the store is opened without its own fsync and the node 
 commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
 parsing and executing; one fsync covers every write made before it started. `--sync interval`
 leaves the periodic fsync to the store.
+
+When the data directory cannot take a turn's records (disk full, I/O error, failed fsync), the
+writers of that turn are disconnected unanswered (their writes may or may not persist), and
+from then on the store refuses writes, which clients see as `-MISCONF`, while reads go on.
 """
 import asyncio
 import collections
@@ -16,6 +20,7 @@ import time
 
 from fastdyn import __version__
 from fastdyn.cluster.coordinator import LocalCoordinator
+from fastdyn.errors import PersistFailed
 
 log = logging.getLogger("fastdyn.server")
 
@@ -105,8 +110,8 @@ class Node:
         seq = self.coord.write_seq
         try:
             self.store.flush_buffer()
-        except Exception:
-            log.exception("write to the data directory failed")
+        except Exception as exc:
+            log.error("write to the data directory failed: %s", exc)
             self._drop_waiting()
             return
         if not self.group_commit:
@@ -135,11 +140,13 @@ class Node:
             conn.write_now(data, close)
 
     def _drop_waiting(self):
-        # the writes may be lost: never acknowledge them; drop those clients instead
+        # the writes may be lost: never acknowledge them; drop those clients instead.  The
+        # store refuses writes until it can persist again, so later replies need not wait.
         while self.waiting:
             conn = self.waiting.popleft()[1]
             if conn.transport is not None:
                 conn.transport.abort()
+        self.acked_seq = self.coord.write_seq
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
@@ -173,11 +180,11 @@ class Node:
                  rep["n"], rep["r"], rep["w"], rep["n_effective"], rep["r_effective"],
                  rep["w_effective"])
         await self.stopping.wait()
-        await self.shutdown()
-        return 0
+        return await self.shutdown()
 
-    async def shutdown(self):
-        """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
+    async def shutdown(self) -> int:
+        """Stop accepting, finish pending fsyncs, close clients, flush and close the store.
+        Returns the exit status: 1 when the last writes could not be persisted."""
         log.info("shutting down")
         # a second SIGTERM/SIGINT must not cut the shutdown short (nor exit by the signal)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -196,7 +203,10 @@ class Node:
             if conn.transport is not None:
                 conn.transport.close()
         await self.listener.wait_closed()
-        self.store.flush_buffer()
-        self.store.fsync()
-        self.store.close()
+        try:
+            self.store.close()      # writes and fsyncs what is still pending first
+        except PersistFailed as exc:
+            log.error("shut down without persisting the last writes: %s", exc)
+            return 1
         log.info("data flushed and closed")
+        return 0
