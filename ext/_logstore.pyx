@@ -751,6 +751,7 @@ cdef class Store:
         self.segs[si].map = buf
         self.segs[si].map_len = out_len if buf != NULL else 0
         self.segs[si].size = out_len
+        self.segs[si].live = SEG_HDR
         self.segs[si].magic = magic
         if buf == NULL:
             raise StorageError(f"cannot map segment {name}: {os.strerror(err)}")
@@ -779,6 +780,7 @@ cdef class Store:
         s.map = <char *>m
         s.map_len = map_len
         s.size = size
+        s.live = SEG_HDR if size >= SEG_HDR else 0   # the header: not dead bytes to merge away
         s.state = state
         self.nsegs += 1
         return self.nsegs - 1
@@ -1296,7 +1298,7 @@ cdef class Store:
         self._check_open()
         if not isinstance(max_keys, int) or max_keys < 0:
             raise ValueError(f"max_keys must be a non-negative integer, got {max_keys!r}")
-        if self.read_only or self.kd.volatile_count == 0 or max_keys == 0:
+        if self.read_only or max_keys == 0:
             return 0
         return self._expire_due(self._now(), min(max_keys, 1 << 40))
 
@@ -1307,6 +1309,9 @@ cdef class Store:
         cdef size_t removed = 0, examined = 0, limit = max(<size_t>1024, want * 16)
         cdef kd_timer t
         cdef int64_t slot
+        if self.kd.volatile_count == 0:
+            self.kd.ntimers = 0          # every timer left is stale
+            return 0
         while removed < want and kd_timer_due(&self.kd, <uint64_t>now):
             if examined >= limit and want != <size_t>-1:
                 break
@@ -1652,7 +1657,8 @@ cdef class Store:
         cdef size_t *moves      # triples: old offset, offset in mbuf, size
         cdef size_t nmoves
         cdef uint32_t j
-        cdef uint64_t top = 0, limit = self.next_major * ID_GAP, magic, gen = self.clears
+        cdef uint64_t top = 0, limit = self.next_major * ID_GAP, gen = self.clears
+        cdef uint64_t vmagic, omagic    # of the victim being read, of the output being written
         if not victims:
             return
         vset = set(victims)
@@ -1704,7 +1710,7 @@ cdef class Store:
                 try:
                     pos = SEG_HDR
                     end = self.segs[si].size
-                    magic = self.segs[si].magic
+                    vmagic = self.segs[si].magic
                     while pos < end:
                         now = self._now()
                         # a clear retires the victims and makes every copy pointless: give up
@@ -1717,7 +1723,7 @@ cdef class Store:
                         mlen = 0
                         nmoves = 0
                         while pos < end and mlen < (256 << 10):
-                            rec = next_record(base, &pos, end, magic)
+                            rec = next_record(base, &pos, end, vmagic)
                             if rec == 0:
                                 break
                             if mlen + rec > mcap:
@@ -1778,12 +1784,12 @@ cdef class Store:
                                 raise MemoryError()
                         # -- without the GIL: one write of the chunk, and its hint entries
                         fd = self.segs[out].fd
-                        magic = self.segs[out].magic
+                        omagic = self.segs[out].magic
                         rel = 0
                         err = 0
                         with nogil:
-                            restamp(mbuf, mlen, magic)
-                            if hint_add_records(&hb, mbuf, mlen, out_size, 0, magic) < 0:
+                            restamp(mbuf, mlen, omagic)
+                            if hint_add_records(&hb, mbuf, mlen, out_size, 0, omagic) < 0:
                                 err = -1
                             while err == 0 and rel < mlen:
                                 r = c_write(fd, mbuf + rel, mlen - rel)

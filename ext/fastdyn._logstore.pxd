@@ -25,6 +25,7 @@ cdef extern from "keydir.h":
         size_t arena_cap
         size_t arena_dead
         size_t key_bytes
+        size_t ntimers
         uint64_t seed0
         uint64_t seed1
 

@@ -132,6 +132,31 @@ def test_a_value_full_of_the_segment_magic_cannot_frame(tmp_path):
         assert s.recovery_report["corrupt"] == s.recovery_report["truncated"] == []
 
 
+def test_segment_headers_are_not_dead_bytes(tmp_path):
+    with Store(tmp_path / "db", segment_bytes=4096) as s:
+        for i in range(200):
+            s[b"k%d" % i] = b"v" * 40
+        assert s.merge() == 0                 # nothing dead: nothing rewritten
+        assert all(seg["dead_bytes"] == 0 for seg in s.stats()["segments"])
+        s[b"k1"] = b"w"
+        assert s.merge() == 1 and s.merge() == 0
+
+
+def test_merge_of_a_segment_larger_than_one_copy_chunk_keeps_every_key(tmp_path):
+    """A merge copies a victim in chunks of about 256 KiB, each written to an output with its
+    own magic; every chunk of the victim is still read with the victim's magic."""
+    path = tmp_path / "db"
+    with Store(path, compress_threshold=0, auto_merge=False) as s:
+        values = {b"k%d" % i: os.urandom(3000) for i in range(600)}
+        for k, v in values.items():
+            s[k] = v
+        s[b"k0"] = values[b"k0"] = b"new"
+        assert s.merge() == 1
+        assert {k: s[k] for k in s} == values
+    with Store(path) as s:
+        assert {k: s[k] for k in s} == values
+
+
 # ---- format 1 -------------------------------------------------------------------------------
 
 def write_v1_store(path, records, hint=False):
