@@ -132,7 +132,7 @@ class Node:
         waiting = self.waiting
         while waiting and waiting[0][0] <= seq:
             _, conn, data, close = waiting.popleft()
-            conn.write_now(data, close)
+            conn.write_held(data, close)
 
     def _drop_waiting(self):
         # the writes may be lost: never acknowledge them; drop those clients instead
