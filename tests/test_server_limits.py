@@ -180,6 +180,27 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
         node.store.close()
 
 
+@pytest.mark.parametrize("sync", ["always", "interval"])
+def test_a_client_past_the_output_buffer_limit_is_disconnected(start_fastdyn, sync):
+    """One EXEC answering 8 MB to a client that does not read, with a 1 MiB limit: the client
+    is cut off (its transaction ran whole), the node and its other clients go on."""
+    node = start_fastdyn("--max-output-bytes", str(1 << 20), "--sync", sync)
+    r = redis.Redis(port=node.port)
+    r.set("v", b"x" * 200_000)
+    lazy = socket.create_connection((HOST, node.port))
+    lazy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    lazy.sendall(b"MULTI\r\n" + b"GET v\r\n" * 40 + b"INCR n\r\nEXEC\r\n")
+    time.sleep(0.5)  # the node runs the transaction; the client does not read yet
+    got = read_replies(lazy, 16 << 20)
+    lazy.close()
+    assert got.endswith((b"<closed>", b"<reset>")) and len(got) < 8 << 20
+    assert r.ping()
+    assert r.get("n") == b"1"
+    assert r.config_get("client-output-buffer-limit") == \
+        {"client-output-buffer-limit": "normal 1048576 0 0"}
+    assert "output buffer limit (1048576 bytes) reached" in node.log()
+
+
 # -- storage errors -------------------------------------------------------------------------
 
 def _corrupt_value(data_dir, value: bytes):

@@ -106,7 +106,23 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self):
         # the client does not read its replies: stop reading its requests until it catches up
         self.write_paused = True
-        self.transport.pause_reading()
+        if not self.over_output_limit():
+            self.transport.pause_reading()
+
+    def over_output_limit(self, extra=0) -> bool:
+        """Disconnect the client if its unsent replies (in the transport and held for a
+        commit, plus `extra`) pass --max-output-bytes, as Redis' client-output-buffer-limit
+        does; returns whether it did."""
+        limit = self.server.config.max_output_bytes
+        transport = self.transport
+        if not limit or transport.is_closing() \
+                or extra + self.held + transport.get_write_buffer_size() <= limit:
+            return False
+        log.warning("closing client %s: output buffer limit (%d bytes) reached",
+                    self.describe(), limit)
+        self.closing = True
+        transport.abort()
+        return True
 
     def resume_writing(self):
         self.write_paused = False
@@ -160,7 +176,8 @@ class ClientConnection(asyncio.Protocol):
                 done = execute(self, cmds)
                 if done < len(cmds) and not self.closing:
                     self.backlog = cmds[done:]
-            if self.slots is None and self.backlog is None and self.parser.error is None:
+            if self.slots is None and self.backlog is None and not self.closing \
+                    and self.parser.error is None:
                 # the common case, inline: nothing deferred, no write waiting for the log
                 server = self.server
                 if server.coord.write_seq == server.acked_seq and not server.waiting:
@@ -213,10 +230,11 @@ class ClientConnection(asyncio.Protocol):
         elif self.eof:
             if not self.closing:
                 self.finish_after_replies()
-        elif self.blocked() and not self.closing:
-            self.transport.pause_reading()
-        elif not self.write_paused and not self.closing:
-            self.transport.resume_reading()
+        elif not self.closing:
+            if self.blocked():
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
@@ -286,6 +304,8 @@ class ClientConnection(asyncio.Protocol):
     def send(self, data, close=False):
         server = self.server
         if server.coord.write_seq != server.acked_seq or server.waiting:
+            if self.over_output_limit(len(data)):
+                return
             self.held += len(data)
             server.hold_reply(self, data, close)
         else:
@@ -305,6 +325,8 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
             if close:
                 transport.close()
+            elif self.write_paused:  # past the high-water mark already: no new pause_writing
+                self.over_output_limit()
 
     # -- state used by commands -------------------------------------------------------------
     def authenticate(self, user: bytes, password: bytes):
