@@ -271,3 +271,11 @@ def test_a_hello_that_fails_authenticates_and_names_nobody(start_fastdyn):
         reply = read_replies(s, 1 << 16, timeout=2.0)
         assert reply.startswith(b"*16\r\n")
         assert reply.endswith(b"$2\r\nok\r\n" + name_error + b"$2\r\nok\r\n$-1\r\n")
+
+
+def test_output_limit_below_the_pause_point_is_refused():
+    from fastdyn.server.config import ConfigError, ServerConfig
+
+    with pytest.raises(ConfigError, match="max-output-bytes: 1000 is below 1048576"):
+        ServerConfig(max_output_bytes=1000).finish()
+    assert ServerConfig(max_output_bytes=0).finish().max_output_bytes == 0

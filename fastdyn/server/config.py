@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 HARD_MAX_BULK = 512 * 1024 * 1024
 HARD_MAX_QUERY = 1024 * 1024 * 1024
 DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
+MIN_MAX_OUTPUT = 1024 * 1024  # the output a client may have before it is paused anyway
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,9 @@ class ServerConfig:
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
+        if 0 < self.max_output_bytes < MIN_MAX_OUTPUT:
+            raise ConfigError(f"max-output-bytes: {self.max_output_bytes} is below "
+                              f"{MIN_MAX_OUTPUT} (0 = no limit)")
         if self.partitions & (self.partitions - 1):
             raise ConfigError(f"partitions: {self.partitions} is not a power of two")
         if self.r > self.n or self.w > self.n:

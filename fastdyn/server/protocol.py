@@ -211,6 +211,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.run_commands()
         self.after_commands()
+        if self.backlog is None and not (self.eof or self.closing or self.blocked()):
+            self.transport.resume_reading()
 
     def after_commands(self):
         """Send the replies of a run; answer a malformed frame once every command before it
@@ -230,11 +232,8 @@ class ClientConnection(asyncio.Protocol):
         elif self.eof:
             if not self.closing:
                 self.finish_after_replies()
-        elif not self.closing:
-            if self.blocked():
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
+        elif self.held > HELD_HIGH_WATER and not self.closing:
+            self.transport.pause_reading()  # resumed once they leave (write_held)
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
@@ -304,7 +303,7 @@ class ClientConnection(asyncio.Protocol):
     def send(self, data, close=False):
         server = self.server
         if server.coord.write_seq != server.acked_seq or server.waiting:
-            if self.over_output_limit(len(data)):
+            if self.held + len(data) > HELD_HIGH_WATER and self.over_output_limit(len(data)):
                 return
             self.held += len(data)
             server.hold_reply(self, data, close)
