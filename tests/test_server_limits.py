@@ -164,9 +164,12 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
     try:
         with socket.create_connection((HOST, port)) as s:
             s.sendall(b"SET w 1\r\n" + b"GET v\r\n" * 2000)
-            time.sleep(0.5)  # the node runs what it is willing to run while the fsync stalls
+            deadline = time.monotonic() + 10
+            while held_bytes() < 1 << 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)  # the node runs what more it is willing to run while fsync stalls
             held = held_bytes()
-            assert 0 < held <= 4 << 20, f"{held} bytes held for one client"
+            assert 1 << 20 <= held <= 4 << 20, f"{held} bytes held for one client"
             gate.set()
             expected = b"+OK\r\n" + bulk(value) * 2000
             assert read_replies(s, len(expected)) == expected
