@@ -9,17 +9,18 @@ ReplyWriter at C level, with no Python frame of their own. Everything else calls
 function. A result that is a `Pending` keeps its reply slot through `conn.defer`.
 """
 from cpython.list cimport PyList_GET_SIZE
-from fastdyn._resp cimport ReplyWriter
+from fastdyn._resp cimport ReplyWriter, RequestParser
 
 import logging
 
 from fastdyn.cluster.coordinator import Pending
-from fastdyn.errors import CommandError
+from fastdyn.errors import CommandError, StorageError
 
 log = logging.getLogger("fastdyn.server")
 
 cdef object _Pending = Pending
 cdef object _CommandError = CommandError
+cdef object _StorageError = StorageError
 
 # fast op codes (the fifth field of a command spec)
 cdef enum:
@@ -65,17 +66,29 @@ def _encode_ok(out, _):
     out.ok()
 
 
-cdef int run_one(object conn, ReplyWriter out, object spec, list args) except -1:
+cpdef int answer_error(ReplyWriter out, str name, object exc) except -1:
+    """The one place a command's exception becomes its error reply; the connection goes on.
+    A storage failure (a record failing its checksum, a failed write) answers for the key the
+    command touched only; anything else unexpected is a bug, logged with its traceback."""
+    if isinstance(exc, _CommandError):
+        out.error(str(exc))
+    elif isinstance(exc, ValueError):  # the store refusing an argument (empty key, oversized value)
+        out.error("ERR " + str(exc))
+    elif isinstance(exc, _StorageError):
+        log.error("command %r failed: %s", name, exc)
+        out.error("ERR " + str(exc))
+    else:  # a bug must not take the node down
+        log.exception("command %r failed", name, exc_info=exc)
+        out.error("ERR internal error in '%s': %s" % (name, exc))
+    return 0
+
+
+cdef inline int run_one(object conn, ReplyWriter out, tuple spec, list args) except -1:
     """Run a command through its Python function; errors become error replies."""
     try:
         spec[0](conn, args)
-    except _CommandError as exc:
-        out.error(str(exc))
-    except ValueError as exc:  # the store refusing an argument (empty key, oversized value)
-        out.error("ERR " + str(exc))
-    except Exception as exc:  # a bug or an I/O failure must not take the node down
-        log.exception("command %r failed", spec[3])
-        out.error("ERR internal error in '%s': %s" % (spec[3], exc))
+    except Exception as exc:
+        answer_error(out, spec[3], exc)
     return 0
 
 
@@ -103,6 +116,7 @@ cdef int reject(object conn, ReplyWriter out, object spec, str message) except -
     if spec[3] == "exec":
         conn.multi = None
         conn.multi_failed = False
+        (<RequestParser>conn.parser).queued_bytes = 0
         if message.startswith("ERR "):
             message = message[4:]
         out.error("EXECABORT Transaction discarded because of: " + message)
@@ -165,17 +179,16 @@ def execute(conn, list cmds):
             continue
         if in_multi and spec[3] not in _transaction_control:
             conn.multi.append((spec, args))
+            # the queue waits for EXEC: it counts toward the query buffer limit, as in Redis
+            (<RequestParser>conn.parser).charge(args)
             out.simple("QUEUED")
             continue
         fast = spec[4]
         if fast == OP_GET:
             try:
                 result = coord_get(args[1])
-            except _CommandError as exc:
-                out.error(str(exc))
-                continue
-            except ValueError as exc:
-                out.error("ERR " + str(exc))
+            except Exception as exc:
+                answer_error(out, spec[3], exc)
                 continue
             if type(result) is _Pending:
                 conn.defer(result, _encode_lookup)
@@ -188,11 +201,8 @@ def execute(conn, list cmds):
         elif fast == OP_SET and n == 3 and len(<bytes>args[2]) <= max_value:
             try:
                 result = coord_put(args[1], args[2], 0)
-            except _CommandError as exc:
-                out.error(str(exc))
-                continue
-            except ValueError as exc:
-                out.error("ERR " + str(exc))
+            except Exception as exc:
+                answer_error(out, spec[3], exc)
                 continue
             if type(result) is _Pending:
                 conn.defer(result, _encode_ok)
@@ -202,5 +212,7 @@ def execute(conn, list cmds):
             run_one(conn, out, spec, args)
             if conn.closing:
                 return i + 1
+            if in_multi and conn.multi is None:
+                (<RequestParser>conn.parser).queued_bytes = 0
             in_multi = conn.multi is not None
     return total

@@ -88,6 +88,7 @@ class Node:
                 b"maxclients": str(c.maxclients), b"protected-mode": "yes" if c.protected_mode
                 else "no", b"proto-max-bulk-len": str(c.max_bulk_bytes),
                 b"client-query-buffer-limit": str(c.max_query_bytes),
+                b"client-output-buffer-limit": f"normal {c.max_output_bytes} 0 0",
                 b"max-value-bytes": str(c.max_value_bytes), b"databases": "1",
                 b"save": "", b"appendonly": "yes" if c.sync != "never" else "no",
                 b"appendfsync": {"always": "always", "interval": "everysec",
@@ -137,7 +138,7 @@ class Node:
         waiting = self.waiting
         while waiting and waiting[0][0] <= seq:
             _, conn, data, close = waiting.popleft()
-            conn.write_now(data, close)
+            conn.write_held(data, close)
 
     def _drop_waiting(self):
         # the writes may be lost: never acknowledge them; drop those clients instead.  The
