@@ -145,11 +145,11 @@ class LocalCoordinator:
 
     # -- writes --------------------------------------------------------------------------
     def put(self, key, value, expiry_ms=0) -> None:
-        if expiry_ms and expiry_ms <= self.clock():
+        if not expiry_ms or expiry_ms > self.clock():
+            self.store.put(key, value, expiry_ms)
+        else:
             # already in the past: the write is a delete (as Redis does for SET ... PXAT)
             self.store.delete(key)
-        else:
-            self.store.put(key, value, expiry_ms)
         self.write_seq += 1
 
     def put_many(self, pairs) -> None:
