@@ -191,6 +191,13 @@ class DelayedCoordinator:
         self.loop.call_later(0.3, lambda: pending.complete(self.inner.size()))
         return pending
 
+    def expiry(self, key):
+        pending = Pending()
+        # a replica refusing the key: the failure arrives as a ValueError, not a CommandError
+        self.loop.call_later(0.05, pending.complete,
+                             ValueError("key refused") if key == b"bad" else None)
+        return pending
+
     def incr(self, key, delta):
         pending = Pending()
         self.loop.call_later(0.05, pending.complete,
@@ -232,10 +239,11 @@ def test_replies_keep_request_order_when_results_complete_out_of_order(tmp_path)
                 time.sleep(0.05)
         payload = b"SET a 1\r\nSET b 2\r\n" + b"".join(
             b"GET %s\r\nPING\r\n" % k for k in (b"a", b"b", b"nokey")) + \
-            b"INCR a\r\nMSETNX a 9 c 3\r\nMSETNX c 3 d 4\r\nDBSIZE\r\nECHO end\r\n"
+            b"INCR a\r\nMSETNX a 9 c 3\r\nMSETNX c 3 d 4\r\nTTL bad\r\nDBSIZE\r\nECHO end\r\n"
         reply = raw(port, payload, wait=1.5, sock=sock)
         assert reply == (b"+OK\r\n+OK\r\n$1\r\n1\r\n+PONG\r\n$1\r\n2\r\n+PONG\r\n$-1\r\n+PONG\r\n"
-                         b"-ERR value is not an integer or out of range\r\n:0\r\n:1\r\n:4\r\n"
+                         b"-ERR value is not an integer or out of range\r\n:0\r\n:1\r\n"
+                         b"-ERR key refused\r\n:4\r\n"
                          b"$3\r\nend\r\n")
         sock.close()
     finally:
