@@ -1,12 +1,13 @@
 # cython: language_level=3
 """The command layer's hot loop: dispatch every command of one received chunk.
 
-Each command is looked up in the table of fastdyn.server.commands (name -> (function, arity,
-allowed before AUTH, canonical name, fast op)), checked for arity, authentication and MULTI
-queueing with Redis' error texts, then run. The commands that dominate cache traffic (GET and
-plain SET) run right here: one coordinator call and a reply written into the connection's
-ReplyWriter at C level, with no Python frame of their own. Everything else calls its Python
-function. A result that is a `Pending` keeps its reply slot through `conn.defer`.
+Each command is looked up in the registry of fastdyn.server.commands (name -> CommandSpec),
+checked for arity, authentication and MULTI queueing with Redis' error texts, then run. The
+commands that dominate cache traffic (GET and plain SET) run right here: one coordinator call
+and a reply written into the connection's ReplyWriter at C level, with no Python frame of
+their own. Everything else calls its Python function. A result that is a `Pending` keeps its
+reply slot through `conn.defer`. Whatever a command raises becomes its error reply in one
+place, `error_reply`.
 """
 from cpython.list cimport PyList_GET_SIZE
 from fastdyn._resp cimport ReplyWriter, RequestParser
@@ -22,7 +23,7 @@ cdef object _Pending = Pending
 cdef object _CommandError = CommandError
 cdef object _StorageError = StorageError
 
-# fast op codes (the fifth field of a command spec)
+# fast op codes (CommandSpec.fast_op)
 cdef enum:
     OP_NONE = 0
     OP_GET = 1
@@ -57,6 +58,59 @@ def keyspace_stats(bint reset=False):
     return stats
 
 
+cdef class CommandSpec:
+    """One command: its function and everything the dispatcher, COMMAND INFO and COMMAND DOCS
+    say about it. arity follows Redis: n > 0 exactly n arguments with the name, n < 0 at least
+    -n. Flags are Redis' names; "no-auth" lets the command run before AUTH. multi_control: the
+    command runs at once inside MULTI instead of being queued (EXEC, DISCARD, ...). fast_op
+    marks the commands `execute` runs inline (its function serves the forms the fast path does
+    not take, and EXEC)."""
+    cdef readonly str name
+    cdef readonly object function
+    cdef readonly Py_ssize_t arity
+    cdef readonly tuple flags
+    cdef readonly Py_ssize_t first_key, last_key, key_step
+    cdef readonly str group, summary
+    cdef readonly long fast_op
+    cdef readonly bint no_auth, multi_control
+
+    def __init__(self, str name, function, Py_ssize_t arity, tuple flags, tuple keys,
+                 str group, str summary, long fast_op=OP_NONE, bint multi_control=False):
+        if not summary:
+            raise ValueError(f"command {name!r} needs a summary")
+        self.name = name
+        self.function = function
+        self.arity = arity
+        self.flags = flags
+        self.first_key, self.last_key, self.key_step = keys
+        self.group = group
+        self.summary = summary
+        self.fast_op = fast_op
+        self.no_auth = "no-auth" in flags
+        self.multi_control = multi_control
+
+    def __repr__(self):
+        return f"CommandSpec({self.name!r}, arity={self.arity})"
+
+
+def error_reply(exc, name=None) -> str:
+    """The error reply (without its '-') for an exception a command raised or a Pending
+    completed with: a CommandError carries its text; a ValueError is the store refusing an
+    argument (an empty or oversized key or value); anything else is a bug or an I/O failure,
+    logged, and must not take the node down."""
+    if isinstance(exc, _CommandError):
+        return str(exc)
+    if isinstance(exc, ValueError):
+        return "ERR " + str(exc)
+    if isinstance(exc, _StorageError):
+        # a record failing its checksum, a failed write: the error answers for this command's
+        # key only and the connection goes on
+        log.error("command %r failed: %s", name, exc)
+        return "ERR " + str(exc)
+    log.error("command %r failed", name, exc_info=exc)
+    return "ERR internal error in '%s': %s" % (name, exc)
+
+
 def _encode_lookup(out, value):
     count_lookups((value,))
     out.bulk(value)
@@ -66,54 +120,40 @@ def _encode_ok(out, _):
     out.ok()
 
 
-cpdef int answer_error(ReplyWriter out, str name, object exc) except -1:
-    """The one place a command's exception becomes its error reply; the connection goes on.
-    A storage failure (a record failing its checksum, a failed write) answers for the key the
-    command touched only; anything else unexpected is a bug, logged with its traceback."""
-    if isinstance(exc, _CommandError):
-        out.error(str(exc))
-    elif isinstance(exc, ValueError):  # the store refusing an argument (empty key, oversized value)
-        out.error("ERR " + str(exc))
-    elif isinstance(exc, _StorageError):
-        log.error("command %r failed: %s", name, exc)
-        out.error("ERR " + str(exc))
-    else:  # a bug must not take the node down
-        log.exception("command %r failed", name, exc_info=exc)
-        out.error("ERR internal error in '%s': %s" % (name, exc))
-    return 0
-
-
-cdef inline int run_one(object conn, ReplyWriter out, tuple spec, list args) except -1:
+cdef int run_one(object conn, ReplyWriter out, CommandSpec spec, list args) except -1:
     """Run a command through its Python function; errors become error replies."""
     try:
-        spec[0](conn, args)
+        spec.function(conn, args)
     except Exception as exc:
-        answer_error(out, spec[3], exc)
+        out.error(error_reply(exc, spec.name))
     return 0
+
+
+def run_command(conn, CommandSpec spec, list args):
+    """One command outside `execute` (a queued command at EXEC), replies into conn.out."""
+    run_one(conn, conn.out, spec, args)
 
 
 cdef dict _table = {}
 cdef object _find_command = None
 cdef object _unknown_error = None
 cdef object _arity_error = None
-cdef frozenset _transaction_control = frozenset()
 
 
-def configure(dict table, find_command, unknown_error, arity_error,
-              frozenset transaction_control):
-    """Install the command table and the error-text helpers of fastdyn.server.commands."""
-    global _table, _find_command, _unknown_error, _arity_error, _transaction_control
-    _table = table
-    _find_command = find_command
-    _unknown_error = unknown_error
-    _arity_error = arity_error
-    _transaction_control = transaction_control
+def configure(registry):
+    """Install the registry fastdyn.server.commands builds: its name table (every spelling the
+    fast lookup takes), its case-insensitive lookup and its error texts."""
+    global _table, _find_command, _unknown_error, _arity_error
+    _table = registry.table
+    _find_command = registry.find
+    _unknown_error = registry.unknown_command_error
+    _arity_error = registry.wrong_arity_error
 
 
-cdef int reject(object conn, ReplyWriter out, object spec, str message) except -1:
+cdef int reject(object conn, ReplyWriter out, CommandSpec spec, str message) except -1:
     """A command refused before it runs. Redis ends the transaction when the refused command
     is EXEC itself (in MULTI or not) and says so."""
-    if spec[3] == "exec":
+    if spec.name == "exec":
         conn.multi = None
         conn.multi_failed = False
         (<RequestParser>conn.parser).queued_bytes = 0
@@ -147,7 +187,7 @@ def execute(conn, list cmds):
     cdef long fast
     cdef list args
     cdef object found, result
-    cdef tuple spec
+    cdef CommandSpec spec
     cdef dict table = _table
     cdef Py_ssize_t i, total = PyList_GET_SIZE(cmds)
     for i in range(total):
@@ -163,32 +203,32 @@ def execute(conn, list cmds):
                 if in_multi:
                     conn.multi_failed = True
                 continue
-        spec = <tuple>found
-        if not authenticated and not spec[2]:
+        spec = <CommandSpec>found
+        if not authenticated and not spec.no_auth:
             reject(conn, out, spec, "NOAUTH Authentication required.")
             continue
-        arity = spec[1]
+        arity = spec.arity
         if (n != arity) if arity > 0 else (n < -arity):
-            if spec[3] == "exec":
-                reject(conn, out, spec, _arity_error(spec[3]))
+            if spec.name == "exec":
+                reject(conn, out, spec, _arity_error(spec.name))
                 in_multi = False
                 continue
-            out.error(_arity_error(spec[3]))
+            out.error(_arity_error(spec.name))
             if in_multi:
                 conn.multi_failed = True
             continue
-        if in_multi and spec[3] not in _transaction_control:
+        if in_multi and not spec.multi_control:
             conn.multi.append((spec, args))
             # the queue waits for EXEC: it counts toward the query buffer limit, as in Redis
             (<RequestParser>conn.parser).charge(args)
             out.simple("QUEUED")
             continue
-        fast = spec[4]
+        fast = spec.fast_op
         if fast == OP_GET:
             try:
                 result = coord_get(args[1])
             except Exception as exc:
-                answer_error(out, spec[3], exc)
+                out.error(error_reply(exc, spec.name))
                 continue
             if type(result) is _Pending:
                 conn.defer(result, _encode_lookup)
@@ -202,7 +242,7 @@ def execute(conn, list cmds):
             try:
                 result = coord_put(args[1], args[2], 0)
             except Exception as exc:
-                answer_error(out, spec[3], exc)
+                out.error(error_reply(exc, spec.name))
                 continue
             if type(result) is _Pending:
                 conn.defer(result, _encode_ok)
@@ -215,4 +255,5 @@ def execute(conn, list cmds):
             if in_multi and conn.multi is None:
                 (<RequestParser>conn.parser).queued_bytes = 0
             in_multi = conn.multi is not None
+            authenticated = conn.authenticated  # RESET logs out
     return total

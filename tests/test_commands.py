@@ -3,6 +3,8 @@ shapes, SCAN/KEYS patterns, transactions, and the coordinator contract (replies 
 of order still leave in request order)."""
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +14,7 @@ import redis
 from conftest import HOST, free_port
 from fastdyn.cluster.coordinator import DELETE, KEEP, LocalCoordinator, Pending
 from fastdyn.errors import CommandError
+from resp_client import RawClient
 from test_server_basic import raw
 
 
@@ -188,6 +191,13 @@ class DelayedCoordinator:
         self.loop.call_later(0.3, lambda: pending.complete(self.inner.size()))
         return pending
 
+    def expiry(self, key):
+        pending = Pending()
+        # a replica refusing the key: the failure arrives as a ValueError, not a CommandError
+        self.loop.call_later(0.05, pending.complete,
+                             ValueError("key refused") if key == b"bad" else None)
+        return pending
+
     def incr(self, key, delta):
         pending = Pending()
         self.loop.call_later(0.05, pending.complete,
@@ -229,12 +239,73 @@ def test_replies_keep_request_order_when_results_complete_out_of_order(tmp_path)
                 time.sleep(0.05)
         payload = b"SET a 1\r\nSET b 2\r\n" + b"".join(
             b"GET %s\r\nPING\r\n" % k for k in (b"a", b"b", b"nokey")) + \
-            b"INCR a\r\nMSETNX a 9 c 3\r\nMSETNX c 3 d 4\r\nDBSIZE\r\nECHO end\r\n"
+            b"INCR a\r\nMSETNX a 9 c 3\r\nMSETNX c 3 d 4\r\nTTL bad\r\nDBSIZE\r\nECHO end\r\n"
         reply = raw(port, payload, wait=1.5, sock=sock)
         assert reply == (b"+OK\r\n+OK\r\n$1\r\n1\r\n+PONG\r\n$1\r\n2\r\n+PONG\r\n$-1\r\n+PONG\r\n"
-                         b"-ERR value is not an integer or out of range\r\n:0\r\n:1\r\n:4\r\n"
+                         b"-ERR value is not an integer or out of range\r\n:0\r\n:1\r\n"
+                         b"-ERR key refused\r\n:4\r\n"
                          b"$3\r\nend\r\n")
         sock.close()
     finally:
         loop.call_soon_threadsafe(node.stopping.set)
         thread.join(10)
+
+
+
+def test_command_docs_and_info_describe_every_command(fastdyn_server):
+    with RawClient(fastdyn_server.port) as c:
+        names = sorted(item[1] for item in c.call("COMMAND", "LIST")[1])
+        kind, pairs = c.call("COMMAND", "DOCS")
+        assert kind == "array" and len(names) > 30
+        docs = {k[1]: dict((f[1], v) for f, v in zip(d[1][0::2], d[1][1::2]))
+                for k, d in zip(pairs[0::2], pairs[1::2])}
+        assert sorted(docs) == names
+        assert [n for n, doc in docs.items() if not doc[b"summary"][1].strip()] == []
+        get, mset, ping, missing = c.call("COMMAND", "INFO", "get", "MSET", "ping", "nosuch")[1]
+    assert [x[1] for x in get[1][:2]] == [b"get", 2] and ("simple", b"readonly") in get[1][2][1]
+    assert [x[1] for x in get[1][3:6]] == [1, 1, 1]
+    assert [x[1] for x in mset[1][3:6]] == [1, -1, 2] and ("simple", b"write") in mset[1][2][1]
+    assert [x[1] for x in ping[1][3:6]] == [0, 0, 0]
+    assert missing == ("nullarray",)
+
+
+def test_strings_cannot_grow_past_max_value_bytes(start_fastdyn):
+    port = start_fastdyn("--max-value-bytes", "1024").port
+    reply = raw(port, b"SETRANGE k 1023 x\r\nSETRANGE k 1024 x\r\nSETBIT k 8191 1\r\n"
+                      b"SETBIT k 8192 1\r\nAPPEND k y\r\nSTRLEN k\r\nSETRANGE k 536870912 x\r\n"
+                      b"SETBIT k 4294967296 1\r\n")
+    too_big = b"-ERR string exceeds maximum allowed size (max-value-bytes)\r\n"
+    assert reply == (b":1024\r\n" + too_big + b":0\r\n" + too_big + too_big + b":1024\r\n"
+                     b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n"
+                     b"-ERR bit offset is not an integer or out of range\r\n")
+
+
+def test_reset_logs_out_even_inside_a_pipeline(start_fastdyn):
+    port = start_fastdyn("--requirepass", "pw").port
+    reply = raw(port, b"AUTH pw\r\nSET k v\r\n")
+    assert reply == b"+OK\r\n+OK\r\n"
+    with socket.create_connection((HOST, port)) as sock:
+        assert raw(port, b"AUTH pw\r\n", sock=sock) == b"+OK\r\n"
+        reply = raw(port, b"*1\r\n$5\r\nRESET\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", sock=sock)
+        assert reply == b"+RESET\r\n-NOAUTH Authentication required.\r\n"
+        assert raw(port, b"AUTH pw\r\nGET k\r\n", sock=sock) == b"+OK\r\n$1\r\nv\r\n"
+
+
+def test_client_list_filters_by_id_in_the_order_given(fastdyn_server):
+    port = fastdyn_server.port
+    with RawClient(port) as me, RawClient(port) as other:
+        my_id, other_id = me.call("CLIENT", "ID")[1], other.call("CLIENT", "ID")[1]
+        listed = me.call("CLIENT", "LIST", "ID", other_id, 999999, my_id, other_id)[1]
+        assert [line.split()[0] for line in listed.splitlines()] == \
+            [b"id=%d" % other_id, b"id=%d" % my_id, b"id=%d" % other_id]
+        normal = me.call("CLIENT", "LIST", "TYPE", "normal")[1]
+        assert {line.split()[0] for line in normal.splitlines()} >= \
+            {b"id=%d" % my_id, b"id=%d" % other_id}
+        assert me.call("CLIENT", "LIST", "TYPE", "replica") == ("bulk", b"")
+
+
+def test_the_server_does_not_load_numpy():
+    # importing numpy made the dispatcher's GET path about a third slower in-process
+    code = ("import sys, fastdyn.server.server, fastdyn.server.protocol; "
+            "sys.exit('numpy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

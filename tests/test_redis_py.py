@@ -4,6 +4,7 @@ Most tests also run against a real redis-server ("redis" ids) as a control: a te
 there is wrong, a test that fails only on fastdyn found a difference.
 """
 import asyncio
+import datetime
 import time
 
 import pytest
@@ -412,6 +413,35 @@ def test_client_introspection(server, protocol):
     finally:
         r.close()
         other.close()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_time_and_string_commands_through_redis_py(server, protocol):
+    r = _client(server, protocol=protocol)
+    try:
+        seconds, micros = r.time()  # redis-py parses TIME into a tuple of two ints
+        assert isinstance(seconds, int) and 0 <= micros < 1_000_000
+        assert abs(seconds + micros / 1e6 - time.time()) < 5
+        assert isinstance(r.lastsave(), datetime.datetime)
+        r.set("s", "Hello World", ex=100)
+        assert r.getrange("s", 0, 4) == b"Hello" and r.substr("s", -5) == b"World"
+        assert r.setrange("s", 6, "Redis") == 11 and r.get("s") == b"Hello Redis"
+        assert r.setbit("b", 7, 1) == 0 and r.getbit("b", 7) == 1 and r.get("b") == b"\x01"
+        assert r.bitcount("s") == r.bitcount("s", 0, -1, "BIT") and r.bitpos("b", 1) == 7
+        r.mset({"key1": "ohmytext", "key2": "mynewtext"})
+        assert r.lcs("key1", "key2") == b"mytext" and r.lcs("key1", "key2", len=True) == 6
+        assert r.rename("s", "t") is True and 99 <= r.ttl("t") <= 100
+        assert r.renamenx("t", "key1") is False
+        assert r.copy("t", "u") is True and r.get("u") == b"Hello Redis"
+        assert r.randomkey() in {b"t", b"u", b"b", b"key1", b"key2"}
+        assert r.memory_usage("u") > len(b"Hello Redis") and r.memory_usage("nokey") is None
+        with pytest.raises(redis.ResponseError, match="no such key"):
+            r.rename("nokey", "x")
+        me = r.client_id()
+        assert [int(c["id"]) for c in r.client_list(client_id=[me])] == [me]
+        assert r.client_list(_type="pubsub") == []
+    finally:
+        r.close()
 
 
 def test_no_exception_was_logged(paired_servers):

@@ -10,9 +10,11 @@ Every operation returns its result directly **or** a `Pending` when the result a
 (a quorum in progress). The command layer gives each command a reply slot: a direct result is
 encoded at once, a `Pending` keeps its slot open and later replies queue behind it, so replies
 leave in request order however they complete. No asyncio Task or Future is made per request:
-a `Pending` is a small object completed by a callback. An operation that fails raises
-`CommandError` (or completes its `Pending` with one); a write the storage cannot persist (full
-disk, failed fsync) fails with Redis' `MISCONF` error and changes nothing.
+a `Pending` is a small object completed by a callback. An operation that fails raises an
+exception (or completes its `Pending` with one): `CommandError` with Redis' text, or the
+store's `ValueError` for an argument it refuses (an empty or oversized key or value); the
+command layer's dispatcher turns either into the error reply. A write the storage cannot
+persist (full disk, failed fsync) fails with Redis' `MISCONF` error and changes nothing.
 
 Reads:  get(key) -> value | None;  get_entry(key) -> (value, expiry_ms) | None;
         get_many(keys) -> [value | None];  expiry(key) -> expiry_ms (0 = none) | None;
@@ -120,30 +122,18 @@ class LocalCoordinator:
 
     # -- reads ---------------------------------------------------------------------------
     def get_entry(self, key):
-        try:
-            return self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return self.store.get_entry(key)
 
     def get_many(self, keys):
         get = self.store.get
-        try:
-            return [get(k) for k in keys]
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return [get(k) for k in keys]
 
     def expiry(self, key):
-        try:
-            return self.store.expiry_ms(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return self.store.expiry_ms(key)
 
     def exists(self, keys) -> int:
         expiry = self.store.expiry_ms
-        try:
-            return sum(1 for k in keys if expiry(k) is not None)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        return sum(1 for k in keys if expiry(k) is not None)
 
     def scan(self, cursor: int, count: int):
         return self.store.scan(cursor, count)
@@ -162,13 +152,11 @@ class LocalCoordinator:
     # -- writes --------------------------------------------------------------------------
     def put(self, key, value, expiry_ms=0) -> None:
         try:
-            if expiry_ms and expiry_ms <= self.clock():
+            if not expiry_ms or expiry_ms > self.clock():
+                self.store.put(key, value, expiry_ms)
+            else:
                 # already in the past: the write is a delete (as Redis does for SET ... PXAT)
                 self.store.delete(key)
-            else:
-                self.store.put(key, value, expiry_ms)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
         except PersistFailed as exc:
             raise misconf(exc) from None
         self.write_seq += 1
@@ -181,8 +169,6 @@ class LocalCoordinator:
             for key, value in pairs:
                 put(key, value, 0)
                 written += 1
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
         except PersistFailed as exc:
             raise misconf(exc) from None
         finally:
@@ -196,8 +182,6 @@ class LocalCoordinator:
         try:
             for k in keys:
                 removed += delete(k)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
         except PersistFailed as exc:
             raise misconf(exc) from None
         finally:
@@ -219,10 +203,7 @@ class LocalCoordinator:
     # -- read-modify-write ---------------------------------------------------------------
     def update(self, key, fn):
         now = self.clock()
-        try:
-            entry = self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        entry = self.store.get_entry(key)
         value, expiry = entry if entry is not None else (None, 0)
         state, reply = fn(value, expiry, now)
         if state is KEEP:
@@ -241,8 +222,6 @@ class LocalCoordinator:
                 self.store.set_expiry(key, new_expiry)
             else:
                 self.store.put(key, new_value, new_expiry)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
         except PersistFailed as exc:
             raise misconf(exc) from None
         self.write_seq += 1
@@ -250,10 +229,7 @@ class LocalCoordinator:
 
     def incr(self, key, delta: int) -> int:
         """Add delta to the counter at key (absent = 0), keeping its TTL; Redis' overflow rule."""
-        try:
-            entry = self.store.get_entry(key)
-        except ValueError as exc:
-            raise CommandError(f"ERR {exc}") from None
+        entry = self.store.get_entry(key)
         if entry is None:
             current, expiry = 0, 0
         else:

@@ -1,9 +1,10 @@
 """One client connection: the asyncio Protocol that moves bytes between a socket and the codec.
 
 Per received chunk: one Cython call parses every complete pipelined command, one Cython call
-(fastdyn._commands.execute) runs them through the table in `commands.py`, replies accumulate in one ReplyWriter and leave in one
-transport.write. A reply that completes later (a `Pending` from the coordinator) holds its slot;
-replies behind it wait in `slots` so the client always reads them in request order.
+(fastdyn._commands.execute) runs them through the command registry, replies accumulate in one
+ReplyWriter and leave in one transport.write. A reply that completes later (a `Pending` from
+the coordinator) holds its slot; replies behind it wait in `slots` so the client always reads
+them in request order.
 """
 import asyncio
 import collections
@@ -11,11 +12,9 @@ import ipaddress
 import logging
 import socket
 
-from fastdyn._commands import answer_error, configure, execute
+from fastdyn._commands import error_reply, execute, run_command
 from fastdyn._resp import QUERY_LIMIT_ERROR, ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
-from fastdyn.server.commands import (COMMANDS, TRANSACTION_CONTROL, find_command,
-                                     unknown_command_error, wrong_arity_error)
 
 log = logging.getLogger("fastdyn.server")
 
@@ -23,8 +22,6 @@ log = logging.getLogger("fastdyn.server")
 # back-pressure does not see them: past this much, stop running the client's commands until
 # they leave.
 HELD_HIGH_WATER = 1 << 20
-
-configure(COMMANDS, find_command, unknown_command_error, wrong_arity_error, TRANSACTION_CONTROL)
 
 DENIED = ("DENIED fastdyn is running in protected mode because protected mode is enabled and no "
           "password is set for the default user. In this mode connections are only accepted "
@@ -242,10 +239,7 @@ class ClientConnection(asyncio.Protocol):
         out = self.out
         out.array(len(queued))
         for spec, args in queued:
-            try:
-                spec[0](self, args)
-            except Exception as exc:
-                answer_error(out, spec[3], exc)
+            run_command(self, spec, args)
 
     # -- replies ----------------------------------------------------------------------------
     def defer(self, pending, encode):
@@ -263,8 +257,8 @@ class ClientConnection(asyncio.Protocol):
         def done(result):
             w = ReplyWriter()
             w.proto = proto
-            if isinstance(result, CommandError):
-                w.error(str(result))
+            if isinstance(result, Exception):
+                w.error(error_reply(result))
             else:
                 encode(w, result)
             slot[0] = w.take()

@@ -19,8 +19,10 @@ import signal
 import time
 
 from fastdyn import __version__
+from fastdyn._commands import configure as configure_dispatcher
 from fastdyn.cluster.coordinator import LocalCoordinator
 from fastdyn.errors import PersistFailed
+from fastdyn.server.commands import REGISTRY
 
 log = logging.getLogger("fastdyn.server")
 
@@ -42,6 +44,8 @@ class Node:
                            sync_interval_ms=config.sync_interval_ms,
                            max_value_bytes=config.max_value_bytes)
         self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.commands = REGISTRY
+        configure_dispatcher(REGISTRY)
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
