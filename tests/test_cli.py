@@ -96,5 +96,6 @@ def test_a_node_serves_and_stops_in_a_thread_without_signal_errors(tmp_path):
         thread.join(10)
     assert failures == []
     assert not thread.is_alive()
+    loop.close()
     with fastdyn.open(str(tmp_path / "d")) as store:
         assert store[b"k"] == b"v"

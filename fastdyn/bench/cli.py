@@ -89,7 +89,7 @@ def _compare(directories, out) -> int:
     print(compare.table([(run.label, run.summary) for run in runs]))
     # by default beside the runs it compares, not wherever the command happens to run
     if out is None:
-        out = os.path.dirname(os.path.normpath(directories[0]))
+        out = os.path.dirname(os.path.abspath(directories[0]))
     path = compare.plot(runs, os.path.join(out, "compare.png"))
     print(f"plot: {path}")
     return 0
