@@ -52,6 +52,10 @@ class CommandError(FastdynError):
     starting with Redis' prefix (e.g. 'ERR syntax error', 'NOAUTH Authentication required.')."""
 
 
+class ListenError(FastdynError, OSError):
+    """A node cannot bind its listening address (port in use, address not local)."""
+
+
 class MerkleFormatError(ProtocolError, ValueError):
     """A serialised Merkle tree, request or reply is malformed or has another tree's shape."""
 

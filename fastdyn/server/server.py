@@ -16,12 +16,14 @@ import collections
 import logging
 import os
 import signal
+import socket
+import threading
 import time
 
 from fastdyn import __version__
 from fastdyn._commands import configure as configure_dispatcher
 from fastdyn.cluster.coordinator import LocalCoordinator
-from fastdyn.errors import PersistFailed
+from fastdyn.errors import ListenError, PersistFailed
 from fastdyn.server.commands import REGISTRY
 
 log = logging.getLogger("fastdyn.server")
@@ -30,6 +32,7 @@ REDIS_VERSION = "7.2.0"
 EXPIRE_PERIOD = 0.1          # active expiry runs every 100 ms, like Redis' serverCron
 EXPIRE_BUDGET = 0.025        # ... for at most 25 ms
 EXPIRE_BATCH = 200
+BACKLOG = 511
 
 
 class Node:
@@ -38,11 +41,18 @@ class Node:
 
         self.config = config
         self.redis_version = REDIS_VERSION
-        os.makedirs(config.data_dir, exist_ok=True)
-        self.group_commit = config.sync == "always"
-        self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
-                           sync_interval_ms=config.sync_interval_ms,
-                           max_value_bytes=config.max_value_bytes)
+        # bind first: a busy port must fail before the data directory is created or locked
+        self.sockets = listen_sockets(config.host, config.port)
+        try:
+            os.makedirs(config.data_dir, exist_ok=True)
+            self.group_commit = config.sync == "always"
+            self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
+                               sync_interval_ms=config.sync_interval_ms,
+                               max_value_bytes=config.max_value_bytes)
+        except BaseException:
+            for sock in self.sockets:
+                sock.close()
+            raise
         self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
         self.commands = REGISTRY
         configure_dispatcher(REGISTRY)
@@ -61,8 +71,9 @@ class Node:
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
         self.expired_base = 0                # the store's expiry count at CONFIG RESETSTAT
         self.loop = None
-        self.listener = None
+        self.listeners = []
         self.stopping = None
+        self.signals = ()                    # the signals whose handlers serve() installed
         self.expire_timer = None
 
     def next_client_id(self) -> int:
@@ -173,11 +184,16 @@ class Node:
 
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # only the main thread may handle signals; a node run in another thread is stopped by
+        # setting `stopping`
+        if threading.current_thread() is threading.main_thread():
+            self.signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in self.signals:
             self.loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
-        self.listener = await self.loop.create_server(
-            lambda: ClientConnection(self), cfg.host, cfg.port, backlog=511, reuse_address=True)
+        self.listeners = [await self.loop.create_server(lambda: ClientConnection(self),
+                                                        sock=sock, backlog=BACKLOG)
+                          for sock in self.sockets]
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
@@ -192,10 +208,11 @@ class Node:
         Returns the exit status: 1 when the last writes could not be persisted."""
         log.info("shutting down")
         # a second SIGTERM/SIGINT must not cut the shutdown short (nor exit by the signal)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.signals:
             self.loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         self.expire_timer.cancel()
         # read no more requests: the commands already run get their replies, nothing new starts
         for conn in list(self.clients):
@@ -207,7 +224,8 @@ class Node:
         for conn in list(self.clients):
             if conn.transport is not None:
                 conn.transport.close()
-        await self.listener.wait_closed()
+        for listener in self.listeners:
+            await listener.wait_closed()
         try:
             self.store.close()      # writes and fsyncs what is still pending first
         except PersistFailed as exc:
@@ -215,3 +233,28 @@ class Node:
             return 1
         log.info("data flushed and closed")
         return 0
+
+
+def listen_sockets(host, port):
+    """Listening sockets for every address `host` resolves to, as loop.create_server would
+    bind them (connections wait in the backlog until serve()); raises ListenError with nothing
+    left open."""
+    sockets = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        for family, type_, proto, _, address in dict.fromkeys(infos):  # without repeats
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except BaseException as exc:
+        for sock in sockets:
+            sock.close()
+        if isinstance(exc, OSError):
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise
+    return sockets
