@@ -338,9 +338,42 @@ class QuorumCoordinator:
         return then(gather([self.get_entry(k) for k in keys]), remove)
 
     def flush(self):
-        # this node's replicas and hints (a cluster-wide flush epoch is not broadcast yet)
-        self.replica.set_flush_epoch(self.hlc.now())
+        """FLUSHDB: a new flush epoch here, then at every member; Pending until every
+        reachable member holds it (one that is not gets it when it is reachable again)."""
+        epoch = self.hlc.now()
+        self.replica.set_flush_epoch(epoch)
         self.hints.drop_all()
+        peers = [p for p in self.members.peers() if self.reachable(p)]
+        if not peers:
+            return None
+        pending = Pending()
+        left = [len(peers)]
+
+        def done(_result):
+            left[0] -= 1
+            if not left[0]:
+                pending.complete(None)
+
+        for peer in peers:
+            self.send_epoch(peer, done)
+        return pending
+
+    def send_epoch(self, peer, callback=None):
+        """Tell peer this node's flush epoch (it keeps the greater); learn the peer's."""
+        def answered(result):
+            if not isinstance(result, Exception):
+                try:
+                    theirs = m.unpack_epoch(result)
+                except ProtocolError:
+                    theirs = 0
+                if theirs > self.replica.flush_epoch:
+                    # hints stay: their receivers drop what the epoch covers
+                    self.replica.set_flush_epoch(theirs)
+            if callback is not None:
+                callback(result)
+
+        self.pool.request(self.members.address(peer), m.FLUSH,
+                          m.pack_epoch(self.replica.flush_epoch), self.timeout_s, answered)
 
     def sweep_expired(self, max_keys: int) -> int:
         return self.store.sweep_expired(max_keys)
