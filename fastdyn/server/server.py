@@ -49,9 +49,11 @@ class Node:
                 self.peer_sockets = listen_sockets(config.host, config.peer_port)
             os.makedirs(config.data_dir, exist_ok=True)
             self.group_commit = config.sync == "always"
+            # a cluster member stores objects: a value plus its version, or several siblings
             self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
                                sync_interval_ms=config.sync_interval_ms,
-                               max_value_bytes=config.max_value_bytes)
+                               max_value_bytes=config.max_bulk_bytes if config.seeds
+                               else config.max_value_bytes)
         except BaseException:
             for sock in self.sockets + self.peer_sockets:
                 sock.close()
