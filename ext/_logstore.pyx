@@ -326,9 +326,36 @@ cdef int seg_format(const char *p, size_t size, uint64_t *magic) noexcept nogil:
                 magic[0] = ld64(p + SEG_HDR)
                 return 3
             if memcmp(p, head, 8) == 0:
-                magic[0] = ld64(p + 8)
+                # header and first record both damaged: the magic that frames the most bytes
+                # of consecutive records is the segment's (a chain forged inside one value
+                # cannot outgrow the records around it)
+                magic[0] = longest_chain_magic(p, size)
+                if magic[0] == 0:
+                    magic[0] = ld64(p + 8)
                 return 3
     return 1
+
+
+cdef uint64_t longest_chain_magic(const char *p, size_t size) noexcept nogil:
+    """The 8 bytes that start the longest chain of framed records after the header, or 0.
+    Linear: the search resumes after each chain it walks."""
+    cdef size_t q = SEG_HDR, r, k, run, best_run = 0
+    cdef uint64_t m, best = 0
+    while q + HDR <= size:
+        m = ld64(p + q)
+        run = 0
+        r = q
+        while r + HDR <= size:
+            k = frame_size(p + r, m)
+            if k == 0 or k > size - r:
+                break
+            run += k
+            r += k
+        if run > best_run:
+            best_run = run
+            best = m
+        q = r if r > q else q + 1
+    return best
 
 
 cdef int64_t hint_count(const char *p, size_t n, uint64_t data_size,

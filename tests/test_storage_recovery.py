@@ -216,3 +216,20 @@ def test_merge_after_an_interrupted_merge(tmp_path):
     assert not os.path.exists(first)
     with Store(path) as s:
         assert {k: s[k] for k in s} == expect
+
+
+def test_damaged_segment_header_and_first_record_lose_only_that_record(tmp_path):
+    """The segment's magic is recovered from the records that follow when both of its other
+    copies (the header and the first record) are damaged."""
+    path = str(tmp_path / "db")
+    expect = fill(path, n=100)
+    seg = segments(path)[-1]
+    recs = records(seg)
+    first_off, _, first_key = recs[0]
+    flip(seg, 8, 1)                   # inside the header's copy of the magic
+    flip(seg, first_off + 16, 1)      # inside the first record's header
+    with Store(path) as s:
+        for k, v in expect.items():
+            if k != first_key:
+                assert s[k] == v
+        assert first_key not in s
