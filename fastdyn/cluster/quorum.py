@@ -114,7 +114,11 @@ class QuorumCoordinator:
     def _flush_outbox(self):
         box, self._outbox = self._outbox, {}
         for (node, kind), (items, callbacks) in box.items():
-            self.pool.request(self.members.address(node), kind, _PACK[kind](items),
+            if kind == _DURABLE_PUT:
+                kind, payload = m.REPLICA_PUT, m.pack_puts(items, m.PUT_DURABLE)
+            else:
+                payload = _PACK[kind](items)
+            self.pool.request(self.members.address(node), kind, payload,
                               self.timeout_s, lambda res, cbs=callbacks: _split(res, cbs))
 
     def _read(self, key, r=None):
@@ -214,9 +218,12 @@ class QuorumCoordinator:
                 self.stats["quorum_failures"] += 1
                 pending.complete(CommandError(core.error()))
 
+        durable = core.dw > 0    # replicas acknowledge only once the write is fsynced
+        put_kind = _DURABLE_PUT if durable else m.REPLICA_PUT
+
         def on_ack(target, result):
             if not isinstance(result, Exception) and result[0] == m.OK:
-                core.ack(durable=False)
+                core.ack(durable=durable)
             elif target.hint_for is None and self._keep_hint(target.node, key, data) \
                     and not in_targets:
                 core.ack(durable=False)
@@ -231,13 +238,16 @@ class QuorumCoordinator:
                         self.replica.merge_in(key, data)
                     else:
                         self.hints.add(t.hint_for, key, data)
-                    core.ack(durable=False)
+                    if durable:
+                        self.store.flush_buffer()
+                        self.store.fsync()
+                    core.ack(durable=durable)
                 except (StorageError, HintStoreFull) as exc:
                     if self.log:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
                     core.fail()
             elif t.hint_for is None:
-                self._send(t.node, m.REPLICA_PUT, (key, data), lambda res, t=t: on_ack(t, res))
+                self._send(t.node, put_kind, (key, data), lambda res, t=t: on_ack(t, res))
             else:
                 self._send(t.node, m.HINT, (t.hint_for, key, data),
                            lambda res, t=t: on_ack(t, res))
@@ -448,7 +458,9 @@ class QuorumCoordinator:
             return then(self._write(key, vo.encode(result.object), w=w, dw=dw),
                         lambda _: encode_context(result.context))
 
-        return then(self._read(key), write)
+        # the read before the write asks as many replicas as the write needs, so a write the
+        # caller allows with W=1 is not refused by a read quorum it did not ask for
+        return then(self._read(key, r=self.quorum(w=w).w), write)
 
 
 def _ignore(_result) -> None:
@@ -456,6 +468,7 @@ def _ignore(_result) -> None:
 
 
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
+_DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync
 
 
 def _split(result, callbacks) -> None:

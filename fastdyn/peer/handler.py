@@ -26,8 +26,10 @@ class ReplicaHandler:
         if kind == m.REPLICA_GET:
             results = [self._get(key) for key in m.unpack_keys(frame.payload)]
         elif kind == m.REPLICA_PUT:
-            _, items = m.unpack_puts(frame.payload)
+            flags, items = m.unpack_puts(frame.payload)
             results = [self._put(key, obj) for key, obj in items]
+            if flags & m.PUT_DURABLE:
+                results = self._made_durable(results)
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
@@ -64,6 +66,15 @@ class ReplicaHandler:
         except (StorageError, BadObject, ValueError) as exc:
             return (m.ERROR, str(exc).encode())
         return _OK_EMPTY
+
+    def _made_durable(self, results):
+        """fsync before acknowledging (DW); if that fails no write of the batch is durable."""
+        try:
+            self.replica.store.flush_buffer()
+            self.replica.store.fsync()
+        except StorageError as exc:
+            return [(m.ERROR, str(exc).encode())] * len(results)
+        return results
 
     def _hint(self, owner, key, obj):
         try:
