@@ -45,6 +45,40 @@ def test_durable_writes_and_quorum_overrides(cluster):
         assert c.call("DYN.GET", "dw", "R", "0")[0] == "error"
 
 
+def scan_all(client, count):
+    cursor, seen = b"0", []
+    while True:
+        kind, (cur, keys) = client.call("SCAN", cursor, "COUNT", count)
+        seen += [k for _, k in keys[1]]
+        cursor = cur[1]
+        if cursor == b"0":
+            return seen
+
+
+def test_scan_keys_and_dbsize_cover_the_cluster_once(cluster):
+    base, root = cluster
+    with RawClient(base) as c:
+        c.call("FLUSHDB")
+        for i in range(300):
+            assert c.call("SET", f"list:{i}", "v") == ("simple", b"OK")
+        c.call("DEL", "list:7")
+    want = sorted(f"list:{i}".encode() for i in range(300) if i != 7)
+    with RawClient(base + 1) as c:
+        assert c.call("DBSIZE") == ("int", 299)
+        assert sorted(k for _, k in c.call("KEYS", "list:*")[1]) == want
+        for count in (1, 7, 1000):
+            seen = scan_all(c, count)
+            assert sorted(seen) == want and len(seen) == len(set(seen))
+        # a member down: every key still has a replica that answers
+        nodes = json.loads((root / "cluster.json").read_text())["nodes"]
+        os.kill(nodes[2]["pid"], signal.SIGSTOP)
+        try:
+            seen = scan_all(c, 50)
+            assert sorted(seen) == want
+        finally:
+            os.kill(nodes[2]["pid"], signal.SIGCONT)
+
+
 def test_too_few_replicas_answer_a_quorum_error_then_recover(cluster, tmp_path):
     base, root = cluster
     nodes = json.loads((root / "cluster.json").read_text())["nodes"]

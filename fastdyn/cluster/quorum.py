@@ -30,7 +30,9 @@ from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import active_targets, effective
 from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
+from fastdyn._hash import hash64
 from fastdyn.cluster.get_core import GetCore
+from fastdyn.cluster.keyspace import live_keys_from, merge_pages
 from fastdyn.cluster.put_core import FAILED, OK, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             ProtocolError, SiblingLimitExceeded, StorageError)
@@ -296,27 +298,63 @@ class QuorumCoordinator:
                     lambda entries: sum(1 for e in entries if e is not None))
 
     def scan(self, cursor: int, count: int):
-        # this node's replicas only (cluster-wide SCAN is not built yet)
-        nxt, keys = self.store.scan(cursor, count)
-        now = self.clock()
-        return nxt, [k for k in keys if self._live_here(k, now)]
-
-    def _live_here(self, key, now):
-        data = self.store.get(key)
-        try:
-            return data is not None and vo.lww_winner(
-                vo.decode(data), now, self.replica.flush_epoch) is not None
-        except BadObject:
-            return False
+        """A page of the cluster's keys in hash order (keyspace.py): (next cursor, keys)."""
+        return self._listing(cursor, count)
 
     def keys(self):
-        return self.replica.live_keys(self.clock())
+        return then(self._listing(0, _ALL), lambda result: result[1])
 
-    def size(self) -> int:
+    def size(self):
+        return then(self.keys(), len)
+
+    def local_size(self) -> int:
+        """Live keys held by this node (INFO's keyspace line)."""
         return sum(1 for _ in self.replica.live_keys(self.clock()))
 
     def expires(self) -> int:
         return 0
+
+    def _listing(self, start: int, limit: int):
+        peers = self.members.peers()
+        asked = [p for p in peers if self.reachable(p)]
+        n = self.quorum().n
+        if len(peers) - len(asked) >= n:
+            raise CommandError(f"ERR cannot list every key: {len(peers) - len(asked)} members "
+                               f"are unreachable, so some keys may have no replica to answer")
+        page = live_keys_from(self.store, start, limit, self.clock(), self.replica.flush_epoch)
+        pages = [page]
+        state = {"exhausted": len(page) < limit, "left": len(asked), "failed": 0}
+        if not asked:
+            return merge_pages(pages, limit, state["exhausted"])
+        pending = Pending()
+
+        def answered(result):
+            if isinstance(result, Exception):
+                state["failed"] += 1
+            else:
+                try:
+                    keys = m.unpack_keys(result)
+                except ProtocolError:
+                    keys = None
+                if keys is None:
+                    state["failed"] += 1
+                else:
+                    pages.append([(hash64(k), k) for k in keys])
+                    state["exhausted"] &= len(keys) < limit
+            state["left"] -= 1
+            if state["left"]:
+                return
+            if len(peers) - len(asked) + state["failed"] >= n:
+                pending.complete(CommandError(
+                    "ERR cannot list every key: members failed to answer during the listing"))
+            else:
+                pending.complete(merge_pages(pages, limit, state["exhausted"]))
+
+        payload = m.pack_listing(start, min(limit, _ALL))
+        for peer in asked:
+            self.pool.request(self.members.address(peer), m.KEYS, payload,
+                              self.timeout_s * 2, answered)
+        return pending
 
     # -- writes ----------------------------------------------------------------------------
     def _lww(self, key, value, expiry_ms=0, tombstone=False, w=None):
@@ -468,6 +506,7 @@ def _ignore(_result) -> None:
 
 
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
+_ALL = (1 << 32) - 1               # a listing "limit" that means every key
 _DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync
 
 

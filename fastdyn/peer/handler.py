@@ -3,10 +3,13 @@
 REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
 it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store;
 HINT keeps each object for its intended owner; FLUSH raises the flush epoch and answers the
-epoch it holds then. A key whose object is bad gets an ERROR result
+epoch it holds then; KEYS answers a page of this node's live keys in hash order. A key whose object is bad gets an ERROR result
 of its own; the rest of the batch is served.
 """
+import time
+
 from fastdyn.cluster import object as vo
+from fastdyn.cluster.keyspace import live_keys_from
 from fastdyn.errors import BadObject, HintStoreFull, StorageError
 from fastdyn.peer import messages as m
 
@@ -33,6 +36,12 @@ class ReplicaHandler:
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
+        elif kind == m.KEYS:
+            start, limit = m.unpack_listing(frame.payload)
+            page = live_keys_from(self.replica.store, start, limit, int(time.time() * 1000),
+                                  self.replica.flush_epoch)
+            conn.reply(frame, m.pack_keys([key for _, key in page]))
+            return
         elif kind == m.FLUSH:
             self.replica.set_flush_epoch(m.unpack_epoch(frame.payload))
             conn.reply(frame, m.pack_epoch(self.replica.flush_epoch))
