@@ -17,11 +17,11 @@ _OK_EMPTY = (m.OK, b"")
 
 
 class ReplicaHandler:
-    def __init__(self, replica, hints, ring_of):
-        """ring_of() -> the current ring (to find whose hints may hold a key)."""
+    def __init__(self, replica, hints, fsync_writes=False):
+        """fsync_writes: acknowledge replica writes only once fsynced (--sync always)."""
         self.replica = replica
         self.hints = hints
-        self.ring_of = ring_of
+        self.fsync_writes = fsync_writes
         self.served = 0
 
     def handle(self, conn, frame) -> None:
@@ -30,9 +30,8 @@ class ReplicaHandler:
             results = [self._get(key) for key in m.unpack_keys(frame.payload)]
         elif kind == m.REPLICA_PUT:
             flags, items = m.unpack_puts(frame.payload)
-            results = [self._put(key, obj) for key, obj in items]
-            if flags & m.PUT_DURABLE:
-                results = self._made_durable(results)
+            results = self._written([self._put(key, obj) for key, obj in items],
+                                    self.fsync_writes or flags & m.PUT_DURABLE)
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
@@ -76,11 +75,15 @@ class ReplicaHandler:
             return (m.ERROR, str(exc).encode())
         return _OK_EMPTY
 
-    def _made_durable(self, results):
-        """fsync before acknowledging (DW); if that fails no write of the batch is durable."""
+    def _written(self, results, fsync):
+        """Hand the batch's records to the OS (a kill -9 of this process then loses no write
+        it acknowledges) and, when asked, fsync them (DW, --sync always) before the answer;
+        if that fails, no write of the batch is acknowledged."""
+        store = self.replica.store
         try:
-            self.replica.store.flush_buffer()
-            self.replica.store.fsync()
+            store.flush_buffer()
+            if fsync:
+                store.fsync()
         except StorageError as exc:
             return [(m.ERROR, str(exc).encode())] * len(results)
         return results
