@@ -13,26 +13,7 @@ Multi-key commands run per key, each in its key's order (DEL of one key named tw
 once, as in Redis).
 """
 from fastdyn.cluster.coordinator import check_keys
-from fastdyn.pending import Pending, gather, then
-
-
-def _after(tail, fn):
-    """fn() once `tail` has completed, whatever its outcome; a Pending of fn's result."""
-    out = Pending()
-
-    def run(_):
-        try:
-            result = fn()
-        except Exception as exc:
-            out.complete(exc)
-            return
-        if result.__class__ is Pending:
-            result.add_done_callback(out.complete)
-        else:
-            out.complete(result)
-
-    tail.add_done_callback(run)
-    return out
+from fastdyn.pending import Pending, after, gather, then
 
 
 class OrderedCoordinator:
@@ -51,7 +32,7 @@ class OrderedCoordinator:
 
     def _in_order(self, key, fn):
         tail = self._tails.get(key)
-        result = fn() if tail is None else _after(tail, fn)
+        result = fn() if tail is None else after(tail, fn)
         if result.__class__ is Pending and not result.done:
             tails = self._tails
             tails[key] = result
@@ -112,6 +93,6 @@ class OrderedCoordinator:
         tails = list(self._tails.values())
         if not tails:
             return self.inner.flush()
-        gate = gather([_after(t, lambda: None) for t in tails])
-        return _after(gate, self.inner.flush)
+        gate = gather([after(t, lambda: None) for t in tails])
+        return after(gate, self.inner.flush)
 
