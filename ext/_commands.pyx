@@ -14,7 +14,7 @@ from fastdyn._resp cimport ReplyWriter
 
 import logging
 
-from fastdyn.cluster.coordinator import Pending
+from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
 
 log = logging.getLogger("fastdyn.server")

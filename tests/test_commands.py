@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from conftest import HOST, free_port
-from fastdyn.cluster.coordinator import DELETE, KEEP, LocalCoordinator, Pending
+from fastdyn.cluster.coordinator import DELETE, KEEP, LocalCoordinator
+from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
 from resp_client import RawClient
 from test_server_basic import raw

@@ -40,6 +40,22 @@ def test_frames_round_trip_whatever_the_chunking(frames, cuts):
     assert dec.buffered == 0
 
 
+@settings(max_examples=300)
+@given(frames_st, st.data())
+def test_a_damaged_frame_stream_gives_frames_or_a_protocol_error(frames, data):
+    stream = bytearray(encode_all(frames))
+    if stream:
+        stream[data.draw(st.integers(0, len(stream) - 1))] = data.draw(st.integers(0, 255))
+    step = data.draw(st.integers(1, 64))
+    dec = FrameDecoder(max_payload=4096)
+    try:
+        for pos in range(0, len(stream), step):
+            for frame in dec.feed(bytes(stream[pos:pos + step])):
+                assert len(frame.payload) <= 4096
+    except ProtocolError:
+        pass
+
+
 def test_encoder_appends_frames_into_one_buffer_and_starts_empty_after_take():
     enc = FrameEncoder()
     enc.add(m.PING, 0, 1)
@@ -48,7 +64,23 @@ def test_encoder_appends_frames_into_one_buffer_and_starts_empty_after_take():
     assert data == encode_frame(m.PING, 0, 1) + encode_frame(m.REPLICA_GET, 0, 2,
                                                              m.pack_keys([b"a"]))
     assert len(enc) == 0
+    enc.add(m.PING, FLAG_RESPONSE, 3, memoryview(b"xy"))
+    enc.add(m.PING, FLAG_RESPONSE, 4, bytearray(b"z"))
+    assert as_tuples(FrameDecoder().feed(enc.take())) == [(m.PING, FLAG_RESPONSE, 3, b"xy"),
+                                                         (m.PING, FLAG_RESPONSE, 4, b"z")]
+    with pytest.raises(TypeError):
+        enc.add(m.PING, 0, 5, "text")
+    with pytest.raises(OverflowError):
+        enc.add(256, 0, 5)
     assert [stop - start for start, stop in frame_spans(data)] == [HEADER_SIZE, HEADER_SIZE + 9]
+
+
+def test_frames_from_a_bytearray_do_not_change_when_it_does():
+    buf = bytearray(encode_frame(3, 0, 1, b"abc"))
+    [frame] = FrameDecoder().feed(buf)
+    buf[-3:] = b"xyz"
+    assert bytes(frame.payload) == b"abc"
+    assert FrameDecoder().feed(encode_frame(1, 0, 2))[0].payload == b""
 
 
 def test_a_partial_frame_waits_for_the_rest():

@@ -3,13 +3,15 @@ PeerServer, multiplexing, coalescing, deadlines, reachability and the fault hook
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 
 import pytest
 import uvloop
 
 from fastdyn.errors import PeerRequestFailed, PeerTimeout, PeerUnreachable
 from fastdyn.peer import messages as m
-from fastdyn.peer.codec import FrameDecoder, encode_frame
+from fastdyn.peer.codec import FLAG_ERROR, FLAG_RESPONSE, FrameDecoder, encode_frame
 from fastdyn.peer.faults import Faults
 from fastdyn.peer.memory import MemoryReplica
 from fastdyn.peer.pool import PeerPool, split_address
@@ -181,12 +183,17 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
                 pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 60,
                              waiting.callback(i))
             await eventually(lambda: len(handler.frames) == 20)
+            assert pool.describe() == {peer: {"reachable": True, "connected": True,
+                                              "in_flight": 20, "down_reason": ""}}
             server.close()                  # drops the connection as a killed node does
             await server.wait_closed()
             await eventually(lambda: waiting.calls == 20)
             assert len(waiting.of_type(PeerUnreachable)) == 20
             assert not pool.reachable(peer)
             assert events == [("down", peer)]
+            [status] = pool.describe().values()
+            assert status["reachable"] is False and status["in_flight"] == 0
+            assert status["down_reason"].startswith("connection")
             refused = await call(pool, peer, m.PING, b"")
             assert isinstance(refused, PeerUnreachable)
             await asyncio.sleep(0.05)       # probes keep failing while nothing listens
@@ -204,6 +211,62 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
     run(main())
 
 
+# A peer node in its own process: serves PING and HELLO, never answers REPLICA_PUT.
+SILENT_PEER = """
+import asyncio, sys, uvloop
+from fastdyn.peer.server import PeerServer
+
+class Silent:
+    def handle(self, conn, frame):
+        pass
+
+async def main():
+    server = PeerServer(Silent(), "silent")
+    print(await server.start("127.0.0.1", int(sys.argv[1])), flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+async def start_silent_peer(port=0):
+    proc = subprocess.Popen([sys.executable, "-c", SILENT_PEER, str(port)],
+                            stdout=subprocess.PIPE)
+    line = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+    return proc, f"{HOST}:{int(line)}"
+
+
+def test_a_peer_process_killed_9_fails_pending_requests_and_is_reached_again_on_restart():
+    async def main():
+        events = []
+        proc, peer = await start_silent_peer()
+        pool = PeerPool(CLIENT, backoff_min_s=0.01, backoff_max_s=0.1,
+                        on_unreachable=lambda p: events.append("down"),
+                        on_reachable=lambda p: events.append("up"))
+        try:
+            assert await call(pool, peer, m.PING, b"") == b""
+            waiting = Results()
+            for i in range(10):
+                pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 60,
+                             waiting.callback(i))
+            await asyncio.sleep(0.05)
+            assert waiting.calls == 0
+            proc.kill()
+            await eventually(lambda: waiting.calls == 10)
+            assert len(waiting.of_type(PeerUnreachable)) == 10
+            assert events == ["down"]
+            proc.wait()
+            proc, _ = await start_silent_peer(split_address(peer)[1])
+            await eventually(lambda: pool.reachable(peer))
+            assert events == ["down", "up"]
+            assert await call(pool, peer, m.PING, b"") == b""
+        finally:
+            pool.close()
+            proc.kill()
+            proc.wait()
+    run(main())
+
+
 def test_nothing_listening_is_unreachable():
     async def main():
         with socket.socket() as s:
@@ -216,9 +279,12 @@ def test_nothing_listening_is_unreachable():
             assert "cannot connect" in str(result)
             assert not pool.reachable(f"{HOST}:{port}")
             assert pool.unreachable() == [f"{HOST}:{port}"]
-            assert isinstance(await call(pool, "no-port", m.PING, b""), PeerUnreachable)
+            bad = await call(pool, "no-port", m.PING, b"")
+            assert isinstance(bad, PeerUnreachable) and "host:port" in str(bad)
         finally:
             pool.close()
+        closed = await call(pool, f"{HOST}:{port}", m.PING, b"")
+        assert isinstance(closed, PeerUnreachable) and "closed" in str(closed)
     run(main())
 
 
@@ -240,6 +306,39 @@ def test_a_deadline_fires_peer_timeout_and_a_silent_peer_is_probed_back():
     run(main())
 
 
+def test_requests_of_one_turn_keep_their_own_deadlines():
+    async def main():
+        handler = HoldingReplica()
+        async with peer_pair(handler) as (pool, server, peer):
+            await connected(pool, peer)
+            done = Results()
+            put = m.pack_puts([(b"k", b"v")])
+            for i, deadline_s in enumerate([0.02, 30, 0.02, 0, 30, -1, 0.05]):
+                pool.request(peer, m.REPLICA_PUT, put, deadline_s, done.callback(i))
+            await eventually(lambda: done.calls == 5)
+            assert sorted(done.got) == [0, 2, 3, 5, 6]
+            assert len(done.of_type(PeerTimeout)) == 5
+            pool.close()
+            assert [type(done.got[i]) for i in (1, 4)] == [PeerUnreachable] * 2
+    run(main())
+
+
+def test_bad_arguments_raise_before_anything_is_sent():
+    async def main():
+        async with peer_pair() as (pool, server, peer):
+            await connected(pool, peer)
+            done = Results()
+            for deadline_s in (None, float("nan")):
+                with pytest.raises((TypeError, ValueError)):
+                    pool.request(peer, m.PING, b"", deadline_s, done.callback(deadline_s))
+            with pytest.raises(TypeError):
+                pool.request(peer, m.PING, "text", 10, done.callback("text"))
+            assert pool._links[peer].conn.pending == {}
+            assert await call(pool, peer, m.PING, b"") == b""
+            assert done.calls == 0
+    run(main())
+
+
 def test_a_timeout_while_the_peer_answers_other_requests_keeps_it_reachable():
     async def main():
         events = []
@@ -248,7 +347,8 @@ def test_a_timeout_while_the_peer_answers_other_requests_keeps_it_reachable():
                 pool, server, peer):
             await connected(pool, peer)
             done = Results()
-            pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 0.05,
+            # the GET's answer arrives long before the held request's deadline
+            pool.request(peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v")]), 1.0,
                          done.callback("held"))
             pool.request(peer, m.REPLICA_GET, m.pack_keys([b"k"]), 10, done.callback("get"))
             await eventually(lambda: done.calls == 2)
@@ -268,6 +368,46 @@ def test_an_error_response_fails_only_its_request():
             assert isinstance(bad, PeerRequestFailed) and "truncated" in str(bad)
             assert await call(pool, peer, m.PING, b"") == b""
             assert pool.reachable(peer)
+    run(main())
+
+
+class Refuser(asyncio.Protocol):
+    """A peer that answers every request, HELLO included, with an error response (as a node
+    that does not know a kind does)."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.decoder = FrameDecoder()
+
+    def data_received(self, data):
+        for frame in self.decoder.feed(data):
+            self.transport.write(encode_frame(frame.kind, FLAG_RESPONSE | FLAG_ERROR,
+                                              frame.req_id, b"unknown message kind"))
+
+
+def test_a_peer_answering_with_errors_stays_reachable():
+    async def main():
+        server = await asyncio.get_running_loop().create_server(Refuser, HOST, 0)
+        peer = f"{HOST}:{server.sockets[0].getsockname()[1]}"
+        pool = PeerPool(CLIENT)
+        try:
+            result = await call(pool, peer, m.PING, b"")
+            assert isinstance(result, PeerRequestFailed)
+            assert pool.reachable(peer)
+        finally:
+            pool.close()
+            server.close()
+    run(main())
+
+
+def test_a_payload_over_the_limit_fails_before_it_can_close_the_connection():
+    async def main():
+        async with peer_pair(max_payload=1000) as (pool, server, peer):
+            await connected(pool, peer)
+            result = await call(pool, peer, m.REPLICA_PUT, m.pack_puts([(b"k", b"v" * 1000)]))
+            assert isinstance(result, PeerRequestFailed) and "exceeds the limit" in str(result)
+            assert await call(pool, peer, m.PING, b"") == b""
+            assert len(server.connections) == 1
     run(main())
 
 
@@ -352,7 +492,7 @@ def test_drop_probability_loses_some_frames_and_keeps_the_others():
             pool.faults.drop(peer, 0.5)
             done = Results()
             for i in range(200):
-                pool.request(peer, m.PING, b"", 0.3, done.callback(i))
+                pool.request(peer, m.PING, b"", 1.0, done.callback(i))
             await eventually(lambda: done.calls == 200)
             lost = len(done.of_type(PeerTimeout))
             assert 0 < lost < 200
@@ -380,6 +520,18 @@ def test_delay_holds_frames_back_until_healed():
     run(main())
 
 
+@pytest.mark.parametrize("text, address", [
+    ("127.0.0.1:7000", ("127.0.0.1", 7000)), ("node-3.example:17001", ("node-3.example", 17001)),
+    ("[::1]:7000", ("::1", 7000)), ("h:0", None), ("h:70000", None), ("h:", None),
+    (":7000", None), ("7000", None), ("h:x1", None)])
+def test_peer_addresses(text, address):
+    if address is None:
+        with pytest.raises(ValueError):
+            split_address(text)
+    else:
+        assert split_address(text) == address
+
+
 @pytest.mark.parametrize("method, args", [("drop", (1.5,)), ("drop", (-0.1,)),
                                           ("delay", (-1,)), ("delay", (float("nan"),))])
 def test_bad_fault_rules_are_refused(method, args):
@@ -402,4 +554,55 @@ def test_closing_the_pool_fails_waiting_requests_once():
             assert len(done.of_type(PeerUnreachable)) == 5
             await asyncio.sleep(0.05)
             assert done.calls == 5
+    run(main())
+
+
+class Node:
+    """One node's peer side in this process: its faults, its server and its pool."""
+
+    def __init__(self, name, server, pool, faults):
+        self.name, self.server, self.pool, self.faults = name, server, pool, faults
+
+    @classmethod
+    async def start(cls):
+        faults = Faults(seed=3)
+        server = PeerServer(MemoryReplica(), "", faults=faults)
+        name = server.local_name = f"{HOST}:{await server.start(HOST, 0)}"
+        pool = PeerPool(name, faults=faults, backoff_min_s=0.01, backoff_max_s=0.05,
+                        probe_timeout_s=0.2)
+        return cls(name, server, pool, faults)
+
+    async def stop(self):
+        self.pool.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def test_a_two_way_partition_of_three_nodes_isolates_one_and_heals():
+    async def main():
+        nodes = [await Node.start() for _ in range(3)]
+        a, b, c = nodes
+        try:
+            for x in nodes:
+                for y in nodes:
+                    if x is not y:
+                        assert await call(x.pool, y.name, m.PING, b"") == b""
+            for x in (a, b):              # c on one side, a and b on the other
+                x.faults.partition(c.name)
+                c.faults.partition(x.name)
+            for x, y in ((a, c), (c, a), (b, c), (c, b)):
+                assert isinstance(await call(x.pool, y.name, m.PING, b"", 0.05), PeerTimeout)
+                assert not x.pool.reachable(y.name)
+            for x, y in ((a, b), (b, a)):
+                assert await call(x.pool, y.name, m.PING, b"") == b""
+            for x in nodes:
+                x.faults.heal()
+            for x in nodes:
+                for y in nodes:
+                    if x is not y:
+                        await eventually(lambda: x.pool.reachable(y.name))
+                        assert await call(x.pool, y.name, m.PING, b"") == b""
+        finally:
+            for x in nodes:
+                await x.stop()
     run(main())

@@ -33,6 +33,7 @@ import time
 
 from fastdyn._resp import parse_int
 from fastdyn.errors import CommandError
+from fastdyn.pending import Pending  # noqa: F401  (the interface's deferred result)
 
 KEEP = None
 DELETE = object()
@@ -44,33 +45,6 @@ MAX_KEY_BYTES = 65536  # the storage engine's key limit
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class Pending:
-    """A result that completes later; callbacks run in completion order, once."""
-
-    __slots__ = ("_callbacks", "done", "result")
-
-    def __init__(self):
-        self._callbacks = []
-        self.done = False
-        self.result = None
-
-    def add_done_callback(self, fn) -> None:
-        if self.done:
-            fn(self.result)
-        else:
-            self._callbacks.append(fn)
-
-    def complete(self, result) -> None:
-        """result is the operation's value, or a CommandError instance for a failure."""
-        if self.done:
-            return
-        self.done = True
-        self.result = result
-        callbacks, self._callbacks = self._callbacks, None
-        for fn in callbacks:
-            fn(result)
 
 
 def parse_counter(value: bytes) -> int:

@@ -28,13 +28,14 @@ import time
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import active_targets, effective
-from fastdyn.cluster.coordinator import DELETE, KEEP, Pending, check_keys, now_ms
+from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.put_core import FAILED, OK, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             SiblingLimitExceeded, StorageError)
 from fastdyn.peer import messages as m
+from fastdyn.pending import Pending, gather, then
 
 _LLONG_MAX = (1 << 63) - 1
 _LLONG_MIN = -(1 << 63)
@@ -51,55 +52,6 @@ def merge_encoded(items):
     for x in present[1:]:
         obj = vo.sync(obj, vo.decode(x))
     return vo.encode(obj)
-
-
-def gather(pendings_or_values) -> "Pending | list":
-    """One result for many: a list of the results in order, or the first failure."""
-    items = list(pendings_or_values)
-    waiting = [i for i, x in enumerate(items) if x.__class__ is Pending]
-    if not waiting:
-        return items
-    out = Pending()
-    left = [len(waiting)]
-
-    def done(i, result):
-        if out.done:
-            return
-        if isinstance(result, CommandError):
-            out.complete(result)
-            return
-        items[i] = result
-        left[0] -= 1
-        if not left[0]:
-            out.complete(items)
-
-    for i in waiting:
-        items[i].add_done_callback(lambda result, i=i: done(i, result))
-    return out
-
-
-def then(result, fn):
-    """fn(result) now or when a Pending completes; a failure passes through unchanged."""
-    if result.__class__ is not Pending:
-        return fn(result)
-    out = Pending()
-
-    def step(value):
-        if isinstance(value, CommandError):
-            out.complete(value)
-            return
-        try:
-            nxt = fn(value)
-        except CommandError as exc:
-            out.complete(exc)
-            return
-        if nxt.__class__ is Pending:
-            nxt.add_done_callback(out.complete)
-        else:
-            out.complete(nxt)
-
-    result.add_done_callback(step)
-    return out
 
 
 class QuorumCoordinator:

@@ -185,12 +185,9 @@ class Cluster:
         reachable = [n for n in members if n == self.name or pool is None
                      or pool.reachable(self.members.address(n))]
         q = self.coordinator.quorum()
-        out = {"cluster_enabled": 1, "cluster_name": self.name,
-               "cluster_members": len(members), "cluster_reachable": len(reachable),
-               "cluster_n": self.config.n, "cluster_r": self.config.r,
-               "cluster_w": self.config.w, "cluster_n_effective": q.n,
-               "cluster_r_effective": q.r, "cluster_w_effective": q.w,
-               "cluster_partitions": self.config.partitions,
+        # cluster_enabled stays 0 (fastdyn is not a Redis Cluster: no slots, no redirects)
+        out = {"cluster_members": len(members), "cluster_reachable": len(reachable),
+               "cluster_unreachable": ",".join(sorted(set(members) - set(reachable))),
                "cluster_flush_epoch": self.replica.flush_epoch}
         hints = self.hints.stats()
         out.update({k: v for k, v in hints.items() if k != "hints_by_owner"})

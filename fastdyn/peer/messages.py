@@ -17,8 +17,9 @@ Versioning: a released layout never changes. A new layout is a new kind, and a n
 serving the old kind as long as older nodes may send it; a node answers a kind it does not
 know with an error response (the connection stays up), so a sender can fall back. Decoding is
 strict: a payload that is short, overlong or has a length running past its end is a
-ProtocolError. Keys decode as bytes; objects as memoryviews into the frame (no copy). The
-per-key loops are compiled (ext/_peer.pyx); PING and HELLO are packed here.
+ProtocolError. Keys decode as bytes; objects and result blobs as memoryviews into the frame
+(no copy), an empty one as b"". The per-key loops are compiled (ext/_peer.pyx); PING and
+HELLO are packed here.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """One connection per peer, many requests multiplexed on it, deadlines, reachability.
 
 `pool.request(peer, kind, payload, deadline_s, callback)` calls `callback` exactly once, never
-from inside `request`: with the response payload, or with PeerRequestFailed (error response),
-PeerUnreachable (connection down or failed, peer marked unreachable) or PeerTimeout (no
-response within `deadline_s` seconds). No Task or Future per request: deadlines sit in one
-timer wheel per pool, served by a single loop timer.
+from inside `request`: with the response payload, or with PeerRequestFailed (an error
+response, or a payload over the peers' max_payload), PeerUnreachable (connection down or
+failed, peer marked unreachable) or PeerTimeout (no response within `deadline_s` seconds).
+No Task or Future per request: deadlines sit in one timer wheel per pool, served by a single
+loop timer.
 
 A peer is dialled on its first request. It is marked unreachable (`on_unreachable(peer)`) when
 its connection fails, or when a request times out with nothing heard from the peer since the
@@ -18,7 +19,7 @@ import asyncio
 import heapq
 import logging
 
-from fastdyn.errors import PeerTimeout, PeerUnreachable
+from fastdyn.errors import PeerRequestFailed, PeerTimeout, PeerUnreachable
 from fastdyn.peer.codec import DEFAULT_MAX_PAYLOAD
 from fastdyn.peer.messages import HELLO, PING, pack_name
 from fastdyn.peer.protocol import PeerConnection
@@ -26,6 +27,8 @@ from fastdyn.peer.protocol import PeerConnection
 __all__ = ["PeerPool", "split_address"]
 
 log = logging.getLogger("fastdyn.peer")
+
+_NO_DEADLINE = float("nan")     # equal to no deadline, None included
 
 
 def split_address(peer: str) -> tuple[str, int]:
@@ -82,22 +85,43 @@ class PeerPool:
         self._slots: list[int] = []
         self._timer = None
         self._timer_slot = 0
+        self._turn_deadline_s = _NO_DEADLINE   # deadline_s of the turn's last request
+        self._turn_bucket = None               # and its bucket
 
     # -- requests --------------------------------------------------------------------------
     def request(self, peer: str, kind: int, payload, deadline_s: float, callback) -> None:
         link = self._links.get(peer)
-        if link is None:
-            link = self._add_link(peer)
-            if link is None:
-                self.loop.call_soon(callback, PeerUnreachable(peer, "not a host:port address"))
+        conn = None if link is None or not link.reachable else link.conn
+        if conn is None or len(payload) > self.max_payload:
+            conn = self._connection(link, peer, payload, callback)
+            if conn is None:
                 return
+        if deadline_s == self._turn_deadline_s:
+            # the same deadline as the turn's previous request: the same slot (uvloop's clock
+            # only advances between turns)
+            bucket = self._turn_bucket
+        else:
+            bucket = self._bucket(deadline_s)   # a bad deadline raises before anything is sent
+        bucket.append((conn, conn.request(kind, payload, callback)))
+
+    def _connection(self, link, peer, payload, callback):
+        """The connection to send on, dialled if needed; None (and the callback scheduled
+        with the error) when the peer is unreachable or not an address, or the payload is
+        larger than a peer accepts (it would close the connection)."""
+        if len(payload) > self.max_payload:
+            self.loop.call_soon(callback, PeerRequestFailed(
+                peer, f"payload of {len(payload)} bytes exceeds the limit of {self.max_payload}"))
+            return None
+        if link is None:
+            try:
+                link = self._add_link(peer)
+            except ValueError as exc:
+                self.loop.call_soon(callback, PeerUnreachable(peer, str(exc)))
+                return None
         if not link.reachable:
             self.loop.call_soon(callback, PeerUnreachable(peer, link.down_reason))
-            return
-        conn = link.conn
-        if conn is None:
-            conn = self._dial(link)
-        self._expire_at(conn, conn.request(kind, payload, callback), deadline_s)
+            return None
+        return link.conn or self._dial(link)
 
     def reachable(self, peer: str) -> bool:
         """False while the peer is marked unreachable; True for a peer never contacted."""
@@ -107,19 +131,26 @@ class PeerPool:
     def unreachable(self) -> list[str]:
         return [peer for peer, link in self._links.items() if not link.reachable]
 
+    def describe(self) -> dict:
+        """Per peer contacted: reachable, connected, requests in flight, why it is down (for
+        INFO and `cluster status`)."""
+        return {peer: {"reachable": link.reachable,
+                       "connected": link.conn is not None and link.conn.transport is not None,
+                       "in_flight": 0 if link.conn is None else len(link.conn.pending),
+                       "down_reason": "" if link.reachable else link.down_reason}
+                for peer, link in self._links.items()}
+
     def _add_link(self, peer):
         if self._closed:
-            return None
-        try:
-            host, port = split_address(peer)
-        except ValueError:
-            return None
+            raise ValueError("the peer pool is closed")
+        host, port = split_address(peer)
         link = self._links[peer] = _Link(peer, host, port, self.backoff_min_s)
         return link
 
     # -- deadlines -------------------------------------------------------------------------
-    def _expire_at(self, conn, req_id, deadline_s) -> None:
-        # rounded up to the next slot: a deadline may fire up to one tick late, never early
+    def _bucket(self, deadline_s) -> list:
+        """The wheel's list of (conn, req_id) expiring deadline_s seconds from now, rounded up
+        to the next slot: a deadline fires within a tick after it passes."""
         slot = int((self.loop.time() + deadline_s) * self._slots_per_s) + 1
         bucket = self._buckets.get(slot)
         if bucket is None:
@@ -127,7 +158,15 @@ class PeerPool:
             heapq.heappush(self._slots, slot)
             if self._timer is None or slot < self._timer_slot:
                 self._set_timer(slot)
-        bucket.append((conn, req_id))
+        if self._turn_bucket is None:
+            self.loop.call_soon(self._end_turn)
+        self._turn_deadline_s = deadline_s
+        self._turn_bucket = bucket
+        return bucket
+
+    def _end_turn(self) -> None:
+        self._turn_deadline_s = _NO_DEADLINE
+        self._turn_bucket = None
 
     def _set_timer(self, slot) -> None:
         if self._timer is not None:
@@ -137,6 +176,7 @@ class PeerPool:
 
     def _tick(self) -> None:
         self._timer = None
+        self._end_turn()        # the turn's bucket may be among those expiring now
         now_slot = self.loop.time() * self._slots_per_s
         slots = self._slots
         while slots and slots[0] <= now_slot:
@@ -165,9 +205,8 @@ class PeerPool:
             max_payload=self.max_payload, on_lost=self._lost)
         # HELLO goes first and is the probe: its answer proves the peer is there
         link.probing = True
-        self._expire_at(conn, conn.request(HELLO, pack_name(self.local_name),
-                                           lambda result: self._probe_done(link, result)),
-                        self.probe_timeout_s)
+        self._bucket(self.probe_timeout_s).append((conn, conn.request(
+            HELLO, pack_name(self.local_name), lambda result: self._probe_done(link, result))))
         link.dial_task = self.loop.create_task(self._connect(link, conn))
         return conn
 
@@ -226,18 +265,17 @@ class PeerPool:
         else:
             link.probing = True
             conn = link.conn
-            self._expire_at(conn, conn.request(PING, b"",
-                                               lambda result: self._probe_done(link, result)),
-                            self.probe_timeout_s)
+            self._bucket(self.probe_timeout_s).append((conn, conn.request(
+                PING, b"", lambda result: self._probe_done(link, result))))
 
     def _probe_done(self, link, result) -> None:
         link.probing = False
         if self._links.get(link.peer) is not link:
             return
-        if isinstance(result, Exception):
-            self._mark_down(link, getattr(result, "reason", str(result)))
+        if isinstance(result, (PeerUnreachable, PeerTimeout)):
+            self._mark_down(link, result.reason)
         else:
-            self._mark_up(link)
+            self._mark_up(link)     # an error response too: the peer is there (an older node)
 
     # -- shutting down ---------------------------------------------------------------------
     def remove(self, peer: str) -> None:
@@ -262,3 +300,4 @@ class PeerPool:
             self._timer = None
         self._buckets.clear()
         self._slots.clear()
+        self._end_turn()

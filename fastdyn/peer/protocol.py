@@ -14,15 +14,14 @@ import logging
 import socket
 
 from fastdyn.errors import PeerRequestFailed, PeerUnreachable, ProtocolError
-from fastdyn.peer.codec import (DEFAULT_MAX_PAYLOAD, FLAG_ERROR, FLAG_RESPONSE, HEADER,
-                                MAX_REQ_ID, VERSION, FrameDecoder)
+from fastdyn.peer.codec import (DEFAULT_MAX_PAYLOAD, FLAG_ERROR, FLAG_RESPONSE, MAX_REQ_ID,
+                                FrameDecoder, FrameEncoder)
 from fastdyn.peer.messages import HELLO, PING, pack_name, unpack_name
 
 __all__ = ["PeerConnection"]
 
 log = logging.getLogger("fastdyn.peer")
 
-_pack_header = HEADER.pack
 _ERROR_RESPONSE = FLAG_RESPONSE | FLAG_ERROR
 
 
@@ -45,7 +44,7 @@ class PeerConnection(asyncio.Protocol):
         self.dialer = dialer
         self.decoder = FrameDecoder(max_payload)
         self.transport = None
-        self.out = bytearray()             # frames queued this turn
+        self.out = FrameEncoder()          # frames queued this turn
         self.flush_scheduled = False
         self.write_paused = False
         self.pending = {}                  # req_id -> (callback, self.received when sent)
@@ -58,10 +57,8 @@ class PeerConnection(asyncio.Protocol):
     def request(self, kind: int, payload, callback) -> int:
         """Queue a request; `callback` gets the response payload or an exception, once."""
         req_id = self.next_id = (self.next_id + 1) & MAX_REQ_ID
+        self.out.add(kind, 0, req_id, payload)      # raises on a bad payload: nothing pending
         self.pending[req_id] = (callback, self.received)
-        out = self.out
-        out += _pack_header(len(payload), VERSION, kind, 0, req_id)
-        out += payload
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -76,9 +73,7 @@ class PeerConnection(asyncio.Protocol):
     def _queue(self, kind, flags, req_id, payload) -> None:
         if self.closed:
             return
-        out = self.out
-        out += _pack_header(len(payload), VERSION, kind, flags, req_id)
-        out += payload
+        self.out.add(kind, flags, req_id, payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -87,10 +82,9 @@ class PeerConnection(asyncio.Protocol):
         """Write everything queued; runs once per turn, after the turn's frames are queued."""
         self.flush_scheduled = False
         transport = self.transport
-        if transport is None or self.write_paused or not self.out:
+        if transport is None or self.write_paused or not len(self.out):
             return            # connection_made / resume_writing flush again
-        data = self.out
-        self.out = bytearray()
+        data = self.out.take()
         faults = self.faults
         if faults is not None and faults.rules:
             data, delay = faults.apply(self.peer_name, data)
@@ -113,7 +107,7 @@ class PeerConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.closed:          # closed while the connect was in progress
             transport.abort()
-        elif self.out and not self.flush_scheduled:
+        elif len(self.out) and not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
@@ -193,7 +187,7 @@ class PeerConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self.out = bytearray()
+        self.out = FrameEncoder()
         pending, self.pending = self.pending, {}
         if self.on_lost is not None:
             self.on_lost(self, reason)   # first, so callbacks see the peer marked unreachable

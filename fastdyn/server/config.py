@@ -40,6 +40,7 @@ class ServerConfig:
     max_query_bytes: int = HARD_MAX_QUERY
     hint_max_bytes: int = 1 << 30       # bound of the hint store (a full one refuses hints)
     peer_timeout_ms: int = 2000         # deadline of a replica request
+    fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
         """Fill the derived defaults and check every value; raises ConfigError."""
@@ -95,7 +96,8 @@ def load_toml(path: str) -> dict:
         want = known[name].type
         if name == "seeds" and isinstance(value, str):
             value = [s for s in value.split(",") if s]
-        if name == "protected_mode" and isinstance(value, str) and value in ("yes", "no"):
+        if name in ("protected_mode", "fault_injection") and isinstance(value, str) \
+                and value in ("yes", "no"):
             value = value == "yes"
         if want is int and isinstance(value, bool) or not isinstance(value, want):
             raise ConfigError(f"config file {path}: {key} must be a {want.__name__}, "
@@ -130,6 +132,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--max-query-bytes", type=int, help="query buffer limit per client (default and cap 1 GiB)")
     a("--hint-max-bytes", type=int, help="bound of the hint store (default 1 GiB)")
     a("--peer-timeout-ms", type=int, help="deadline of a replica request (default 2000)")
+    a("--fault-injection", choices=("yes", "no"),
+      help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")
 
 
@@ -139,7 +143,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name == "protected_mode":
+        if f.name in ("protected_mode", "fault_injection"):
             value = value == "yes"
         settings[f.name] = value
     cfg = ServerConfig(**settings)

@@ -86,7 +86,8 @@ def info_text(node, wanted) -> str:
                         ("fastdyn_w_effective", rep["w_effective"]),
                         ("fastdyn_members", ",".join(rep["members"])),
                         ("fastdyn_partitions", cfg.partitions),
-                        ("fastdyn_seeds", ",".join(cfg.seeds))])
+                        ("fastdyn_seeds", ",".join(cfg.seeds))]
+            + (list(node.cluster.info().items()) if node.cluster is not None else []))
     if everything or "keyspace" in wanted:
         keys = node.coord.size()
         out.append("# Keyspace")

@@ -12,7 +12,7 @@ Each module declares its commands in a `CommandGroup`; the package joins the gro
 """
 from fastdyn._commands import FAST_NONE, CommandSpec, count_lookups
 from fastdyn._resp import parse_int
-from fastdyn.cluster.coordinator import Pending
+from fastdyn.pending import Pending, then  # noqa: F401  (re-exported for the command modules)
 from fastdyn.errors import CommandError
 
 LLONG_MAX = (1 << 63) - 1
@@ -108,31 +108,6 @@ def reply_result(conn, result, encode) -> None:
         conn.defer(result, encode)
     else:
         encode(conn.out, result)
-
-
-def then(result, fn):
-    """fn(result) now, or once a Pending completes (a failure passes through unchanged); fn
-    may itself return a Pending. Chains the steps of a command that needs two operations."""
-    if result.__class__ is not Pending:
-        return fn(result)
-    chained = Pending()
-
-    def done(value):
-        if isinstance(value, Exception):
-            chained.complete(value)
-            return
-        try:
-            nxt = fn(value)
-        except Exception as exc:
-            chained.complete(exc)
-            return
-        if nxt.__class__ is Pending:
-            nxt.add_done_callback(chained.complete)
-        else:
-            chained.complete(nxt)
-
-    result.add_done_callback(done)
-    return chained
 
 
 def bulk(out, value):

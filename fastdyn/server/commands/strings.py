@@ -2,7 +2,8 @@
 t_string.c)."""
 from fastdyn._commands import FAST_GET, FAST_SET, count_lookups
 from fastdyn._resp import incr_float
-from fastdyn.cluster.coordinator import DELETE, KEEP, Pending
+from fastdyn.cluster.coordinator import DELETE, KEEP
+from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
 from fastdyn.server.commands.lcs import lcs
 from fastdyn.server.commands.registry import (ERR_SYNTAX, LLONG_MAX, LLONG_MIN, CommandGroup,

@@ -1,0 +1,84 @@
+"""The one deferred-result type: a result that a quorum (or any callback) completes later.
+
+No asyncio Task or Future is made per request: a `Pending` is a small object whose callbacks
+run once, in order, when `complete` is called. `then` chains a step after a result that may or
+may not be pending, `gather` waits for several; a failure (an exception instance as the
+result) passes through both unchanged.
+"""
+
+
+class Pending:
+    """A result that completes later; callbacks run in completion order, once."""
+
+    __slots__ = ("_callbacks", "done", "result")
+
+    def __init__(self):
+        self._callbacks = []
+        self.done = False
+        self.result = None
+
+    def add_done_callback(self, fn) -> None:
+        if self.done:
+            fn(self.result)
+        else:
+            self._callbacks.append(fn)
+
+    def complete(self, result) -> None:
+        """result is the operation's value, or an exception instance for a failure."""
+        if self.done:
+            return
+        self.done = True
+        self.result = result
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks:
+            fn(result)
+
+
+def then(result, fn):
+    """fn(result) now, or once a Pending completes (a failure passes through unchanged); fn
+    may itself return a Pending. Chains the steps of an operation that needs two."""
+    if result.__class__ is not Pending:
+        return fn(result)
+    chained = Pending()
+
+    def done(value):
+        if isinstance(value, Exception):
+            chained.complete(value)
+            return
+        try:
+            nxt = fn(value)
+        except Exception as exc:
+            chained.complete(exc)
+            return
+        if nxt.__class__ is Pending:
+            nxt.add_done_callback(chained.complete)
+        else:
+            chained.complete(nxt)
+
+    result.add_done_callback(done)
+    return chained
+
+
+def gather(results):
+    """The list of several results (some maybe Pending), or the first failure."""
+    items = list(results)
+    waiting = [i for i, x in enumerate(items) if x.__class__ is Pending]
+    if not waiting:
+        return items
+    out = Pending()
+    left = [len(waiting)]
+
+    def done(i, value):
+        if out.done:
+            return
+        if isinstance(value, Exception):
+            out.complete(value)
+            return
+        items[i] = value
+        left[0] -= 1
+        if not left[0]:
+            out.complete(items)
+
+    for i in waiting:
+        items[i].add_done_callback(lambda value, i=i: done(i, value))
+    return out
