@@ -1,8 +1,9 @@
 """Web frameworks wired to fastdyn the way their users wire them to Redis.
 
 Django's built-in `RedisCache` backend (settings configured in-process) and Flask-Session's
-Redis backend in a real Flask app driven by its test client. Each test also runs against a
-real redis-server ("redis" ids) as a control.
+Redis backend in a real Flask app driven by its test client. Each test runs against a single
+node, against one node of a 3-node cluster ("cluster" ids), and against a real redis-server
+("redis" ids) as a control.
 """
 import time
 from datetime import timedelta
@@ -11,7 +12,8 @@ import pytest
 import redis
 
 from resp_client import RawClient
-from resp_servers import paired_servers, server, start_fastdyn, start_redis  # noqa: F401
+from resp_servers import (checked_server, cluster_node, paired_servers,  # noqa: F401
+                          start_fastdyn, start_redis)
 
 django = pytest.importorskip("django")
 flask = pytest.importorskip("flask")
@@ -29,6 +31,11 @@ def _keys(server) -> list:
     with RawClient(server.port) as c:
         reply = c.call("KEYS", "*")
     return sorted(item[1] for item in reply[1])
+
+
+@pytest.fixture(params=["fastdyn", "cluster", "redis"])
+def server(request, paired_servers):
+    yield from checked_server(request, paired_servers)
 
 
 # --- Django --------------------------------------------------------------------------------
