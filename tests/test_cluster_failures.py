@@ -59,6 +59,28 @@ def test_kill9_during_writes_loses_no_acknowledged_write(start_cluster):
             assert dyn_values(cluster, i, key) == [acked[key]], (i, key)
 
 
+def test_a_hung_node_costs_no_write_and_catches_up(start_cluster):
+    """SIGSTOP keeps a node's connections open but silent: its replica requests time out, the
+    writes go on with W=2 and become hints, and after SIGCONT the hints reach it."""
+    cluster = start_cluster(3, "--peer-timeout-ms", "300")
+    cluster.pause(2)
+    try:
+        with cluster.client(0) as c0, cluster.client(1) as c1:
+            for n in range(60):
+                c = c0 if n % 2 else c1
+                assert c.call("SET", b"h:%d" % n, b"v%d" % n) == OK, n
+                assert c.call("GET", b"h:%d" % (n // 2)) == ("bulk", b"v%d" % (n // 2)), n
+        wait_until(lambda: cluster.hints_pending(0) + cluster.hints_pending(1) >= 60, 30,
+                   "the writes the hung node missed are not all hinted")
+    finally:
+        cluster.resume(2)
+    cluster.wait_hints_delivered()
+    assert cluster.stop_all() == [0, 0, 0]
+    stored = cluster.stored_values([b"h:%d" % n for n in range(60)])
+    assert stored == {b"h:%d" % n: {name: b"v%d" % n for name in cluster.names}
+                      for n in range(60)}
+
+
 def _counter_client(cluster, node, ops, rng, outcomes):
     """ops INCRBY/DECRBY of the key through one node, reconnecting while it is down; outcomes
     gets (delta, True) per acknowledged op, (delta, None) per op whose fate is unknown (sent,

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import wait_until
+from conftest import cluster_view, wait_until
 
 OK = ("simple", b"OK")
 
@@ -225,3 +225,54 @@ def test_lossy_links_lose_no_acknowledged_causal_write(start_cluster):
             decided += 1
             assert last in now, (key, tried, now)
     assert decided
+
+
+def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
+    """Five nodes split into {0, 1} and {2, 3, 4}: with sloppy quorum both sides take every
+    write (fallbacks keep hints for the primaries they cannot reach). After the heal, every
+    key lives on exactly its three preference-list nodes, concurrent DYN.PUTs from the two
+    sides are siblings, and each LWW key holds the later write on all its replicas."""
+    cluster = start_cluster(5, "--fault-injection", "yes", "--peer-timeout-ms", "300")
+    small, large = [0, 1], [2, 3, 4]
+    for i in small:
+        for j in large:
+            _fault(cluster, i, "PARTITION", cluster.peer_addresses[j])
+            _fault(cluster, j, "PARTITION", cluster.peer_addresses[i])
+    cs, cl = cluster.client(0), cluster.client(3)
+    try:
+        # each side first learns that the other is gone (its requests time out)
+        wait_until(lambda: cs.call("SET", b"probe", b"s") == OK and
+                   cl.call("SET", b"probe", b"l") == OK and
+                   cluster_view(cluster.ports[0])["reachable"] == 2 and
+                   cluster_view(cluster.ports[3])["reachable"] == 3, 30, "the split is not seen")
+        contexts = {}
+        for n in range(20):
+            key = b"causal:%d" % n
+            contexts[key] = (dyn_get(cs, key)[0], dyn_get(cl, key)[0])
+        for key, (ctx_s, ctx_l) in contexts.items():
+            dyn_put(cs, key, ctx_s, b"small")
+            dyn_put(cl, key, ctx_l, b"large")
+        lww = {}
+        for n in range(40):
+            key = b"lww:%d" % n
+            first, second = (cs, cl) if n % 2 else (cl, cs)
+            assert first.call("SET", key, b"first") == OK
+            assert second.call("SET", key, b"second-%d" % n) == OK
+            lww[key] = b"second-%d" % n
+        lww[b"probe"] = b"l"
+    finally:
+        cs.close()
+        cl.close()
+    for i in range(5):
+        _fault(cluster, i, "HEAL")
+    cluster.wait_joined()
+    cluster.wait_hints_delivered()
+    for i in range(5):
+        with cluster.client(i) as c:
+            for key in contexts:
+                assert dyn_get(c, key, "R", 3)[1] == [b"large", b"small"], (i, key)
+    assert cluster.stop_all() == [0] * 5
+    ring = cluster.ring()
+    stored = cluster.stored_values(list(lww))
+    assert stored == {key: {name: value for name in ring.preference_list(key, 3)}
+                      for key, value in lww.items()}
