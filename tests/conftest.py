@@ -208,6 +208,27 @@ def cluster_view(port: int) -> dict:
             "hints_pending": None if hints is None else int(hints), "fields": fields}
 
 
+def cluster_bug(reason: str):
+    """A strict xfail for a test that shows a bug of the cluster: it must keep failing until
+    the bug is fixed, and the reason says what is wrong."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+def dyn_get(client, key, *options):
+    """(context, sorted sibling values) of DYN.GET through one connection."""
+    reply = client.call("DYN.GET", key, *options)
+    assert reply[0] == "array", reply
+    context, values = reply[1]
+    return context[1], sorted(item[1] for item in values[1])
+
+
+def dyn_put(client, key, context, value, *options):
+    """The new context of a DYN.PUT through one connection."""
+    reply = client.call("DYN.PUT", key, context, value, *options)
+    assert reply[0] == "bulk", reply
+    return reply[1]
+
+
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
     """Poll condition() until it returns something true; its last value, or AssertionError."""
     deadline = time.monotonic() + timeout
@@ -266,18 +287,18 @@ class Cluster:
         return self
 
     def wait_joined(self, timeout: float = 30.0, nodes=None) -> None:
-        """Until each running node (or each of `nodes`) knows every member and reaches it: a
-        write before that would be kept by the members a node knows so far."""
+        """Until each running node (or each of `nodes`) knows every member and reaches as many
+        as run: a write before that would be kept by the members a node knows so far."""
         k = len(self.nodes)
         for i in self.running() if nodes is None else nodes:
             port = self.nodes[i].port
 
             def joined():
                 view = cluster_view(port)
-                return view["members"] == k and view["reachable"] == k
+                return view["members"] == k and view["reachable"] >= len(self.running())
 
-            wait_until(joined, timeout, f"node {i} does not reach {k} members: "
-                                        f"{cluster_view(port)['fields']}")
+            wait_until(joined, timeout, f"node {i} does not reach the {len(self.running())} "
+                                        f"running members: {cluster_view(port)['fields']}")
 
     def hints_pending(self, i: int) -> int:
         view = cluster_view(self.nodes[i].port)
@@ -381,6 +402,14 @@ class Cluster:
                         per_node[name] = None if winner is None else winner[0]
                 out[key] = per_node
         return out
+
+    def misplaced(self, expected: dict, n: int = 3) -> dict:
+        """{key: what each store holds} for every key of expected ({key: value}) that is not
+        on exactly its n preference-list nodes with that value; the nodes must be stopped."""
+        ring = self.ring()
+        stored = self.stored_values(list(expected))
+        return {key: got for key, got in stored.items()
+                if got != {name: expected[key] for name in ring.preference_list(key, n)}}
 
     def flush_epoch(self, name: str) -> int:
         from fastdyn.cluster.replica import EPOCH_FILE

@@ -28,14 +28,8 @@ def test_every_key_lives_on_exactly_its_preference_list(start_cluster, k):
     items = [(b"key:%d" % i, b"value-%d" % i) for i in range(500)]
     _write_through_random_nodes(cluster, items, rng)
     assert cluster.stop_all() == [0] * k
-    ring = cluster.ring()
-    stored = cluster.stored_values([key for key, _ in items])
-    wrong = []
-    for key, value in items:
-        expected = {name: value for name in ring.preference_list(key, 3)}
-        if stored[key] != expected:
-            wrong.append((key, sorted(expected), stored[key]))
-    assert not wrong, f"{len(wrong)} keys misplaced, e.g. {wrong[:3]}"
+    wrong = cluster.misplaced(dict(items))
+    assert not wrong, f"{len(wrong)} keys misplaced, e.g. {list(wrong.items())[:3]}"
     with cluster.stores() as stores:
         extra = {name: sorted(set(store.keys()) - {key for key, _ in items})
                  for name, store in stores.items()}
@@ -62,6 +56,4 @@ def test_second_write_through_another_node_wins_everywhere(start_cluster):
         for c in clients:
             c.close()
     assert cluster.stop_all() == [0, 0, 0]
-    stored = cluster.stored_values(list(last))
-    assert stored == {key: {name: value for name in cluster.names}
-                      for key, value in last.items()}
+    assert cluster.misplaced(last) == {}

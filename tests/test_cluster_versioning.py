@@ -5,23 +5,9 @@ import threading
 
 import pytest
 
-from conftest import cluster_view, wait_until
+from conftest import cluster_bug, dyn_get, dyn_put, wait_until
 
 OK = ("simple", b"OK")
-
-
-def dyn_get(client, key, *options):
-    """(context, sorted sibling values) of DYN.GET through one connection."""
-    reply = client.call("DYN.GET", key, *options)
-    assert reply[0] == "array", reply
-    context, values = reply[1]
-    return context[1], sorted(item[1] for item in values[1])
-
-
-def dyn_put(client, key, context, value, *options):
-    reply = client.call("DYN.PUT", key, context, value, *options)
-    assert reply[0] == "bulk", reply
-    return reply[1]
 
 
 class Writer:
@@ -80,7 +66,7 @@ def test_seven_writers_taking_turns_never_make_more_than_seven_siblings(start_cl
     _check_writers(cluster, b"hot", writers)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@cluster_bug((
     "an acknowledged DYN.PUT is lost when another DYN.PUT of the same key runs through the "
     "same coordinator at the same time: QuorumCoordinator.dyn_put reads a quorum, then "
     "writes causal_write(read object) whose clock takes the coordinator's new dot into "
@@ -165,14 +151,18 @@ def test_partition_then_heal_keeps_every_acknowledged_write(start_cluster):
             assert first.call("SET", b"lww:%d" % n, b"first-%d" % n) == OK
             assert second.call("SET", b"lww:%d" % n, b"second-%d" % n) == OK
             lww[b"lww:%d" % n] = b"second-%d" % n
-        # the requests to the other side time out, and their writes become hints
-        wait_until(lambda: cluster.hints_pending(a) and cluster.hints_pending(b), 30,
-                   "no hints kept for the other side")
+        # every write's request to the other side times out and becomes a hint (one per
+        # key); healing earlier would leave requests in flight whose hints come later
+        written = 1 + len(side) // 2 + len(lww)
+        wait_until(lambda: cluster.hints_pending(a) == cluster.hints_pending(b) == written, 30,
+                   f"not one hint per key written ({written}) on each side: "
+                   f"{cluster.hints_pending(a)}, {cluster.hints_pending(b)}")
     finally:
         ca.close()
         cb.close()
     _fault(cluster, a, "HEAL")
     _fault(cluster, b, "HEAL")
+    cluster.wait_joined()      # R=3 below needs every node to reach every other again
     cluster.wait_hints_delivered()
     for i in range(3):
         with cluster.client(i) as c:
@@ -181,8 +171,7 @@ def test_partition_then_heal_keeps_every_acknowledged_write(start_cluster):
                 expected = key.split(b":")[0][-1:] + key.split(b":")[1]
                 assert dyn_get(c, key, "R", 3)[1] == [expected], (i, key)
     assert cluster.stop_all() == [0, 0, 0]
-    stored = cluster.stored_values(list(lww))
-    assert stored == {key: {name: value for name in cluster.names} for key, value in lww.items()}
+    assert cluster.misplaced(lww) == {}
 
 
 def test_lossy_links_lose_no_acknowledged_causal_write(start_cluster):
@@ -214,6 +203,7 @@ def test_lossy_links_lose_no_acknowledged_causal_write(start_cluster):
             c.close()
     for i in range(3):
         _fault(cluster, i, "HEAL")
+    cluster.wait_joined()
     cluster.wait_hints_delivered()
     decided = 0
     for key, tried in attempts.items():
@@ -225,6 +215,15 @@ def test_lossy_links_lose_no_acknowledged_causal_write(start_cluster):
             decided += 1
             assert last in now, (key, tried, now)
     assert decided
+
+
+def _read_context(client, key):
+    """(context,) of a DYN.GET that reached its quorum, None if it did not."""
+    reply = client.call("DYN.GET", key)
+    if reply[0] == "error":
+        assert reply[1].startswith(b"ERR quorum not reached"), reply
+        return None
+    return (reply[1][0][1],)
 
 
 def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
@@ -240,18 +239,17 @@ def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
             _fault(cluster, j, "PARTITION", cluster.peer_addresses[i])
     cs, cl = cluster.client(0), cluster.client(3)
     try:
-        # each side first learns that the other is gone (its requests time out)
-        wait_until(lambda: cs.call("SET", b"probe", b"s") == OK and
-                   cl.call("SET", b"probe", b"l") == OK and
-                   cluster_view(cluster.ports[0])["reachable"] == 2 and
-                   cluster_view(cluster.ports[3])["reachable"] == 3, 30, "the split is not seen")
+        # a side learns that the other is gone when its requests time out: until then a read
+        # may miss its quorum, and the client reads again
         contexts = {}
         for n in range(20):
             key = b"causal:%d" % n
-            contexts[key] = (dyn_get(cs, key)[0], dyn_get(cl, key)[0])
+            contexts[key] = tuple(wait_until(lambda: _read_context(c, key), 30,
+                                             f"no read of {key!r} succeeds")
+                                  for c in (cs, cl))
         for key, (ctx_s, ctx_l) in contexts.items():
-            dyn_put(cs, key, ctx_s, b"small")
-            dyn_put(cl, key, ctx_l, b"large")
+            dyn_put(cs, key, ctx_s[0], b"small")
+            dyn_put(cl, key, ctx_l[0], b"large")
         lww = {}
         for n in range(40):
             key = b"lww:%d" % n
@@ -259,10 +257,19 @@ def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
             assert first.call("SET", key, b"first") == OK
             assert second.call("SET", key, b"second-%d" % n) == OK
             lww[key] = b"second-%d" % n
-        lww[b"probe"] = b"l"
     finally:
         cs.close()
         cl.close()
+    # each side keeps one hint per (key, primary on the other side), once every request to
+    # the other side has timed out
+    ring = cluster.ring()
+    names = [set(cluster.names[i] for i in side) for side in (small, large)]
+    written = list(contexts) + list(lww)
+    expected = [sum(len(set(ring.preference_list(key, 3)) - mine) for key in written)
+                for mine in names]
+    wait_until(lambda: [sum(cluster.hints_pending(i) for i in side)
+                        for side in (small, large)] == expected, 30,
+               f"hints per side are not {expected}")
     for i in range(5):
         _fault(cluster, i, "HEAL")
     cluster.wait_joined()
@@ -272,7 +279,4 @@ def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
             for key in contexts:
                 assert dyn_get(c, key, "R", 3)[1] == [b"large", b"small"], (i, key)
     assert cluster.stop_all() == [0] * 5
-    ring = cluster.ring()
-    stored = cluster.stored_values(list(lww))
-    assert stored == {key: {name: value for name in ring.preference_list(key, 3)}
-                      for key, value in lww.items()}
+    assert cluster.misplaced(lww) == {}

@@ -14,6 +14,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from conftest import cluster_bug
 from resp_servers import (alive, start_cluster_node as _start_cluster_node,
                           start_fastdyn as _start_fastdyn, start_redis as _start_redis)
 from resp_cases import (CASES, FUTURE_MS, FUTURE_S, I64_MAX, I64_MIN, PAST_MS, PAST_S, ScanAll,
@@ -66,7 +67,7 @@ EXPIRY_RANGE = ("a cluster node refuses PEXPIREAT k 9223372036854775807 ('ERR ex
                 "range': object.py keeps expiries below 2**63 us), which redis-server accepts")
 def xfail_on_a_cluster(servers, request, reason):
     if servers.target == "cluster" and reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+        request.applymarker(cluster_bug(reason))
 
 
 @pytest.fixture(scope="module", params=["single", "cluster"])
