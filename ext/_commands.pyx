@@ -10,17 +10,18 @@ reply slot through `conn.defer`. Whatever a command raises becomes its error rep
 place, `error_reply`.
 """
 from cpython.list cimport PyList_GET_SIZE
-from fastdyn._resp cimport ReplyWriter
+from fastdyn._resp cimport ReplyWriter, RequestParser
 
 import logging
 
+from fastdyn.errors import CommandError, StorageError
 from fastdyn.pending import Pending
-from fastdyn.errors import CommandError
 
 log = logging.getLogger("fastdyn.server")
 
 cdef object _Pending = Pending
 cdef object _CommandError = CommandError
+cdef object _StorageError = StorageError
 
 # fast op codes (CommandSpec.fast_op)
 cdef enum:
@@ -101,6 +102,11 @@ def error_reply(exc, name=None) -> str:
         return str(exc)
     if isinstance(exc, ValueError):
         return "ERR " + str(exc)
+    if isinstance(exc, _StorageError):
+        # a record failing its checksum, a failed write: the error answers for this command's
+        # key only and the connection goes on
+        log.error("command %r failed: %s", name, exc)
+        return "ERR " + str(exc)
     log.error("command %r failed", name, exc_info=exc)
     return "ERR internal error in '%s': %s" % (name, exc)
 
@@ -150,6 +156,7 @@ cdef int reject(object conn, ReplyWriter out, CommandSpec spec, str message) exc
     if spec.name == "exec":
         conn.multi = None
         conn.multi_failed = False
+        (<RequestParser>conn.parser).queued_bytes = 0
         if message.startswith("ERR "):
             message = message[4:]
         out.error("EXECABORT Transaction discarded because of: " + message)
@@ -212,6 +219,8 @@ def execute(conn, list cmds):
             continue
         if in_multi and not spec.multi_control:
             conn.multi.append((spec, args))
+            # the queue waits for EXEC: it counts toward the query buffer limit, as in Redis
+            (<RequestParser>conn.parser).charge(args)
             out.simple("QUEUED")
             continue
         fast = spec.fast_op
@@ -243,6 +252,8 @@ def execute(conn, list cmds):
             run_one(conn, out, spec, args)
             if conn.closing:
                 return i + 1
+            if in_multi and conn.multi is None:
+                (<RequestParser>conn.parser).queued_bytes = 0
             in_multi = conn.multi is not None
             authenticated = conn.authenticated  # RESET logs out
     return total

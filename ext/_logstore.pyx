@@ -5,14 +5,38 @@ On disk a data directory holds append-only segment files `<id>.data` (16 hex dig
 files `<id>.hint` written by merges, `LOCK` (flock, one process per directory), the marker
 `FASTDYN-STORE` and `RECOVERY.json` (what the last open found).
 
-Record (little-endian):  crc32c u32 | timestamp_ms u64 | expiry_ms u64 | flags u8 |
-key_len u32 | value_len u32 | key | value.  The CRC covers everything after it.  Flags:
-1 tombstone, 2 value is lz4 block-compressed (with its size prefix), 4 clear marker (FLUSHDB:
-every record before it, in segment order, is dead).
+Segment file (format 2): "FDSEG002" | magic u64 | crc32c u32 of those 16 bytes, then records.
+The magic is 8 random bytes drawn when the segment is created.
 
-Hint file: "FDHINT01" | data file size u64 | entries (offset u32, size u32, expiry_ms u64,
-flags u8, key_len u32, key) | entry count u64 | crc32c u32 of everything before it.  A hint
-replays exactly like a scan of its data file; one that fails any check is ignored.
+Record (little-endian):  magic u64 | hcrc u32 | crc u32 | timestamp_ms u64 | expiry_ms u64 |
+flags u8 | key_len u32 | value_len u32 | key | value.  hcrc is the crc32c of the 25 bytes from
+the timestamp to value_len; crc extends it over key and value (so it is the crc32c of everything
+from the timestamp on).  Flags: 1 tombstone, 2 value is lz4 block-compressed (with its size
+prefix), 4 clear marker (FLUSHDB: every record before it, in segment order, is dead).
+
+Why a magic: after a damaged record a reader must find the next record, and a CRC alone is no
+proof that bytes are a record - a client can embed a record with a valid CRC inside a value.
+Every record of a segment starts with that segment's random magic, which no client ever sees,
+so bytes a client wrote cannot frame (a guess is right once in 2**64).  Resynchronising looks
+for the 8 magic bytes (memmem) and checks each candidate's header CRC in O(1); a record with an
+intact header is then trusted for its length, and skipped whole if its key or value is damaged.
+A scan is therefore linear in the segment size whatever the damage.  Fixed-size blocks
+(LevelDB's log) would give the same property but split records across blocks; this store
+reads values in place from a mapping, so records stay contiguous and the append path pays only
+12 bytes and no extra CRC work per record.  The magic sits in the segment header and in the
+first record too, so a damaged header does not lose the segment.  Merge gives the records it
+copies the magic of their new segment.
+
+Format 1 (before the magic) had a 29-byte header: crc32c u32 then the same 25 bytes of fields.
+Opening a store converts each format-1 segment (a new file renamed over the old one; a
+read-only open converts in memory).  Format 1 cannot tell a forged record from a real one, so
+a format-1 segment is read only up to its first damaged record.
+
+Hint file: "FDHINT02" | data file size u64 | data file magic u64 | entries (offset u32,
+size u32, expiry_ms u64, flags u8, key_len u32, key) | entry count u64 | crc32c u32 of
+everything before it.  A hint replays exactly like a scan of its data file; one that fails any
+check (CRC, size and magic of its data file, every entry a plausible record inside it, in
+order) is ignored and the data file scanned.
 
 Segment order decides which record of a key wins at start-up.  A merge writes the records it
 keeps to new segments whose ids follow the largest merged id (ids leave 2**20 room after each
@@ -28,14 +52,16 @@ import weakref
 import fcntl
 import lz4.block
 
-from fastdyn.errors import StorageCorruption, StorageError, StoreLocked
+from fastdyn.errors import (DurabilityLost, PersistFailed, StorageCorruption, StorageError,
+                            StoreLocked)
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy, memcmp, memmove, memset
+from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
-from libc.errno cimport errno, EINTR
-from posix.unistd cimport write as c_write, fdatasync
-from posix.mman cimport mmap, munmap, PROT_READ, MAP_SHARED, MAP_FAILED
+from libc.errno cimport errno, EINTR, EIO
+from posix.unistd cimport write as c_write, fdatasync, ftruncate
+from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE,
+                         MAP_ANONYMOUS, MAP_FAILED)
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE,
                             PyBytes_CheckExact)
@@ -47,6 +73,9 @@ cdef extern from "crc32c.h":
     void crc32c_setup()
     uint32_t crc32c_extend(uint32_t crc, const void *p, size_t n) nogil
     uint32_t crc32c_portable(uint32_t crc, const void *p, size_t n) nogil
+
+cdef extern from "string.h":
+    void *memmem(const void *hay, size_t hlen, const void *needle, size_t nlen) nogil
 
 cdef extern from "segment_map.h":
     void seg_prefault(char *map, size_t start, size_t end) nogil
@@ -67,12 +96,29 @@ cdef extern from "keydir.h":
     int kd_clear(keydir *kd) nogil
     uint64_t kd_cursor_for_slot(const keydir *kd, size_t i) nogil
     size_t kd_memory(const keydir *kd) nogil
+    ctypedef struct kd_timer:
+        uint64_t expiry
+        uint64_t hash
+    int kd_timer_push(keydir *kd, uint64_t expiry, uint64_t h) nogil
+    int kd_timer_due(const keydir *kd, uint64_t now) nogil
+    kd_timer kd_timer_pop(keydir *kd) nogil
+    int64_t kd_find_timer(const keydir *kd, uint64_t h, uint64_t expiry) nogil
 
 crc32c_setup()
 
 # ---- on-disk format ------------------------------------------------------------------------
 cdef enum:
-    HDR = 29                # record header bytes
+    HDR = 41                # record header bytes (format 2)
+    R_HCRC = 8              # offsets in a record header
+    R_CRC = 12
+    R_TS = 16
+    R_EXP = 24
+    R_FLAGS = 32
+    R_KL = 33
+    R_VL = 37
+    FIELDS = 25             # ts, expiry, flags, key_len, value_len: what the header CRC covers
+    SEG_HDR = 20            # segment header: "FDSEG002", magic u64, crc32c u32
+    V1_HDR = 29             # format-1 record: crc32c u32, then the same 25 bytes of fields
     F_TOMB = 1
     F_LZ4 = 2
     F_CLEAR = 4
@@ -86,16 +132,20 @@ cdef enum:
     SYNC_INTERVAL = 1
     SYNC_ALWAYS = 2
     HINT_ENTRY = 21         # off u32, size u32, expiry u64, flags u8, key_len u32
+    BROKEN_WRITE = 1        # a write() failed: writes are refused until a retry succeeds
+    BROKEN_FSYNC = 2        # an fsync failed: writes are refused until the store is reopened
+    HINT_HEAD = 24          # "FDHINT02", data file size u64, segment magic u64
 
 cdef uint64_t MAX_VALUE_HARD = 1 << 30
 cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
-cdef bytes HINT_MAGIC = b"FDHINT01"   # (hint_finish writes the same 8 bytes)
+cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
 MARKER = "FASTDYN-STORE"
-MARKER_TEXT = "fastdyn log-structured store, format 1\n"
+MARKER_TEXT = "fastdyn log-structured store, format 2\n"
 
 HEADER_BYTES = HDR
+SEGMENT_HEADER_BYTES = SEG_HDR
 
 
 cdef inline uint32_t ld32(const char *p) noexcept nogil:
@@ -115,30 +165,33 @@ cdef inline void st64(char *p, uint64_t v) noexcept nogil:
     memcpy(p, &v, 8)
 
 
-cdef inline size_t encode_record(char *p, uint64_t ts, uint64_t expiry, uint8_t flags,
-                                 const char *kp, size_t kl, const char *vp, size_t vl) noexcept nogil:
+cdef inline size_t encode_record(char *p, uint64_t magic, uint64_t ts, uint64_t expiry,
+                                 uint8_t flags, const char *kp, size_t kl, const char *vp,
+                                 size_t vl) noexcept nogil:
     """Write one whole record at p (room for HDR + kl + vl); returns its size."""
-    st64(p + 4, ts)
-    st64(p + 12, expiry)
-    p[20] = <char>flags
-    st32(p + 21, <uint32_t>kl)
-    st32(p + 25, <uint32_t>vl)
+    cdef uint32_t hcrc
+    st64(p, magic)
+    st64(p + R_TS, ts)
+    st64(p + R_EXP, expiry)
+    p[R_FLAGS] = <char>flags
+    st32(p + R_KL, <uint32_t>kl)
+    st32(p + R_VL, <uint32_t>vl)
     if kl:
         memcpy(p + HDR, kp, kl)
     if vl:
         memcpy(p + HDR + kl, vp, vl)
-    st32(p, crc32c_extend(0, p + 4, HDR - 4 + kl + vl))
+    hcrc = crc32c_extend(0, p + R_TS, FIELDS)
+    st32(p + R_HCRC, hcrc)
+    st32(p + R_CRC, crc32c_extend(hcrc, p + HDR, kl + vl))
     return HDR + kl + vl
 
 
-cdef inline size_t check_record(const char *base, size_t pos, size_t end) noexcept nogil:
-    """Size of the valid record at base+pos (header sane, CRC good), or 0."""
-    if end - pos < HDR:
-        return 0
-    cdef const char *p = base + pos
-    cdef uint8_t flags = <uint8_t>p[20]
-    cdef uint64_t kl = ld32(p + 21)
-    cdef uint64_t vl = ld32(p + 25)
+cdef inline size_t fields_size(const char *f) noexcept nogil:
+    """Record size (header + key + value) the 25 field bytes at f describe, or 0 if they are
+    not sane.  The fields are the same in both formats; hdr is the format's header size."""
+    cdef uint8_t flags = <uint8_t>f[16]
+    cdef uint64_t kl = ld32(f + 17)
+    cdef uint64_t vl = ld32(f + 21)
     if flags & ~F_KNOWN:
         return 0
     if flags & F_CLEAR:
@@ -148,20 +201,230 @@ cdef inline size_t check_record(const char *base, size_t pos, size_t end) noexce
         return 0
     if (flags & F_TOMB) and vl != 0:
         return 0
-    if vl > MAX_VALUE_HARD or HDR + kl + vl > end - pos:
+    if vl > MAX_VALUE_HARD:
         return 0
-    if crc32c_extend(0, p + 4, HDR - 4 + kl + vl) != ld32(p):
-        return 0
-    return <size_t>(HDR + kl + vl)
+    return <size_t>(kl + vl + 1)      # + 1: a clear marker (no key, no value) is not 0
 
 
-cdef inline int64_t resync(const char *base, size_t pos, size_t end) noexcept nogil:
-    """Offset of the next valid record at or after pos, or -1: skips over damaged bytes."""
+cdef inline size_t frame_size(const char *p, uint64_t magic) noexcept nogil:
+    """Size of the record whose header (HDR bytes, present) is at p if that header is one
+    this segment wrote: its magic, a sane length and the header CRC; else 0.  O(1)."""
+    cdef size_t body
+    if ld64(p) != magic:
+        return 0
+    body = fields_size(p + R_TS)
+    if body == 0 or crc32c_extend(0, p + R_TS, FIELDS) != ld32(p + R_HCRC):
+        return 0
+    return HDR + body - 1
+
+
+cdef inline bint body_ok(const char *p, size_t size) noexcept nogil:
+    """The key and value of a framed record of `size` bytes at p check against its CRC."""
+    return crc32c_extend(ld32(p + R_HCRC), p + HDR, size - HDR) == ld32(p + R_CRC)
+
+
+cdef inline int64_t find_frame(const char *base, size_t pos, size_t end,
+                               uint64_t magic) noexcept nogil:
+    """First offset >= pos where a record header of this segment starts, or -1.  Candidates
+    are the places where the segment's 8-byte random magic occurs (found with memmem), each
+    checked in O(1): a scan is linear in the segment size whatever the damage."""
+    cdef const char *hit
     while pos + HDR <= end:
-        if check_record(base, pos, end):
+        if frame_size(base + pos, magic):
             return <int64_t>pos
-        pos += 1
+        hit = <const char *>memmem(base + pos + 1, end - pos - 1, &magic, 8)
+        if hit == NULL:
+            return -1
+        pos = <size_t>(hit - base)
     return -1
+
+
+cdef inline size_t next_record(const char *base, size_t *pos, size_t end,
+                               uint64_t magic) noexcept nogil:
+    """Move *pos to the next whole record that checks out (skipping damaged bytes, and a
+    record whose header is intact but body is not as one piece); returns its size, 0 at the
+    end.  Bytes inside a key or value never frame: they do not hold the segment's magic."""
+    cdef int64_t nxt
+    cdef size_t size
+    while True:
+        nxt = find_frame(base, pos[0], end, magic)
+        if nxt < 0:
+            pos[0] = end
+            return 0
+        pos[0] = <size_t>nxt
+        size = frame_size(base + nxt, magic)
+        if size > end - pos[0]:
+            pos[0] = end
+            return 0
+        if body_ok(base + nxt, size):
+            return size
+        pos[0] += size
+
+
+cdef inline size_t check_v1(const char *base, size_t pos, size_t end) noexcept nogil:
+    """Size of the valid format-1 record at base+pos (header sane, CRC good), or 0."""
+    cdef size_t body
+    if end - pos < V1_HDR:
+        return 0
+    body = fields_size(base + pos + 4)
+    if body == 0 or V1_HDR + body - 1 > end - pos:
+        return 0
+    if crc32c_extend(0, base + pos + 4, V1_HDR - 4 + body - 1) != ld32(base + pos):
+        return 0
+    return V1_HDR + body - 1
+
+
+cdef size_t v1_prefix(const char *base, size_t end, size_t *nrec) noexcept nogil:
+    """Length of the run of valid format-1 records at the start of a segment (and their
+    count).  Format 1 has no magic: past a damaged record, bytes a client wrote inside a value
+    cannot be told from records, so nothing after one is trusted."""
+    cdef size_t pos = 0, rec
+    nrec[0] = 0
+    while pos < end:
+        rec = check_v1(base, pos, end)
+        if rec == 0:
+            break
+        pos += rec
+        nrec[0] += 1
+    return pos
+
+
+cdef void v1_convert(const char *src, size_t end, char *dst, uint64_t magic) noexcept nogil:
+    """Rewrite format-1 records src[0:end] (all valid) as format 2 after a segment header at
+    dst: the magic and the header CRC are added, the record CRC carries over unchanged."""
+    cdef size_t pos = 0, out = SEG_HDR, rec
+    seg_header(dst, magic)
+    while pos < end:
+        rec = check_v1(src, pos, end)
+        st64(dst + out, magic)
+        st32(dst + out + R_HCRC, crc32c_extend(0, src + pos + 4, FIELDS))
+        memcpy(dst + out + R_CRC, src + pos, 4)
+        memcpy(dst + out + R_TS, src + pos + 4, rec - 4)
+        out += rec + (HDR - V1_HDR)
+        pos += rec
+
+
+cdef void seg_header(char *p, uint64_t magic) noexcept nogil:
+    memcpy(p, "FDSEG002", 8)
+    st64(p + 8, magic)
+    st32(p + 16, crc32c_extend(0, p, 16))
+
+
+cdef int seg_format(const char *p, size_t size, uint64_t *magic) noexcept nogil:
+    """Format of a segment file: 2 (with *magic set; 3 when its header is damaged but its magic
+    was recovered) or 1.  The magic is kept in the header with a CRC; if the header fails, the
+    first record (right after it) carries the magic too."""
+    cdef char head[16]
+    if size >= SEG_HDR:
+        memcpy(head, "FDSEG002", 8)
+        memcpy(head + 8, p + 8, 8)
+        if crc32c_extend(0, head, 16) == ld32(p + 16):
+            magic[0] = ld64(p + 8)
+            return 2 if memcmp(p, head, 8) == 0 else 3
+        if check_v1(p, 0, size) == 0:
+            if size >= SEG_HDR + HDR and frame_size(p + SEG_HDR, ld64(p + SEG_HDR)):
+                magic[0] = ld64(p + SEG_HDR)
+                return 3
+            if memcmp(p, head, 8) == 0:
+                # header and first record both damaged: the magic that frames the most bytes
+                # of consecutive records is the segment's (a chain forged inside one value
+                # cannot outgrow the records around it)
+                magic[0] = longest_chain_magic(p, size)
+                if magic[0] == 0:
+                    magic[0] = ld64(p + 8)
+                return 3
+    return 1
+
+
+cdef uint64_t longest_chain_magic(const char *p, size_t size) noexcept nogil:
+    """The 8 bytes that start the longest chain of framed records after the header, or 0.
+    Linear: the search resumes after each chain it walks."""
+    cdef size_t q = SEG_HDR, r, k, run, best_run = 0
+    cdef uint64_t m, best = 0
+    while q + HDR <= size:
+        m = ld64(p + q)
+        run = 0
+        r = q
+        while r + HDR <= size:
+            k = frame_size(p + r, m)
+            if k == 0 or k > size - r:
+                break
+            run += k
+            r += k
+        if run > best_run:
+            best_run = run
+            best = m
+        q = r if r > q else q + 1
+    return best
+
+
+cdef int64_t hint_count(const char *p, size_t n, uint64_t data_size,
+                        uint64_t magic) noexcept nogil:
+    """Entries of a hint file that checks out against its data file (size and magic), or -1.
+    Nothing in a hint is used unless all of it is sound: the CRC, and every entry describing a
+    plausible record inside the data file, in order, none overlapping."""
+    cdef size_t pos, end, kl, size, count = 0
+    cdef uint64_t off, prev_end = SEG_HDR
+    cdef uint8_t flags
+    if n < HINT_HEAD + 12 or memcmp(p, "FDHINT02", 8) != 0:
+        return -1
+    if crc32c_extend(0, p, n - 4) != ld32(p + n - 4):
+        return -1
+    if ld64(p + 8) != data_size or ld64(p + 16) != magic:
+        return -1
+    end = n - 12
+    pos = HINT_HEAD
+    while pos < end:
+        if end - pos < HINT_ENTRY:
+            return -1
+        off = ld32(p + pos)
+        size = ld32(p + pos + 4)
+        flags = <uint8_t>p[pos + 16]
+        kl = ld32(p + pos + 17)
+        if kl > MAX_KEY or end - pos - HINT_ENTRY < kl or flags & ~F_KNOWN:
+            return -1
+        if (kl == 0) != ((flags & F_CLEAR) != 0) or size < HDR + kl:
+            return -1
+        if (flags & (F_TOMB | F_CLEAR)) and size != HDR + kl:
+            return -1
+        if size - HDR - kl > MAX_VALUE_HARD or off < prev_end or off + size > data_size:
+            return -1
+        prev_end = off + size
+        pos += HINT_ENTRY + kl
+        count += 1
+    if pos != end or count != ld64(p + end):
+        return -1
+    return <int64_t>count
+
+
+cdef uint64_t new_magic() except? 0:
+    """A random segment magic: 8 bytes no client can know, not all equal (so runs of one
+    byte, such as zeroed blocks, never contain it)."""
+    cdef bytes r
+    cdef const char *q
+    while True:
+        r = os.urandom(8)
+        q = PyBytes_AS_STRING(r)
+        if memcmp(q, q + 1, 7) != 0:
+            return ld64(q)
+
+
+def _create_segment(path, uint64_t seg_id):
+    """Create an empty segment file with its header: (fd, magic).  O_APPEND, so every later
+    write() lands at the end."""
+    cdef char head[SEG_HDR]
+    cdef uint64_t magic = new_magic()
+    seg_header(head, magic)
+    name = os.path.join(path, "%016x.data" % seg_id)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        if os.write(fd, PyBytes_FromStringAndSize(head, SEG_HDR)) != SEG_HDR:
+            raise StorageError(f"short write creating segment {name}")
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    return fd, magic
 
 
 def crc32c(data, crc=0, portable=False):
@@ -275,6 +538,13 @@ cdef class Store:
     A server on an event loop uses `batch()`, `flush_buffer()` and `fsync()` (see them) to
     commit a whole turn's writes with one write() and one fsync.
 
+    Failures (docs/storage.md, "Durability"): a failed write() (disk full, file size limit,
+    I/O error) is cut back out of the file and its records stay pending; writes raise
+    PersistFailed until a retry succeeds.  A failed fsync makes every later write and fsync
+    raise DurabilityLost until the store is reopened.  Reads keep working in both cases.
+    `fsync_hook(fd, file_name, length)`, when set (tests only), runs in place of fdatasync of a
+    data file `length` bytes long; an OSError it raises counts as a failed fsync.
+
     Other options: `segment_bytes` (rotate the active segment past this size),
     `compress_threshold` (lz4-compress values at least this long when that saves space; 0 =
     never), `merge_ratio` and `auto_merge` (a background thread merges sealed segments whose
@@ -334,6 +604,7 @@ cdef class Store:
         self.map_len = segment_bytes + HDR + MAX_KEY + max_value_bytes + 4096
         self._merge_lock = threading.Lock()
         self._merges_done = 0
+        self._opened_unsynced = set()
         seed = os.urandom(16)
         if kd_init(&self.kd, ld64(PyBytes_AS_STRING(seed)), ld64(PyBytes_AS_STRING(seed) + 8)) < 0:
             raise MemoryError("cannot allocate the keydir")
@@ -392,9 +663,12 @@ cdef class Store:
     def _open_segments(self):
         cdef uint32_t si
         cdef int64_t now = self._now()
+        cdef int64_t n
         t0 = time.perf_counter()
         report = {"segments": 0, "from_hints": 0, "scanned": 0, "keys": 0, "truncated": [],
-                  "corrupt": [], "hint_fallbacks": [], "cleared": [], "seconds": 0.0}
+                  "corrupt": [], "hint_fallbacks": [], "cleared": [], "migrated": [],
+                  "seconds": 0.0}
+        self.recovery_report = report      # replaying a clear marker lists what it cleared
         names = sorted(os.listdir(self.path))
         ids = []
         for name in names:
@@ -406,48 +680,124 @@ cdef class Store:
                 except ValueError:
                     pass
         ids.sort()
-        hints = {}
-        expected = 0
-        for seg_id in ids:
-            try:
-                with open(os.path.join(self.path, "%016x.hint" % seg_id), "rb") as hf:
-                    hints[seg_id] = hf.read()
-                if len(hints[seg_id]) >= 12:
-                    expected += ld64(PyBytes_AS_STRING(hints[seg_id]) + len(hints[seg_id]) - 12)
-            except FileNotFoundError:
-                expected += os.path.getsize(os.path.join(self.path, "%016x.data" % seg_id)) // 256
-        # size the keydir once instead of growing it step by step while replaying
-        if kd_reserve(&self.kd, min(expected, 1 << 32)) < 0:
-            raise MemoryError("cannot allocate the keydir")
+        if not self.read_only:
+            # a hint whose data file is gone (deleted by a clear while it was being written)
+            wanted = {"%016x.hint" % seg_id for seg_id in ids}
+            for name in names:
+                if name.endswith(".hint") and len(name) == 21 and name not in wanted:
+                    os.unlink(os.path.join(self.path, name))
         self.next_major = (ids[-1] // ID_GAP + 1) if ids else 1
         flags = os.O_RDONLY if self.read_only else os.O_RDWR
+        hints = []
+        expected = guessed = 0
         for seg_id in ids:
-            data_path = os.path.join(self.path, "%016x.data" % seg_id)
-            fd = os.open(data_path, flags | os.O_CLOEXEC)
-            size = os.fstat(fd).st_size
-            si = self._add_seg(seg_id, fd, size, size, SEG_SEALED)
+            si = self._open_segment(seg_id, flags, report)
+            try:
+                with open(os.path.join(self.path, "%016x.hint" % seg_id), "rb") as hf:
+                    hint = hf.read()
+            except FileNotFoundError:
+                hint = None
+            if hint is not None:
+                n = hint_count(PyBytes_AS_STRING(hint), PyBytes_GET_SIZE(hint),
+                               self.segs[si].size, self.segs[si].magic)
+                if n < 0:
+                    report["hint_fallbacks"].append("%016x.hint" % seg_id)
+                    hint = None
+                else:
+                    expected += n
+            if hint is None:
+                guessed += self.segs[si].size // 256
+            hints.append(hint)
+        # size the keydir once instead of growing it step by step while replaying; a guess
+        # from data sizes is capped, and if memory is short the table just grows as it goes
+        kd_reserve(&self.kd, min(expected + min(guessed, GUESS_CAP), 1 << 32))
+        for si in range(self.nsegs):
             report["segments"] += 1
-            if seg_id in hints:
-                hint = hints.pop(seg_id)
-                if self._load_hint(si, hint, now):
-                    self.segs[si].hinted = 1
-                    report["from_hints"] += 1
-                    continue
-                report["hint_fallbacks"].append("%016x.hint" % seg_id)
+            if hints[si] is not None and self._load_hint(si, hints[si], now):
+                self.segs[si].hinted = 1
+                report["from_hints"] += 1
+                continue
             report["scanned"] += 1
             self._scan_segment(si, now, report)
-        # a clear marker found at start-up finishes an interrupted clear()
         for si in range(self.nsegs):
-            if self.segs[si].state == SEG_RETIRED:
-                report["cleared"].append("%016x.data" % self.segs[si].id)
+            if self.segs[si].state != SEG_RETIRED and not self.read_only:
+                self._opened_unsynced.add(self.segs[si].id)
+            self._release(si)      # sealed segments are read through their mapping alone
         report["keys"] = self.kd.count
         report["seconds"] = round(time.perf_counter() - t0, 6)
-        self.recovery_report = report
         if not self.read_only:
             tmp = os.path.join(self.path, "RECOVERY.json.tmp")
             with open(tmp, "w") as f:
                 json.dump(dict(report, opened_at=time.time()), f, indent=1)
             os.replace(tmp, os.path.join(self.path, "RECOVERY.json"))
+
+    cdef uint32_t _open_segment(self, uint64_t seg_id, int oflags, dict report) except? 0xFFFFFFFF:
+        """Open and map one segment file.  A format-1 segment is converted to format 2: on disk
+        (a new file renamed over it) or, read-only, in memory."""
+        cdef uint64_t magic = 0
+        cdef size_t nrec, valid, out_len
+        cdef char *buf
+        cdef int fmt, err = 0, tfd
+        name = "%016x.data" % seg_id
+        data_path = os.path.join(self.path, name)
+        fd = os.open(data_path, oflags | os.O_CLOEXEC)
+        size = os.fstat(fd).st_size
+        cdef uint32_t si = self._add_seg(seg_id, fd, size, size, SEG_SEALED)
+        cdef char *old = self.segs[si].map
+        fmt = seg_format(old, size, &magic)
+        if fmt == 3:
+            report["corrupt"].append({"file": name, "offset": 0, "bytes": SEG_HDR})
+        if fmt != 1:
+            self.segs[si].magic = magic
+            return si
+        valid = v1_prefix(old, size, &nrec)
+        if valid < <size_t>size:
+            report["truncated"].append({"file": name, "offset": valid, "bytes": size - valid})
+        out_len = SEG_HDR + valid + nrec * (HDR - V1_HDR)
+        buf = <char *>mmap(NULL, out_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0)
+        if buf == MAP_FAILED:
+            raise MemoryError(f"cannot convert segment {name} to format 2")
+        magic = new_magic()
+        with nogil:
+            v1_convert(old, valid, buf, magic)
+        report["migrated"].append(name)
+        if not self.read_only:
+            tmp = data_path + ".tmp"
+            try:
+                tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                with nogil:
+                    err = write_all(tfd, buf, out_len)
+                    if err == 0 and fdatasync(tfd) != 0:
+                        err = errno
+                os.close(tfd)
+                if err:
+                    raise StorageError(f"cannot convert segment {data_path} to format 2: "
+                                       f"{os.strerror(err)}")
+            finally:
+                munmap(buf, out_len)
+            os.replace(tmp, data_path)
+            _fsync_dir(self.path)
+            try:
+                os.unlink(os.path.join(self.path, "%016x.hint" % seg_id))
+            except FileNotFoundError:
+                pass
+            self.segs[si].fd = os.open(data_path, oflags | os.O_CLOEXEC)
+            os.close(fd)
+            buf = <char *>mmap(NULL, out_len, PROT_READ, MAP_SHARED, self.segs[si].fd, 0)
+            if buf == MAP_FAILED:
+                buf = NULL
+                err = errno
+        if old != NULL:
+            munmap(old, self.segs[si].map_len)
+        self.segs[si].map = buf
+        self.segs[si].map_len = out_len if buf != NULL else 0
+        self.segs[si].size = out_len
+        self.segs[si].live = SEG_HDR
+        self.segs[si].magic = magic
+        if buf == NULL:
+            raise StorageError(f"cannot map segment {name}: {os.strerror(err)}")
+        return si
 
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF:
@@ -472,6 +822,8 @@ cdef class Store:
         s.map = <char *>m
         s.map_len = map_len
         s.size = size
+        s.synced = size     # what was on disk at open counts as durable: it is never rewritten
+        s.live = SEG_HDR if size >= SEG_HDR else 0   # the header: not dead bytes to merge away
         s.state = state
         self.nsegs += 1
         return self.nsegs - 1
@@ -482,8 +834,12 @@ cdef class Store:
         cdef int64_t slot
         if flags & F_CLEAR:
             kd_clear(&self.kd)
+            cleared = self.recovery_report["cleared"]
             for i in range(self.nsegs):
                 if i != si and self.segs[i].state == SEG_SEALED and self.segs[i].id < self.segs[si].id:
+                    name = "%016x.data" % self.segs[i].id
+                    if name not in cleared:
+                        cleared.append(name)
                     self.segs[i].live = 0
                     if not self.read_only:
                         self._retire(i)
@@ -497,57 +853,46 @@ cdef class Store:
         return 0
 
     cdef int _scan_segment(self, uint32_t si, int64_t now, dict report) except -1:
-        cdef size_t pos = 0, rec, end = self.segs[si].size
+        """Replay a segment record by record.  Bytes that do not frame are reported as corrupt
+        (up to the next record header of this segment), a record whose header is intact but whose
+        key or value is not is skipped whole, and damage reaching the end is a torn tail, cut off."""
+        cdef size_t pos = SEG_HDR, rec, end = self.segs[si].size
         cdef const char *base = self.segs[si].map
+        cdef uint64_t magic = self.segs[si].magic
         cdef int64_t nxt
-        cdef uint32_t kl
         name = "%016x.data" % self.segs[si].id
         while pos < end:
-            rec = check_record(base, pos, end)
-            if rec:
-                kl = ld32(base + pos + 21)
-                self._apply(si, <uint32_t>pos, <uint32_t>rec, base + pos + HDR, kl,
-                            <uint8_t>base[pos + 20], ld64(base + pos + 12), now)
-                pos += rec
-                continue
-            nxt = resync(base, pos + 1, end)
-            if nxt < 0:
+            nxt = find_frame(base, pos, end, magic)
+            if nxt >= 0:
+                rec = frame_size(base + nxt, magic)
+            # the last record not checking out, whole or not, is a write the crash cut short
+            if (nxt < 0 or rec > end - <size_t>nxt
+                    or (rec == end - <size_t>nxt and not body_ok(base + nxt, rec))):
                 report["truncated"].append({"file": name, "offset": pos, "bytes": end - pos})
                 if not self.read_only:
                     os.ftruncate(self.segs[si].fd, pos)
                     os.fsync(self.segs[si].fd)
                 self.segs[si].size = pos
+                self.segs[si].synced = pos
                 break
-            report["corrupt"].append({"file": name, "offset": pos, "bytes": <size_t>nxt - pos})
-            pos = <size_t>nxt
+            if <size_t>nxt > pos:
+                report["corrupt"].append({"file": name, "offset": pos, "bytes": <size_t>nxt - pos})
+                pos = <size_t>nxt
+            if not body_ok(base + pos, rec):
+                report["corrupt"].append({"file": name, "offset": pos, "bytes": rec})
+            else:
+                self._apply(si, <uint32_t>pos, <uint32_t>rec, base + pos + HDR,
+                            ld32(base + pos + R_KL), <uint8_t>base[pos + R_FLAGS],
+                            ld64(base + pos + R_EXP), now)
+            pos += rec
         return 0
 
     cdef int _load_hint(self, uint32_t si, bytes hint, int64_t now) except -1:
         """Replay a hint file; 0 (and nothing applied) when it does not check out."""
         cdef const char *p = PyBytes_AS_STRING(hint)
-        cdef size_t n = PyBytes_GET_SIZE(hint), pos, kl, count = 0, end
-        cdef uint32_t off, size
-        if n < 8 + 8 + 8 + 4 or memcmp(p, PyBytes_AS_STRING(HINT_MAGIC), 8) != 0:
+        cdef size_t n = PyBytes_GET_SIZE(hint), pos = HINT_HEAD, kl, end = n - 12
+        if hint_count(p, n, self.segs[si].size, self.segs[si].magic) < 0:
             return 0
-        if crc32c_extend(0, p, n - 4) != ld32(p + n - 4):
-            return 0
-        if ld64(p + 8) != self.segs[si].size:
-            return 0
-        end = n - 12
-        pos = 16
-        while pos < end:   # structural pass: nothing is applied unless all of it is sound
-            if end - pos < HINT_ENTRY:
-                return 0
-            kl = ld32(p + pos + 17)
-            off = ld32(p + pos)
-            size = ld32(p + pos + 4)
-            if kl > MAX_KEY or end - pos - HINT_ENTRY < kl or <uint64_t>off + size > self.segs[si].size:
-                return 0
-            pos += HINT_ENTRY + kl
-            count += 1
-        if pos != end or count != ld64(p + end):
-            return 0
-        pos = 16
         while pos < end:
             kl = ld32(p + pos + 17)
             self._apply(si, ld32(p + pos), ld32(p + pos + 4), p + pos + HINT_ENTRY, kl,
@@ -571,20 +916,30 @@ cdef class Store:
             raise StorageError(f"store {self.path} is closed")
         if self.read_only:
             raise StorageError(f"store {self.path} is open read-only")
+        if self.broken == BROKEN_FSYNC:
+            raise DurabilityLost(self.broken_reason)
+        if self.broken == BROKEN_WRITE:
+            self._flush()          # retry the records a failed write() left pending
         return 0
 
     cdef int64_t _lookup(self, const char *kp, size_t kl) except -2:
         """Slot of a live key, or -1; an expired key found here is dropped (lazy expiry)."""
+        cdef int64_t now = -1
+        if self._clock is not None:
+            now = self._now()    # Python code may let other threads in: not between find and use
         cdef int64_t slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
         cdef kd_entry *e
         if slot < 0:
             return -1
         e = kd_entry_at(&self.kd, slot)
-        if e.expiry != 0 and <int64_t>e.expiry <= self._now():
-            if not self.read_only:
-                self._remove_slot(slot)
-                self.expired_removed += 1
-            return -1
+        if e.expiry != 0:
+            if now < 0:
+                now = wall_ms()
+            if <int64_t>e.expiry <= now:
+                if not self.read_only:
+                    self._remove_slot(slot)
+                    self.expired_removed += 1
+                return -1
         return slot
 
     cdef int _remove_slot(self, size_t slot) except -1:
@@ -613,6 +968,8 @@ cdef class Store:
             self.kd.volatile_count -= 1
         if expiry != 0:
             self.kd.volatile_count += 1
+            if kd_timer_push(&self.kd, expiry, h) < 0:
+                raise MemoryError("cannot grow the expiry heap")
         e.seg = seg
         e.off = off
         e.size = size
@@ -628,33 +985,37 @@ cdef class Store:
         cdef uint64_t flushed = self.segs[si].size
         cdef const char *p
         cdef bint in_buffer = si == <uint32_t>self.active and off >= flushed
-        cdef uint32_t crc
+        cdef uint32_t crc, stored_crc
+        cdef uint8_t flags
         cdef bytes out
         cdef char *dst
         if in_buffer:
             p = self.wbuf + (off - flushed)
         else:
             p = self.segs[si].map + off
+        stored_crc = ld32(p + R_CRC)
+        flags = <uint8_t>p[R_FLAGS]
         if vl >= UNLOCKED_READ and not in_buffer:
             # a big copy from the page cache may fault in pages from disk: let other threads run
+            # (p is not touched after the pin is dropped: a merge may unmap the segment then)
             self.segs[si].readers += 1
             out = PyBytes_FromStringAndSize(NULL, vl)
             dst = PyBytes_AS_STRING(out)
             with nogil:
-                crc = crc32c_extend(0, p + 4, size - 4)
+                crc = crc32c_extend(0, p + R_TS, size - R_TS)
                 memcpy(dst, p + HDR + kl, vl)
             self.segs[si].readers -= 1
             self._release(si)
         else:
-            crc = crc32c_extend(0, p + 4, size - 4)
+            crc = crc32c_extend(0, p + R_TS, size - R_TS)
             out = None
-        if crc != ld32(p):
+        if crc != stored_crc:
             raise StorageCorruption(
                 f"record at offset {off} of segment {self.segs[si].id:016x}.data in {self.path} "
                 "fails its checksum")
         if out is None:
             out = PyBytes_FromStringAndSize(p + HDR + kl, vl)
-        if (<uint8_t>p[20]) & F_LZ4:
+        if flags & F_LZ4:
             return lz4.block.decompress(out)
         return out
 
@@ -665,13 +1026,8 @@ cdef class Store:
         would overflow).  The record's (segment, offset) is active, size + wlen before."""
         cdef size_t rec = HDR + kl + vl, ncap
         cdef char *nb
-        cdef uint64_t used
-        if self.active < 0:
-            self._rotate()
-        else:
-            used = self.segs[self.active].size + self.wlen
-            if used > 0 and used + rec > self.segment_bytes:
-                self._rotate()
+        while self._needs_rotation(rec):
+            self._rotate()      # may let other threads run (file creation, directory fsync)
         if self.wlen + rec > self.wcap:
             ncap = self.wcap * 2 if self.wcap else (1 << 16)
             while ncap < self.wlen + rec:
@@ -681,9 +1037,18 @@ cdef class Store:
                 raise MemoryError("cannot grow the write buffer")
             self.wbuf = nb
             self.wcap = ncap
-        encode_record(self.wbuf + self.wlen, <uint64_t>now, expiry, flags, kp, kl, vp, vl)
+        encode_record(self.wbuf + self.wlen, self.segs[self.active].magic, <uint64_t>now, expiry,
+                      flags, kp, kl, vp, vl)
         self.wlen += rec
         return 0
+
+    cdef bint _needs_rotation(self, size_t rec) noexcept:
+        """Whether a record of rec bytes must go to a new segment (an empty one takes any)."""
+        cdef uint64_t used
+        if self.active < 0:
+            return True
+        used = self.segs[self.active].size + self.wlen
+        return used > SEG_HDR and used + rec > self.segment_bytes
 
     cdef int _after_write(self) except -1:
         """Apply the sync policy after a mutating call."""
@@ -699,10 +1064,15 @@ cdef class Store:
         return 0
 
     cdef int _flush(self) except -1:
-        """One write() of the pending records (retrying short writes)."""
+        """One write() of the pending records (retrying short writes).  When the write fails
+        (disk full, file size limit, I/O error) the file is cut back to its last whole record
+        and every record stays pending: no read reaches past the end of the file, and writes
+        are refused (PersistFailed) until a retry - the next write or the background tick -
+        succeeds."""
         if self.wlen == 0 or self.active < 0:
             return 0
         cdef int fd = self.segs[self.active].fd
+        cdef uint64_t size = self.segs[self.active].size
         cdef size_t done = 0, n = self.wlen
         cdef ssize_t r
         cdef int err = 0
@@ -714,66 +1084,149 @@ cdef class Store:
                 err = errno
                 break
             done += r
-        seg_prefault(self.segs[self.active].map, self.segs[self.active].size,
-                     self.segs[self.active].size + done)
-        self.segs[self.active].size += done
-        if done < n:
-            memmove(self.wbuf, self.wbuf + done, n - done)
-        self.wlen = n - done
         if err:
-            raise StorageError(f"write to {self.path} failed: {os.strerror(err)}")
+            if done and ftruncate(fd, size) != 0:
+                # the torn tail stays, and appends would land after it: only a reopen (whose
+                # recovery cuts the tail) can write to this directory again
+                r = errno
+                self.broken = BROKEN_FSYNC
+                self.broken_reason = (f"write to {self.path} failed ({os.strerror(err)}) and "
+                                      f"the torn tail cannot be cut ({os.strerror(r)}); "
+                                      "reopen the store")
+                raise DurabilityLost(self.broken_reason)
+            if self.broken != BROKEN_FSYNC:
+                self.broken = BROKEN_WRITE
+            raise PersistFailed(f"write to {self.path} failed: {os.strerror(err)}; writes are "
+                                "refused until one succeeds")
+        seg_prefault(self.segs[self.active].map, size, size + done)
+        self.segs[self.active].size = size + done
+        self.wlen = 0
+        if self.broken == BROKEN_WRITE:
+            self.broken = 0
+        return 0
+
+    cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1:
+        """fdatasync (without the GIL) a data file now `length` bytes long, or let fsync_hook
+        stand in for it; 0 or the errno of the failure."""
+        cdef int rc
+        if self.fsync_hook is not None:
+            try:
+                self.fsync_hook(fd, "%016x.data" % seg_id, length)
+            except OSError as exc:
+                return exc.errno or EIO
+            return 0
+        with nogil:
+            rc = fdatasync(fd)
+            if rc != 0:
+                rc = errno
+        return rc
+
+    cdef int _lose_durability(self, uint64_t seg_id, int err) except -1:
+        """After a failed fsync the kernel may have dropped the dirty pages (and reports the
+        error once): no later fsync can vouch for them, so no write is acknowledged again."""
+        self.broken = BROKEN_FSYNC
+        self.broken_reason = (f"fsync of {seg_id:016x}.data in {self.path} failed: "
+                              f"{os.strerror(err)}; writes are refused until the store is reopened")
+        raise DurabilityLost(self.broken_reason)
+
+    cdef int _sync_opened(self, uint64_t after) except -1:
+        """fsync the segments newer than id `after` that were found at open: after a crash of
+        the process alone their last records may still be only in the page cache."""
+        for seg_id in sorted(i for i in self._opened_unsynced if i > after):
+            try:
+                fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
+                             os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:      # merged away since
+                self._opened_unsynced.discard(seg_id)
+                continue
+            try:
+                err = self._sync_fd(fd, seg_id, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+            if err:
+                self._lose_durability(seg_id, err)
+            self._opened_unsynced.discard(seg_id)
         return 0
 
     cdef int _fsync_seg(self, uint32_t si) except -1:
-        """fdatasync one segment with the GIL released (pinned so it cannot be closed)."""
-        cdef int fd = self.segs[si].fd
-        cdef int rc
+        """fdatasync one segment (pinned so it cannot be closed).  A success covers what the
+        file held when the fsync began, so only that moves the segment's durable mark; a write
+        made meanwhile waits for a later fsync."""
+        cdef uint64_t target = self.segs[si].size
+        cdef int err
         self.segs[si].readers += 1
-        self.segs[si].dirty = 0
-        with nogil:
-            rc = fdatasync(fd)
-        err = errno
-        self.segs[si].readers -= 1
+        try:
+            err = self._sync_fd(self.segs[si].fd, self.segs[si].id, target)
+        finally:
+            self.segs[si].readers -= 1
+        if err:
+            self._release(si)
+            self._lose_durability(self.segs[si].id, err)
+        if target > self.segs[si].synced:
+            self.segs[si].synced = target
+        if self.segs[si].dirty and self.segs[si].synced >= self.segs[si].size:
+            self.segs[si].dirty = 0
+            self.ndirty -= 1
         self._release(si)
-        if rc != 0:
-            raise StorageError(f"fsync in {self.path} failed: {os.strerror(err)}")
         return 0
 
     cdef int _fsync_active(self) except -1:
-        """fsync segments sealed since the last fsync (oldest first), then the active one."""
-        cdef uint32_t i
+        """fsync every segment sealed with unsynced writes (oldest first), then the segment that
+        was active when the call began; a failure stops here and raises."""
+        cdef uint32_t i = 0
+        cdef int act = self.active
+        if self.broken == BROKEN_FSYNC:
+            raise DurabilityLost(self.broken_reason)
         if self.ndirty:
-            self.ndirty = 0
-            for i in range(self.nsegs):
+            while i < self.nsegs:      # the table may grow while the GIL is released
                 if self.segs[i].dirty and self.segs[i].state == SEG_SEALED:
                     self._fsync_seg(i)
-        if self.active >= 0:
-            self._fsync_seg(self.active)
+                i += 1
+        if (act >= 0 and self.segs[act].synced < self.segs[act].size
+                and self.segs[act].state in (SEG_ACTIVE, SEG_SEALED)):
+            self._fsync_seg(act)
         return 0
 
     cdef int _seal_active(self) except -1:
         """Flush the active segment and make it immutable, without releasing the GIL (so no
         other thread can append in between).  The next fsync - the same call's under "always",
         else the background thread's, fsync() or close() - makes it durable first."""
-        if self.active < 0:
+        cdef int si = self.active
+        if si < 0:
             return 0
         self._flush()
-        self.segs[self.active].dirty = 1
-        self.ndirty += 1
-        self.segs[self.active].state = SEG_SEALED
+        if self.segs[si].synced < self.segs[si].size:
+            self.segs[si].dirty = 1
+            self.ndirty += 1
+        self.segs[si].state = SEG_SEALED
         self.active = -1
+        self._release(si)
         return 0
 
     cdef int _rotate(self) except -1:
         """Seal the active segment and start a new, empty one (fsyncing the directory).  The
-        file is created first: the switch itself happens with no GIL release."""
-        seg_id = self.next_major * ID_GAP
+        file is created first: the switch itself happens with no GIL release.  When sealing
+        fails (the pending records cannot be written) the new file goes again."""
+        cdef uint64_t major = self.next_major
+        seg_id = major * ID_GAP
         self.next_major += 1
-        fd = os.open(os.path.join(self.path, "%016x.data" % seg_id),
-                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        _fsync_dir(self.path)
-        self._seal_active()
-        self.active = self._add_seg(seg_id, fd, self.map_len, 0, SEG_ACTIVE)
+        fd, magic = _create_segment(self.path, seg_id)
+        name = os.path.join(self.path, "%016x.data" % seg_id)
+        try:
+            _fsync_dir(self.path)
+            if self.next_major != major + 1:
+                # another thread rotated meanwhile: its newer segment takes the writes (ids are
+                # the replay order, so an older id must not follow it), this empty file goes
+                os.close(fd)
+                os.unlink(name)
+                return 0
+            self._seal_active()
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        self.active = self._add_seg(seg_id, fd, self.map_len, SEG_HDR, SEG_ACTIVE)
+        self.segs[self.active].magic = magic
         return 0
 
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1:
@@ -786,7 +1239,7 @@ cdef class Store:
         cdef uint8_t flags = 0
         cdef int64_t now
         cdef uint32_t off
-        if self.closed or self.read_only:
+        if self.closed or self.read_only or self.broken:
             self._check_writable()
         if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
             kb = <bytes>key
@@ -822,10 +1275,10 @@ cdef class Store:
                     flags = F_LZ4
             now = self._now()
             self._append(kp, kl, vp, vl, expiry_ms, flags, now)
+            off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
         finally:
             if have_buf:
                 PyBuffer_Release(&vbuf)
-        off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
         self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms)
         if expiry_ms != 0 and <int64_t>expiry_ms <= now:
             # written already expired (e.g. SET .. PXAT in the past): the key is gone
@@ -905,13 +1358,20 @@ cdef class Store:
         kb = key_bytes(key)
         cdef const char *kp = PyBytes_AS_STRING(kb)
         cdef size_t kl = PyBytes_GET_SIZE(kb)
+        cdef int64_t now = self._now()
         cdef int64_t slot = self._lookup(kp, kl)
         if slot < 0:
             return False
-        self._append(kp, kl, NULL, 0, 0, F_TOMB, self._now())
-        # the tombstone's own bytes are dead from the start: merge drops them when it can
-        self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
+        self._append(kp, kl, NULL, 0, 0, F_TOMB, now)
+        # the append may have let other threads run (a rotation): whatever the keydir holds for
+        # the key now was written before the tombstone, but it may hold nothing any more
+        slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+        if slot >= 0:
+            # the tombstone's own bytes are dead from the start: merge drops them when it can
+            self._remove_slot(slot)
         self._after_write()
+        if slot < 0:
+            return False
         if self.on_write is not None:
             self.on_write(kb, None)
         return True
@@ -928,23 +1388,29 @@ cdef class Store:
         kb = key_bytes(key)
         cdef const char *kp = PyBytes_AS_STRING(kb)
         cdef size_t kl = PyBytes_GET_SIZE(kb)
-        cdef int64_t slot = self._lookup(kp, kl)
+        cdef int64_t now = self._now()
+        cdef int64_t slot
         cdef kd_entry *e
         cdef const char *p
-        cdef int64_t now
-        if slot < 0:
-            return False
-        e = kd_entry_at(&self.kd, slot)
-        if e.expiry == expiry:
-            return True
+        while True:
+            slot = self._lookup(kp, kl)
+            if slot < 0:
+                return False
+            e = kd_entry_at(&self.kd, slot)
+            if e.expiry == expiry:
+                return True
+            if not self._needs_rotation(e.size):
+                break
+            self._rotate()   # may let other threads change the key: look it up again
+        # from here to the index update nothing lets another thread in, so the record copied is
+        # still the key's current one when its rewrite lands
         if e.seg == <uint32_t>self.active and e.off >= self.segs[e.seg].size:
             p = self.wbuf + (e.off - self.segs[e.seg].size)
         else:
             p = self.segs[e.seg].map + e.off
         # copy the stored (maybe compressed) value: the buffer may move while appending
         stored = PyBytes_FromStringAndSize(p + HDR + kl, e.size - HDR - kl)
-        flags = (<uint8_t>p[20]) & F_LZ4
-        now = self._now()
+        flags = (<uint8_t>p[R_FLAGS]) & F_LZ4
         self._append(kp, kl, PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored), expiry,
                      flags, now)
         self._index(kp, kl, self.active,
@@ -961,38 +1427,38 @@ cdef class Store:
         self._check_open()
         if not isinstance(max_keys, int) or max_keys < 0:
             raise ValueError(f"max_keys must be a non-negative integer, got {max_keys!r}")
-        if self.read_only or self.kd.volatile_count == 0 or max_keys == 0:
+        if self.read_only or max_keys == 0:
             return 0
-        cdef size_t want = min(max_keys, 1 << 40)
-        cdef int64_t now = self._now()
-        # examine at most one full pass of the table per call
-        cdef size_t removed = 0, examined = 0
-        cdef size_t limit = min(max(<size_t>1024, want * 16), self.kd.nslots)
-        cdef size_t i = self.sweep_pos
-        cdef kd_entry *e
-        while removed < want and examined < limit and self.kd.volatile_count:
-            if i >= self.kd.nslots:
-                i = 0
-            if self.kd.slots[i]:
-                e = kd_entry_at(&self.kd, i)
-                if e.expiry != 0 and <int64_t>e.expiry <= now:
-                    self._remove_slot(i)   # a later entry may shift into i: look again
-                    removed += 1
-                    continue
-            i += 1
+        return self._expire_due(self._now(), min(max_keys, 1 << 40))
+
+    cdef size_t _expire_due(self, int64_t now, size_t want) except? 0:
+        """Drop up to `want` keys whose expiry has passed, found through the keydir's heap of
+        expiry times (a timer per expiry set; one left by a key since overwritten or removed
+        matches nothing): the work is in the keys that expired, not in the table size."""
+        cdef size_t removed = 0, examined = 0, limit = max(<size_t>1024, want * 16)
+        cdef kd_timer t
+        cdef int64_t slot
+        if self.kd.volatile_count == 0:
+            self.kd.ntimers = 0          # every timer left is stale
+            return 0
+        while removed < want and kd_timer_due(&self.kd, <uint64_t>now):
+            if examined >= limit and want != <size_t>-1:
+                break
+            t = kd_timer_pop(&self.kd)
             examined += 1
-        self.sweep_pos = i
+            slot = kd_find_timer(&self.kd, t.hash, t.expiry)
+            if slot >= 0:
+                self._remove_slot(slot)
+                removed += 1
         self.expired_removed += removed
         return removed
 
     def __len__(self):
-        """Live keys (expired keys are swept first, so they never count)."""
+        """Live keys (expired keys are dropped first, so they never count)."""
         self._check_open()
         if self.kd.volatile_count and not self.read_only:
-            self.sweep_pos = 0
-            self.sweep_expired(self.kd.count)
-            return self.kd.count
-        if self.kd.volatile_count:
+            self._expire_due(self._now(), <size_t>-1)
+        elif self.kd.volatile_count:
             return self.kd.count - self._count_expired()
         return self.kd.count
 
@@ -1028,7 +1494,7 @@ cdef class Store:
         cdef size_t found = 0, last = self.kd.nslots - 1
         cdef uint64_t s
         cdef kd_entry *e
-        cdef int64_t now = -1
+        cdef int64_t now = self._now()   # before the table is read: it may run Python code
         out = []
         while True:
             s = self.kd.slots[i]
@@ -1039,8 +1505,6 @@ cdef class Store:
                 continue
             e = kd_entry_at(&self.kd, i)
             if kd_hash(&self.kd, e.key, <size_t>e.klen_m1 + 1) >= start:
-                if e.expiry != 0 and now < 0:
-                    now = self._now()
                 if e.expiry == 0 or <int64_t>e.expiry > now:
                     out.append(PyBytes_FromStringAndSize(e.key, <size_t>e.klen_m1 + 1))
                     found += 1
@@ -1095,7 +1559,7 @@ cdef class Store:
                     p = self.wbuf + (items[i].off - s.size)
                 else:
                     p = s.map + items[i].off
-                key = PyBytes_FromStringAndSize(p + HDR, ld32(p + 21))
+                key = PyBytes_FromStringAndSize(p + HDR, ld32(p + R_KL))
                 slot = self._lookup(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
                 if slot < 0:
                     continue
@@ -1154,41 +1618,57 @@ cdef class Store:
     def clear(self):
         """Remove every key, durably: a clear marker is written and fsynced in a new segment,
         then older segments are deleted.  A crash in between finishes the clear at the next
-        open.  on_write is not called."""
+        open.  on_write is not called.  A running merge is not waited for: it sees the clear
+        and gives up, and whatever it wrote sorts before the marker, so the marker covers it."""
         self._check_writable()
-        self._stop_merge()
-        with self._merge_lock:
-            self._flush()
-            self._rotate()
-            self._append(NULL, 0, NULL, 0, 0, F_CLEAR, self._now())
-            self._flush()
-            self._fsync_active()
-            kd_clear(&self.kd)
-            for i in range(self.nsegs):
-                if i != self.active and self.segs[i].state == SEG_SEALED:
-                    self.segs[i].live = 0
-                    self._retire(i)
-            self.segs[self.active].live = 0
-            _fsync_dir(self.path)
-        self.merge_stop = 0
+        cdef int64_t now = self._now()
+        cdef uint32_t i
+        self.clears += 1
+        self._rotate()
+        self._append(NULL, 0, NULL, 0, 0, F_CLEAR, now)
+        # no other thread has run since the marker went in: the keydir forgets exactly the
+        # records before it, and later writes (during the fsync below) stay
+        kd_clear(&self.kd)
+        doomed = []
+        for i in range(self.nsegs):
+            if self.segs[i].state == SEG_SEALED:
+                doomed.append(i)
+            self.segs[i].live = 0
+        self._flush()
+        self._fsync_active()
+        for i in doomed:
+            self._retire(i)
+        _fsync_dir(self.path)
 
     # ---- merge ------------------------------------------------------------------------------
     cdef int _release(self, uint32_t si) except -1:
-        """Unmap and close a retired segment once nothing pins it.  (No Seg pointer is held
-        across a Python call anywhere: another thread may grow the table meanwhile.)"""
+        """Once nothing pins a segment: unmap and close a retired one, and close a sealed one
+        whose writes are all durable - it is read through its mapping alone, so open files stay
+        bounded by the active and not yet synced segments however many there are.  (No Seg
+        pointer is held across a Python call anywhere: another thread may grow the table
+        meanwhile.)"""
         cdef Seg *s = &self.segs[si]
         cdef int fd = s.fd
-        if s.state == SEG_RETIRED and s.readers == 0:
+        if s.readers != 0:
+            return 0
+        if s.state == SEG_RETIRED:
             if s.map != NULL:
                 munmap(s.map, s.map_len)
                 s.map = NULL
             s.fd = -1
             s.state = SEG_FREE
+            if fd >= 0:
+                os.close(fd)
+        elif s.state == SEG_SEALED and fd >= 0 and s.synced >= s.size:
+            s.fd = -1
             os.close(fd)
         return 0
 
     cdef int _retire(self, uint32_t si) except -1:
-        """Delete a segment's files; its memory goes when the last pin does."""
+        """Delete a segment's files; its memory goes when the last pin does.  (A segment a
+        clear and a merge both retire goes once.)"""
+        if self.segs[si].state != SEG_SEALED:
+            return 0
         self.segs[si].state = SEG_RETIRED
         base = os.path.join(self.path, "%016x" % self.segs[si].id)
         for suffix in (".hint", ".data"):
@@ -1255,6 +1735,8 @@ cdef class Store:
         try:
             if self.closed or self.merge_stop:
                 return
+            if self.broken:
+                return
             self._merge_segments(self._mergeable(False))
             for si in self._unhinted():
                 if self.merge_stop or self.closed:
@@ -1270,7 +1752,10 @@ cdef class Store:
         cdef HintBuf hb
         cdef const char *base
         cdef size_t end
+        cdef uint64_t magic
         cdef int rc
+        if self.segs[si].state != SEG_SEALED:
+            return                     # a clear retired it
         if self.segs[si].dirty:
             self._fsync_seg(si)        # a hint must never describe data the disk may lose
         if hint_start(&hb) < 0:
@@ -1279,12 +1764,15 @@ cdef class Store:
         try:
             end = self.segs[si].size
             base = self.segs[si].map
+            magic = self.segs[si].magic
             with nogil:
-                rc = hint_add_records(&hb, base, end, 0)
-            if rc < 0:
+                rc = hint_add_records(&hb, base, end, 0, SEG_HDR, magic)
+            if rc < 0 or self.segs[si].state != SEG_SEALED:
                 free(hb.p)
-                raise MemoryError("cannot build a hint file")
-            write_hint_file(self.path, self.segs[si].id, &hb, end)
+                if rc < 0:
+                    raise MemoryError("cannot build a hint file")
+                return
+            write_hint_file(self.path, self.segs[si].id, &hb, end, self.segs[si].magic)
             self.segs[si].hinted = 1
         finally:
             self.segs[si].readers -= 1
@@ -1300,7 +1788,7 @@ cdef class Store:
         cdef const char *base
         cdef const char *kp
         cdef char *mbuf
-        cdef int64_t nxt, slot, now
+        cdef int64_t slot, now
         cdef kd_entry *e
         cdef uint8_t flags
         cdef uint64_t expiry
@@ -1309,7 +1797,8 @@ cdef class Store:
         cdef size_t *moves      # triples: old offset, offset in mbuf, size
         cdef size_t nmoves
         cdef uint32_t j
-        cdef uint64_t top = 0, limit = self.next_major * ID_GAP
+        cdef uint64_t top = 0, limit = self.next_major * ID_GAP, gen = self.clears
+        cdef uint64_t vmagic, omagic    # of the victim being read, of the output being written
         if not victims:
             return
         vset = set(victims)
@@ -1359,26 +1848,24 @@ cdef class Store:
                 si = i
                 self.segs[si].readers += 1
                 try:
-                    pos = 0
+                    pos = SEG_HDR
                     end = self.segs[si].size
+                    vmagic = self.segs[si].magic
                     while pos < end:
-                        if self.merge_stop or self.closed:
+                        now = self._now()
+                        # a clear retires the victims and makes every copy pointless: give up
+                        if (self.merge_stop or self.closed or self.clears != gen
+                                or self.segs[si].state != SEG_SEALED):
                             stopped = True
                             break
                         # -- with the GIL: choose what to keep from up to ~256 KiB of records
                         base = self.segs[si].map
-                        now = self._now()
                         mlen = 0
                         nmoves = 0
                         while pos < end and mlen < (256 << 10):
-                            rec = check_record(base, pos, end)
+                            rec = next_record(base, &pos, end, vmagic)
                             if rec == 0:
-                                nxt = resync(base, pos + 1, end)
-                                if nxt < 0:
-                                    pos = end
-                                    break
-                                pos = <size_t>nxt
-                                continue
+                                break
                             if mlen + rec > mcap:
                                 if mlen:
                                     break
@@ -1386,10 +1873,10 @@ cdef class Store:
                                 mbuf = <char *>realloc(mbuf, mcap)
                                 if mbuf == NULL:
                                     raise MemoryError()
-                            flags = <uint8_t>base[pos + 20]
-                            kl = ld32(base + pos + 21)
+                            flags = <uint8_t>base[pos + R_FLAGS]
+                            kl = ld32(base + pos + R_KL)
                             kp = base + pos + HDR
-                            expiry = ld64(base + pos + 12)
+                            expiry = ld64(base + pos + R_EXP)
                             if flags & F_CLEAR:
                                 if keep_tombs[i]:
                                     memcpy(mbuf + mlen, base + pos, rec)
@@ -1415,33 +1902,34 @@ cdef class Store:
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
                                     emitted.add(key)
-                                    mlen += encode_record(mbuf + mlen, <uint64_t>now, 0, F_TOMB,
-                                                          kp, kl, NULL, 0)
+                                    mlen += encode_record(mbuf + mlen, 0, <uint64_t>now, 0,
+                                                          F_TOMB, kp, kl, NULL, 0)
                             pos += rec
                         if mlen == 0:
                             continue
                         # -- an output segment with room
-                        if out == 0xFFFFFFFF or (out_size > 0 and out_size + mlen > self.segment_bytes):
+                        if out == 0xFFFFFFFF or (out_size > SEG_HDR and out_size + mlen > self.segment_bytes):
                             if out != 0xFFFFFFFF:
                                 self._finish_output(out, &hb)
                             if next_id >= limit:
                                 raise StorageError("no segment id left for a merge output")
-                            fdo = os.open(os.path.join(self.path, "%016x.data" % next_id),
-                                          os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND
-                                          | os.O_CLOEXEC, 0o644)
-                            out = self._add_seg(next_id, fdo, self.map_len, 0, SEG_SEALED)
+                            fdo, out_magic = _create_segment(self.path, next_id)
+                            out = self._add_seg(next_id, fdo, self.map_len, SEG_HDR, SEG_SEALED)
+                            self.segs[out].magic = out_magic
                             self.segs[out].readers += 1   # pinned while being written
                             outputs.append(out)
                             next_id += 1
-                            out_size = 0
+                            out_size = SEG_HDR
                             if hint_start(&hb) < 0:
                                 raise MemoryError()
                         # -- without the GIL: one write of the chunk, and its hint entries
                         fd = self.segs[out].fd
+                        omagic = self.segs[out].magic
                         rel = 0
                         err = 0
                         with nogil:
-                            if hint_add_records(&hb, mbuf, mlen, out_size) < 0:
+                            restamp(mbuf, mlen, omagic)
+                            if hint_add_records(&hb, mbuf, mlen, out_size, 0, omagic) < 0:
                                 err = -1
                             while err == 0 and rel < mlen:
                                 r = c_write(fd, mbuf + rel, mlen - rel)
@@ -1459,7 +1947,7 @@ cdef class Store:
                         # -- with the GIL: move keydir entries that still point at the originals
                         for k in range(nmoves):
                             kp = mbuf + moves[3 * k + 1] + HDR
-                            kl = ld32(mbuf + moves[3 * k + 1] + 21)
+                            kl = ld32(mbuf + moves[3 * k + 1] + R_KL)
                             slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
                             if slot < 0:
                                 continue
@@ -1480,7 +1968,12 @@ cdef class Store:
                     break
             if out != 0xFFFFFFFF:
                 self._finish_output(out, &hb)
-            if not stopped:
+            if not stopped and self.clears == gen:
+                # a victim may hold the only durable version of a key whose newer version sits
+                # in a later segment not yet synced: that must be durable before the victim goes
+                self._flush()
+                self._fsync_active()
+                self._sync_opened(self.segs[<uint32_t>victims[0]].id)
                 _fsync_dir(self.path)
                 for i in victims:
                     self._retire(i)
@@ -1488,33 +1981,51 @@ cdef class Store:
                 self._merges_done += 1
         finally:
             for o in outputs:
-                self.segs[<uint32_t>o].readers -= 1
+                si = o
+                self.segs[si].readers -= 1
+                if self.segs[si].state == SEG_SEALED:    # a clear may have retired it meanwhile
+                    if self.segs[si].size == 0:
+                        self._retire(si)       # created, then its first write failed
+                    elif self.segs[si].synced < self.segs[si].size and not self.segs[si].dirty:
+                        self.segs[si].dirty = 1   # unfinished: the next fsync covers it
+                        self.ndirty += 1
+                self._release(si)
             free(mbuf)
             free(moves)
             free(hb.p)
 
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1:
         """fsync a merge output and write its hint file (which frees hb)."""
-        cdef int fd = self.segs[out].fd
-        cdef int rc
-        with nogil:
-            rc = fdatasync(fd)
-        if rc:
+        if self.segs[out].state != SEG_SEALED:      # a clear retired it: no hint for it
             free(hb.p)
             hb.p = NULL
-            raise StorageError(f"fsync of a merge output failed: {os.strerror(errno)}")
-        write_hint_file(self.path, self.segs[out].id, hb, self.segs[out].size)
+            return 0
+        cdef uint64_t target = self.segs[out].size
+        cdef int err = self._sync_fd(self.segs[out].fd, self.segs[out].id, target)
+        if err:
+            free(hb.p)
+            hb.p = NULL
+            self._lose_durability(self.segs[out].id, err)
+        self.segs[out].synced = target
+        write_hint_file(self.path, self.segs[out].id, hb, self.segs[out].size,
+                        self.segs[out].magic)
         self.segs[out].hinted = 1
         return 0
 
     # ---- statistics and lifetime ---------------------------------------------------------------
     def stats(self):
-        """Keys, per-segment live/dead bytes, expired-but-unswept keys, keys removed because
-        they expired since open (lazily on access, by sweep_expired or by a merge), keydir
-        memory, the last recovery report."""
+        """Keys, per-segment live/dead bytes, expired-but-unswept keys (read-only: a writable
+        store drops them first), keys removed because they expired since open (lazily on
+        access, by sweep_expired or by a merge), keydir memory, the last recovery report."""
         self._check_open()
         cdef Seg s
         cdef uint32_t i
+        expired = 0
+        if self.kd.volatile_count:
+            if self.read_only:
+                expired = self._count_expired()
+            else:
+                self._expire_due(self._now(), <size_t>-1)
         segments = []
         live = dead = 0
         for i in range(self.nsegs):
@@ -1527,19 +2038,12 @@ cdef class Store:
                              "active": i == <uint32_t>self.active})
             live += s.live
             dead += size - s.live
-        cdef size_t key_bytes_total = 0, pos = 0
-        cdef kd_entry *e
-        while pos < self.kd.arena_used:
-            e = <kd_entry *>(self.kd.arena + pos)
-            pos += kd_entry_bytes(e)
-            if e.seg != KD_DEAD:
-                key_bytes_total += <size_t>e.klen_m1 + 1
         n = self.kd.count
         mem = kd_memory(&self.kd)
         return {
             "path": self.path,
             "keys": n,
-            "expired_keys": self._count_expired() if self.kd.volatile_count else 0,
+            "expired_keys": expired,
             "keys_with_expiry": self.kd.volatile_count,
             "expired_removed": self.expired_removed,
             "live_bytes": live,
@@ -1548,7 +2052,7 @@ cdef class Store:
             "segments": segments,
             "keydir_bytes": mem,
             "keydir_bytes_per_key": (mem / n) if n else 0.0,
-            "keydir_overhead_per_key": ((mem - key_bytes_total) / n) if n else 0.0,
+            "keydir_overhead_per_key": ((mem - self.kd.key_bytes) / n) if n else 0.0,
             "sync": self.sync,
             "merging": self._merge_thread is not None and self._merge_thread.is_alive(),
             "merges": self._merges_done,
@@ -1623,6 +2127,15 @@ cdef class Store:
         return f"<fastdyn Store {self.path!r} sync={self.sync} {state}>"
 
 
+cdef void restamp(char *p, size_t n, uint64_t magic) noexcept nogil:
+    """Give the records in p[0:n] (whole, back to back) the magic of the segment they go to;
+    the CRCs do not cover it."""
+    cdef size_t pos = 0
+    while pos < n:
+        st64(p + pos, magic)
+        pos += HDR + ld32(p + pos + R_KL) + ld32(p + pos + R_VL)
+
+
 cdef size_t sum_moves(size_t *moves, size_t n) noexcept nogil:
     cdef size_t t = 0, k
     for k in range(n):
@@ -1645,38 +2158,34 @@ cdef int hint_reserve(HintBuf *h, size_t more) noexcept nogil:
 
 
 cdef int hint_start(HintBuf *h) noexcept nogil:
-    """An empty hint: room for the 16-byte header, filled in by hint_finish."""
+    """An empty hint: room for the header, filled in by hint_finish."""
     h.p = NULL
     h.len = h.cap = 0
     h.count = 0
-    if hint_reserve(h, 16) < 0:
+    if hint_reserve(h, HINT_HEAD) < 0:
         return -1
-    h.len = 16
+    h.len = HINT_HEAD
     return 0
 
 
-cdef int hint_add_records(HintBuf *h, const char *base, size_t end, uint64_t off_base) noexcept nogil:
-    """Append an entry for every valid record in base[0:end] (damaged bytes are skipped as a
-    scan skips them); entry offsets are off_base + position."""
-    cdef size_t pos = 0, rec, kl
-    cdef int64_t nxt
+cdef int hint_add_records(HintBuf *h, const char *base, size_t end, uint64_t off_base,
+                          size_t start, uint64_t magic) noexcept nogil:
+    """Append an entry for every valid record in base[start:end] (damaged bytes are skipped as
+    a scan skips them); entry offsets are off_base + position."""
+    cdef size_t pos = start, rec, kl
     cdef char *q
-    while pos < end:
-        rec = check_record(base, pos, end)
+    while True:
+        rec = next_record(base, &pos, end, magic)
         if rec == 0:
-            nxt = resync(base, pos + 1, end)
-            if nxt < 0:
-                break
-            pos = <size_t>nxt
-            continue
-        kl = ld32(base + pos + 21)
+            break
+        kl = ld32(base + pos + R_KL)
         if hint_reserve(h, HINT_ENTRY + kl) < 0:
             return -1
         q = h.p + h.len
         st32(q, <uint32_t>(off_base + pos))
         st32(q + 4, <uint32_t>rec)
-        memcpy(q + 8, base + pos + 12, 8)          # expiry
-        q[16] = base[pos + 20]                     # flags
+        memcpy(q + 8, base + pos + R_EXP, 8)
+        q[16] = base[pos + R_FLAGS]
         st32(q + 17, <uint32_t>kl)
         memcpy(q + HINT_ENTRY, base + pos + HDR, kl)
         h.len += HINT_ENTRY + kl
@@ -1685,12 +2194,13 @@ cdef int hint_add_records(HintBuf *h, const char *base, size_t end, uint64_t off
     return 0
 
 
-cdef int hint_finish(HintBuf *h, uint64_t data_size) noexcept nogil:
+cdef int hint_finish(HintBuf *h, uint64_t data_size, uint64_t magic) noexcept nogil:
     """Fill in the header and append the count and the crc32c."""
     if hint_reserve(h, 12) < 0:
         return -1
-    memcpy(h.p, "FDHINT01", 8)
+    memcpy(h.p, "FDHINT02", 8)
     st64(h.p + 8, data_size)
+    st64(h.p + 16, magic)
     st64(h.p + h.len, h.count)
     h.len += 8
     st32(h.p + h.len, crc32c_extend(0, h.p, h.len))
@@ -1698,13 +2208,14 @@ cdef int hint_finish(HintBuf *h, uint64_t data_size) noexcept nogil:
     return 0
 
 
-cdef int write_hint_file(path, uint64_t seg_id, HintBuf *h, uint64_t data_size) except -1:
+cdef int write_hint_file(path, uint64_t seg_id, HintBuf *h, uint64_t data_size,
+                         uint64_t magic) except -1:
     """Write `<id>.hint` atomically (temporary file, fsync, rename); frees the buffer."""
     cdef int fd, rc = 0, err = 0
     cdef size_t done = 0
     cdef ssize_t r
     try:
-        if hint_finish(h, data_size) < 0:
+        if hint_finish(h, data_size, magic) < 0:
             raise MemoryError("cannot build a hint file")
         final = os.path.join(path, "%016x.hint" % seg_id)
         tmp = final + ".tmp"
@@ -1731,6 +2242,20 @@ cdef int write_hint_file(path, uint64_t seg_id, HintBuf *h, uint64_t data_size) 
         free(h.p)
         h.p = NULL
         h.len = h.cap = 0
+    return 0
+
+
+cdef int write_all(int fd, const char *p, size_t n) noexcept nogil:
+    """write() all of p[0:n], retrying short writes; 0 or the errno of the failure."""
+    cdef size_t done = 0
+    cdef ssize_t r
+    while done < n:
+        r = c_write(fd, p + done, n - done)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        done += r
     return 0
 
 

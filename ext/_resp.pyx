@@ -25,6 +25,11 @@ cdef Py_ssize_t INLINE_MAX = 64 * 1024
 cdef long long INT_MAX_ = 2147483647
 cdef long long UNAUTH_MAX_ARGS = 10
 cdef long long UNAUTH_MAX_BULK = 16384
+# What one parsed argument costs besides its bytes (a bytes object and its list slot): an
+# unfinished `*N` frame of tiny arguments must not outgrow the query buffer limit.
+cdef Py_ssize_t ARG_OVERHEAD = 48
+cdef str QUERY_LIMIT = "query buffer limit reached"
+QUERY_LIMIT_ERROR = "Protocol error: " + QUERY_LIMIT
 
 
 cdef inline int parse_ll(const char *s, Py_ssize_t n, long long *out) noexcept:
@@ -170,9 +175,13 @@ cdef class RequestParser:
     """Incremental RESP request parser (sans-IO).
 
     parse(data, limit) appends data to the query buffer and returns the complete commands found,
-    at most `limit` of them (0 = all). After a malformed frame, `error` holds Redis' message
-    (without the "-ERR " prefix) and every later call returns nothing: the connection must be
-    closed once the commands returned before the error have been answered.
+    at most `limit` of them (0 = all); feed(data) only appends. After a malformed frame, `error`
+    holds Redis' message (without the "-ERR " prefix) and every later call returns nothing: the
+    connection must be closed once the commands returned before the error have been answered.
+
+    The query buffer limit `max_query` covers the unread bytes, the arguments already parsed
+    for an unfinished command (each its length plus ARG_OVERHEAD) and `queued_bytes`, what the
+    connection holds for later (the commands queued by MULTI), as Redis counts them.
     """
     # fields: see fastdyn._resp.pxd
 
@@ -182,6 +191,8 @@ cdef class RequestParser:
         self.args = None
         self.mb_left = 0
         self.bulk_len = -1
+        self.args_bytes = 0
+        self.queued_bytes = 0
 
     def __init__(self, long long max_bulk=512 * 1024 * 1024, long long max_query=1024 * 1024 * 1024,
                  bint auth_required=False):
@@ -224,12 +235,43 @@ cdef class RequestParser:
         self.error = "Protocol error: " + msg
         self.start = self.end = 0
         self.args = None
+        self.args_bytes = 0
         self.mb_left = 0
         self.bulk_len = -1
         return 0
 
-    def parse(self, data, Py_ssize_t limit=0):
+    cdef bint over_limit(self, Py_ssize_t extra) noexcept:
+        return self.end - self.start + self.args_bytes + self.queued_bytes + extra \
+            > self.max_query
+
+    cdef int append(self, data) except -1:
+        """Add received bytes to the query buffer (unless that passes the limit: then fail)."""
         cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len:
+                if self.over_limit(view.len):
+                    self.fail(QUERY_LIMIT)
+                    return 0
+                self.reserve(view.len)
+                memcpy(self.buf + self.end, view.buf, view.len)
+                self.end += view.len
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef int charge(self, list args) except -1:
+        """Count a command held for later (queued by MULTI) toward the query buffer limit."""
+        for arg in args:
+            self.queued_bytes += PyBytes_GET_SIZE(arg) + ARG_OVERHEAD
+        return 0
+
+    def feed(self, data):
+        """Buffer data without parsing it (commands before it still wait to run)."""
+        if self.error is None:
+            self.append(data)
+
+    def parse(self, data, Py_ssize_t limit=0):
         cdef list out = []
         cdef const char *p
         cdef const char *nl
@@ -238,17 +280,9 @@ cdef class RequestParser:
         cdef list words
         if self.error is not None:
             return out
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            if view.len:
-                if self.end - self.start + view.len > self.max_query:
-                    self.fail("query buffer limit reached")
-                    return out
-                self.reserve(view.len)
-                memcpy(self.buf + self.end, view.buf, view.len)
-                self.end += view.len
-        finally:
-            PyBuffer_Release(&view)
+        self.append(data)
+        if self.error is not None:
+            return out
 
         while self.start < self.end:
             if limit and len(out) >= limit:
@@ -324,13 +358,18 @@ cdef class RequestParser:
                     break
                 PyList_Append(self.args, PyBytes_FromStringAndSize(p, self.bulk_len))
                 self.start += self.bulk_len + 2
+                self.args_bytes += self.bulk_len + ARG_OVERHEAD
                 self.bulk_len = -1
                 self.mb_left -= 1
+                if self.mb_left and self.over_limit(0):
+                    self.fail(QUERY_LIMIT)
+                    break
             if self.error is not None:
                 break
             if self.mb_left == 0 and self.args is not None:
                 out.append(self.args)
                 self.args = None
+                self.args_bytes = 0
             else:
                 break
         if self.start == self.end:

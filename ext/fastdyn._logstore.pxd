@@ -24,6 +24,8 @@ cdef extern from "keydir.h":
         size_t arena_used
         size_t arena_cap
         size_t arena_dead
+        size_t key_bytes
+        size_t ntimers
         uint64_t seed0
         uint64_t seed1
 
@@ -34,15 +36,17 @@ cdef struct Seg:
     char *map
     size_t map_len
     uint64_t size       # bytes in the file (written with write())
+    uint64_t synced     # bytes a successful fsync covers (it began when the file was this long)
     uint64_t live       # bytes of records the keydir points at, plus tombstones a merge kept
     int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
     int state           # SEG_* below
     int hinted
-    int dirty           # sealed with writes not yet fsynced (interval/never policies)
+    int dirty           # sealed with synced < size (counted in Store.ndirty)
+    uint64_t magic      # random, in the segment header and at the start of each record
 
 
 cdef struct HintBuf:
-    char *p             # 16-byte header, entries, then count and crc (see _logstore.pyx)
+    char *p             # 24-byte header, entries, then count and crc (see _logstore.pyx)
     size_t len
     size_t cap
     uint64_t count
@@ -59,11 +63,15 @@ cdef class Store:
     cdef int ndirty
     cdef int batch_depth
     cdef int closed, read_only
+    cdef int broken                 # BROKEN_* in _logstore.pyx: why writes are refused
+    cdef object broken_reason
+    cdef public object fsync_hook   # test seam: runs in place of fdatasync when set
+    cdef object _opened_unsynced    # ids of segments found at open that no fsync covered yet
     cdef int merge_stop
+    cdef uint64_t clears            # clear() calls: a merge that sees this change gives up
     cdef uint64_t next_major
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
     cdef double merge_ratio
-    cdef size_t sweep_pos
     cdef uint64_t expired_removed   # keys dropped because they expired, since open
     cdef object _clock
     cdef object on_write
@@ -95,6 +103,7 @@ cdef class Store:
     cdef int _fsync_active(self) except -1
     cdef int _fsync_seg(self, uint32_t si) except -1
     cdef int _rotate(self) except -1
+    cdef bint _needs_rotation(self, size_t rec) noexcept
     cdef int _seal_active(self) except -1
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF
@@ -105,6 +114,11 @@ cdef class Store:
                     uint8_t flags, uint64_t expiry, int64_t now) except -1
     cdef int _scan_segment(self, uint32_t si, int64_t now, dict report) except -1
     cdef int _load_hint(self, uint32_t si, bytes hint, int64_t now) except -1
+    cdef uint32_t _open_segment(self, uint64_t seg_id, int oflags, dict report) except? 0xFFFFFFFF
+    cdef size_t _expire_due(self, int64_t now, size_t want) except? 0
     cdef size_t _count_expired(self)
     cdef int _check_open(self) except -1
     cdef int _check_writable(self) except -1
+    cdef int _sync_fd(self, int fd, uint64_t seg_id, uint64_t length) except -1
+    cdef int _lose_durability(self, uint64_t seg_id, int err) except -1
+    cdef int _sync_opened(self, uint64_t after) except -1

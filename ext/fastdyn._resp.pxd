@@ -10,6 +10,8 @@ cdef class RequestParser:
     cdef list args            # arguments of the multibulk frame being parsed
     cdef long long mb_left    # arguments still missing from it (0 = at a frame boundary)
     cdef long long bulk_len   # length of the bulk being waited for (-1 = header not read yet)
+    cdef Py_ssize_t args_bytes  # what the arguments in `args` count toward max_query
+    cdef public long long queued_bytes  # what the connection holds for later (MULTI's queue)
     cdef public long long max_bulk
     cdef public long long max_query
     cdef public bint auth_required
@@ -17,6 +19,9 @@ cdef class RequestParser:
 
     cdef int reserve(self, Py_ssize_t extra) except -1
     cdef int fail(self, msg) except -1
+    cdef bint over_limit(self, Py_ssize_t extra) noexcept
+    cdef int append(self, data) except -1
+    cdef int charge(self, list args) except -1
 
 
 cdef class ReplyWriter:

@@ -40,6 +40,13 @@ typedef struct {
 
 #define KD_ENTRY_HEADER ((size_t)sizeof(kd_entry))
 
+/* A timer: an expiry time and the hash of the key given it.  The keydir keeps a binary
+ * min-heap of them, so the keys that expired are found without a sweep of the table. */
+typedef struct {
+    uint64_t expiry;
+    uint64_t hash;
+} kd_timer;
+
 typedef struct {
     uint64_t *slots;
     size_t cap;        /* number of home slots */
@@ -48,6 +55,9 @@ typedef struct {
     size_t volatile_count; /* live entries with an expiry */
     char *arena;
     size_t arena_used, arena_cap, arena_dead;
+    size_t key_bytes;  /* bytes of the live keys */
+    kd_timer *timers;  /* min-heap on expiry; a timer whose key changed since is stale */
+    size_t ntimers, timers_cap;
     uint64_t seed0, seed1;
 } keydir;
 
@@ -145,6 +155,10 @@ static int kd_init(keydir *kd, uint64_t seed0, uint64_t seed1) {
 static void kd_free(keydir *kd) {
     free(kd->slots);
     kd->slots = NULL;
+    free(kd->timers);
+    kd->timers = NULL;
+    kd->ntimers = kd->timers_cap = 0;
+    kd->key_bytes = 0;
     kd_arena_free(kd->arena, kd->arena_cap);
     kd->arena = NULL;
     kd->count = kd->volatile_count = 0;
@@ -248,6 +262,7 @@ static int64_t kd_insert(keydir *kd, const void *key, size_t len, uint64_t h) {
             e->klen_m1 = (uint16_t)(len - 1);
             memcpy(e->key, key, len);
             kd->arena_used += need;
+            kd->key_bytes += len;
             kd->count++;
             return (int64_t)where;
         }
@@ -261,6 +276,7 @@ static void kd_remove(keydir *kd, size_t i) {
     if (e->expiry) kd->volatile_count--;
     e->seg = KD_DEAD;
     kd->arena_dead += kd_entry_bytes(e);
+    kd->key_bytes -= (size_t)e->klen_m1 + 1;
     kd->count--;
     size_t hole = i, j = i + 1;
     for (;; j++) {
@@ -304,9 +320,99 @@ static inline uint64_t kd_cursor_for_slot(const keydir *kd, size_t i) {
     return (uint64_t)(num / kd->cap);
 }
 
-/* Bytes of memory the keydir holds per live key: slots plus arena in use. */
+/* ---- expiry timers ---- */
+static inline int kd_timer_less(const kd_timer *a, const kd_timer *b) {
+    return a->expiry < b->expiry;
+}
+static void kd_timer_sift_down(kd_timer *h, size_t n, size_t i) {
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) return;
+        if (c + 1 < n && kd_timer_less(&h[c + 1], &h[c])) c++;
+        if (!kd_timer_less(&h[c], &h[i])) return;
+        kd_timer t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+/* Rebuild the heap from the live entries with an expiry, dropping stale timers. */
+static void kd_timers_compact(keydir *kd) {
+    size_t n = 0, pos = 0;
+    while (pos < kd->arena_used && n < kd->timers_cap) {
+        kd_entry *e = (kd_entry *)(kd->arena + pos);
+        pos += kd_entry_bytes(e);
+        if (e->seg == KD_DEAD || e->expiry == 0) continue;
+        kd->timers[n].expiry = e->expiry;
+        kd->timers[n].hash = kd_hash(kd, e->key, (size_t)e->klen_m1 + 1);
+        n++;
+    }
+    kd->ntimers = n;
+    for (size_t i = n / 2; i-- > 0;) kd_timer_sift_down(kd->timers, n, i);
+}
+
+/* Add a timer; -1 when memory runs out.  When the heap is full and mostly stale it is
+ * compacted instead of grown, so it stays within about twice the keys with an expiry. */
+static int kd_timer_push(keydir *kd, uint64_t expiry, uint64_t h) {
+    if (kd->ntimers == kd->timers_cap) {
+        if (kd->ntimers > 2 * kd->volatile_count + 1024) {
+            kd_timers_compact(kd);
+        }
+        if (kd->ntimers == kd->timers_cap) {
+            size_t ncap = kd->timers_cap ? kd->timers_cap * 2 : 1024;
+            kd_timer *t = (kd_timer *)realloc(kd->timers, ncap * sizeof(kd_timer));
+            if (t == NULL) return -1;
+            kd->timers = t;
+            kd->timers_cap = ncap;
+        }
+    }
+    size_t i = kd->ntimers++;
+    kd_timer *hp = kd->timers;
+    hp[i].expiry = expiry;
+    hp[i].hash = h;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!kd_timer_less(&hp[i], &hp[parent])) break;
+        kd_timer t = hp[i];
+        hp[i] = hp[parent];
+        hp[parent] = t;
+        i = parent;
+    }
+    return 0;
+}
+
+static inline int kd_timer_due(const keydir *kd, uint64_t now) {
+    return kd->ntimers > 0 && kd->timers[0].expiry <= now;
+}
+
+/* Remove and return the earliest timer (the heap must not be empty). */
+static kd_timer kd_timer_pop(keydir *kd) {
+    kd_timer top = kd->timers[0];
+    kd->timers[0] = kd->timers[--kd->ntimers];
+    kd_timer_sift_down(kd->timers, kd->ntimers, 0);
+    return top;
+}
+
+/* Slot of a live entry with this key hash and this expiry, or -1 (the timer is stale).  Keys
+ * with equal hashes share a run, so the run from the hash's home slot holds every candidate. */
+static int64_t kd_find_timer(const keydir *kd, uint64_t h, uint64_t expiry) {
+    size_t i = kd_home(kd, h);
+    uint64_t tag = h & KD_TAG_MASK;
+    for (;; i++) {
+        uint64_t s = kd->slots[i];
+        if (s == 0) return -1;
+        if ((s & KD_TAG_MASK) == tag) {
+            const kd_entry *e = kd_entry_of_slot(kd, s);
+            if (e->expiry == expiry && kd_hash(kd, e->key, (size_t)e->klen_m1 + 1) == h)
+                return (int64_t)i;
+        }
+    }
+}
+
+/* Bytes of memory the keydir holds per live key: slots, arena in use and timers. */
 static inline size_t kd_memory(const keydir *kd) {
-    return kd->nslots * sizeof(uint64_t) + kd->arena_used;
+    return kd->nslots * sizeof(uint64_t) + kd->arena_used + kd->timers_cap * sizeof(kd_timer);
 }
 
 #endif

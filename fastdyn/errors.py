@@ -17,6 +17,16 @@ class StorageCorruption(StorageError):
     """A segment or hint file holds data that fails its checks."""
 
 
+class PersistFailed(StorageError):
+    """The store cannot persist writes (disk full, file size limit, I/O error): it refuses
+    writes until one succeeds again; reads keep working."""
+
+
+class DurabilityLost(PersistFailed):
+    """An fsync failed, so data the store wrote may be gone from the disk: it refuses every
+    write until it is reopened (and recovery has read back what the disk really holds)."""
+
+
 class ProtocolError(FastdynError):
     """A peer or client sent bytes that are not a valid frame; the connection must close."""
 
@@ -40,6 +50,10 @@ class TargetUnavailable(FastdynError):
 class CommandError(FastdynError):
     """A client command the server refuses; str(exc) is the RESP error line without its '-',
     starting with Redis' prefix (e.g. 'ERR syntax error', 'NOAUTH Authentication required.')."""
+
+
+class ListenError(FastdynError, OSError):
+    """A node cannot bind its listening address (port in use, address not local)."""
 
 
 class MerkleFormatError(ProtocolError, ValueError):

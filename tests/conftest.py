@@ -20,8 +20,9 @@ import pytest
 HOST = "127.0.0.1"
 
 # Child Pythons (`python -m fastdyn`, `python -c`) started from the repository root would
-# otherwise import the source checkout, which holds no compiled extensions, instead of the
-# installed package.
+# otherwise import the source checkout instead of the installed package; after a plain
+# `pip install .` (as .ci/run does) the checkout holds no compiled extensions. The README's
+# in-place install does not need this.
 os.environ["PYTHONSAFEPATH"] = "1"
 
 

@@ -406,7 +406,7 @@ CASES = {
         ("SET", "a", 1), ("MULTI",), ("SELECT", 0), ("CLIENT", "SETNAME", "tx"), ("PING",),
         ("ECHO", "e"), ("DBSIZE",), ("KEYS", "*"), ("SCAN", 0), ("TYPE", "a"), ("FLUSHALL",),
         ("EXISTS", "a"), ("EXEC",), ("CLIENT", "GETNAME"), ("MULTI",), ("WATCH", "a"),
-        ("EXEC",), ("UNWATCH",)],
+        ("EXEC",), ("UNWATCH",), ("MULTI",), ("UNWATCH",), ("PING",), ("EXEC",)],
     "multi_queue_errors_abort": [
         ("MULTI",), ("SET", "a", 1), ("GET",), ("SET", "b", 2), ("EXEC",), ("MGET", "a", "b"),
         ("MULTI",), ("SET", "a", 1), ("NOSUCHCOMMAND", "x"), ("EXEC",), ("EXISTS", "a"),

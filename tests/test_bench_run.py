@@ -12,9 +12,9 @@ from conftest import HOST, ServerProcess, free_port
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def bench(*args, timeout=120):
+def bench(*args, timeout=120, cwd=None):
     return subprocess.run([sys.executable, "-m", "fastdyn", "bench", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def test_closed_loop_run_writes_summary_csv_and_plots(redis_server, tmp_path):
@@ -62,6 +62,20 @@ def test_closed_loop_run_writes_summary_csv_and_plots(redis_server, tmp_path):
     assert [row[1] for row in rows if row and row[0] == "run" and row[1] != "op"] == ["get", "set", "all"] * 2
     assert r2.stdout.count("1.00x") == 2
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_compare_without_out_writes_the_plot_beside_the_runs(tmp_path):
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    for name, ops_per_s in (("a", 1000.0), ("b", 1500.0)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "summary.json").write_text(json.dumps(
+            {"throughput": ops_per_s, "ops": {"get": {"throughput": ops_per_s, "p50_ms": 0.5}}}))
+    elsewhere.mkdir()
+    r = bench("compare", runs / "a", runs / "b", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert "1.50x" in r.stdout and f"plot: {runs / 'compare.png'}" in r.stdout
+    assert (runs / "compare.png").read_bytes()[:8] == PNG_MAGIC
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_requests_mode_sends_exactly_n_and_load_fills_the_key_space(redis_server, tmp_path):

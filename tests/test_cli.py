@@ -1,5 +1,14 @@
+import asyncio
+import socket
 import subprocess
 import sys
+import threading
+import time
+
+import pytest
+
+import fastdyn
+from conftest import HOST, free_port
 
 
 def run(*args):
@@ -34,3 +43,59 @@ def test_a_checkout_without_compiled_extensions_is_a_clear_error(tmp_path):
                          env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 1
     assert "compiled extension fastdyn._" in out.stderr and "pip install" in out.stderr
+
+
+@pytest.mark.parametrize("argv, abbreviation", [
+    (["serve", "--prot", "7502"], "--prot"),          # once taken as --protected-mode
+    (["bench", "--targ", "redis://127.0.0.1:1"], "--targ"),
+])
+def test_an_abbreviated_option_is_a_usage_error(argv, abbreviation):
+    out = run(*argv)
+    assert out.returncode == 2
+    assert f"unrecognized arguments: {abbreviation}" in out.stderr
+
+
+def test_a_busy_port_fails_before_the_data_directory_is_created(tmp_path):
+    port = free_port()
+    with socket.socket() as busy:
+        busy.bind((HOST, port))
+        busy.listen()
+        data_dir = tmp_path / "data"
+        out = run("serve", "--port", str(port), "--data-dir", str(data_dir))
+    assert not data_dir.exists()
+    assert out.returncode == 1
+    assert out.stderr == (f"fastdyn serve: cannot listen on 127.0.0.1:{port}: "
+                          "Address already in use\n")
+
+
+def test_a_node_serves_and_stops_in_a_thread_without_signal_errors(tmp_path):
+    from fastdyn.server.config import ServerConfig
+    from fastdyn.server.server import Node
+
+    node = Node(ServerConfig(port=free_port(), data_dir=str(tmp_path / "d")).finish())
+    loop = asyncio.new_event_loop()
+    failures = []
+
+    def serve():
+        try:
+            loop.run_until_complete(node.serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with socket.create_connection((HOST, node.config.port), timeout=5) as sock:
+            sock.sendall(b"SET k v\r\n")
+            assert sock.recv(16) == b"+OK\r\n"
+    finally:
+        while node.stopping is None and thread.is_alive():
+            time.sleep(0.01)
+        if thread.is_alive():
+            loop.call_soon_threadsafe(node.stopping.set)
+        thread.join(10)
+    assert failures == []
+    assert not thread.is_alive()
+    loop.close()
+    with fastdyn.open(str(tmp_path / "d")) as store:
+        assert store[b"k"] == b"v"

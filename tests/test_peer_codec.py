@@ -179,8 +179,15 @@ def test_names_and_empty_payloads_round_trip():
     assert m.unpack_empty(memoryview(m.pack_empty())) is None
 
 
+def test_flush_epochs_round_trip_and_refuse_bad_lengths():
+    assert m.unpack_epoch(memoryview(m.pack_epoch(1795978361207741))) == 1795978361207741
+    for bad in (b"", b"1234567", b"123456789"):
+        with pytest.raises(ProtocolError):
+            m.unpack_epoch(memoryview(bad))
+
+
 def test_every_kind_has_a_record_with_its_code():
-    assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT]
+    assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 

@@ -6,21 +6,27 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
-from fastdyn._logstore import HEADER_BYTES
+from fastdyn._logstore import HEADER_BYTES, SEGMENT_HEADER_BYTES
 from fastdyn.storage import Store, crc32c
 
-HEADER = struct.Struct("<IQQBII")   # crc, timestamp, expiry, flags, key length, value length
-assert HEADER.size == HEADER_BYTES
+# magic, header crc, crc, timestamp, expiry, flags, key length, value length
+HEADER = struct.Struct("<QIIQQBII")
+SEGMENT_HEADER = struct.Struct("<8sQI")     # b"FDSEG002", magic, crc
+assert HEADER.size == HEADER_BYTES and SEGMENT_HEADER.size == SEGMENT_HEADER_BYTES
 
 
 def records(path):
     """(offset, size, key) of every record of a segment file, parsed independently."""
     data = open(path, "rb").read()
-    out, pos = [], 0
+    tag, magic, hcrc = SEGMENT_HEADER.unpack_from(data, 0)
+    assert tag == b"FDSEG002" and hcrc == crc32c(data[:16])
+    out, pos = [], SEGMENT_HEADER.size
     while pos + HEADER.size <= len(data):
-        crc, ts, exp, flags, kl, vl = HEADER.unpack_from(data, pos)
+        m, hcrc, crc, ts, exp, flags, kl, vl = HEADER.unpack_from(data, pos)
         size = HEADER.size + kl + vl
-        assert crc == crc32c(data[pos + 4:pos + size])
+        assert m == magic
+        assert hcrc == crc32c(data[pos + 16:pos + HEADER.size])
+        assert crc == crc32c(data[pos + 16:pos + size])
         out.append((pos, size, data[pos + HEADER.size:pos + HEADER.size + kl]))
         pos += size
     assert pos == len(data)
@@ -113,7 +119,7 @@ def test_damaged_length_field_resynchronises(tmp_path):
     seg = segments(path)[-1]
     recs = records(seg)
     off, size, key = recs[10]
-    flip(seg, off + 25 + 2, 0x40)                      # value length now huge
+    flip(seg, off + 37 + 2, 0x40)                      # value length now huge
     with Store(path) as s:
         assert [c["offset"] for c in s.recovery_report["corrupt"]] == [off]
         del expect[key]
@@ -210,3 +216,20 @@ def test_merge_after_an_interrupted_merge(tmp_path):
     assert not os.path.exists(first)
     with Store(path) as s:
         assert {k: s[k] for k in s} == expect
+
+
+def test_damaged_segment_header_and_first_record_lose_only_that_record(tmp_path):
+    """The segment's magic is recovered from the records that follow when both of its other
+    copies (the header and the first record) are damaged."""
+    path = str(tmp_path / "db")
+    expect = fill(path, n=100)
+    seg = segments(path)[-1]
+    recs = records(seg)
+    first_off, _, first_key = recs[0]
+    flip(seg, 8, 1)                   # inside the header's copy of the magic
+    flip(seg, first_off + 16, 1)      # inside the first record's header
+    with Store(path) as s:
+        for k, v in expect.items():
+            if k != first_key:
+                assert s[k] == v
+        assert first_key not in s

@@ -10,7 +10,8 @@ workloads (YCSB): A get/set 50/50, B 95/5, C get only, D get/insert 95/5 on the 
 E scan (MGET of 1..--scan-length keys)/insert 95/5, F get/read-modify-write 50/50,
 DYN DYN.GET / DYN.GET-then-DYN.PUT-with-context 50/50.
 operations for --mix: get set insert del incr scan rmw dyn_get dyn_put dyn_rmw
-compare: fastdyn bench compare DIR DIR ... [--out DIR] overlays saved --out runs.
+compare: fastdyn bench compare DIR DIR ... [--out DIR] overlays saved --out runs; the plot
+compare.png goes into --out, else beside the first DIR (into the directory that holds it).
 """
 
 
@@ -86,7 +87,10 @@ def _compare(directories, out) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     print(compare.table([(run.label, run.summary) for run in runs]))
-    path = compare.plot(runs, os.path.join(out or ".", "compare.png"))
+    # by default beside the runs it compares, not wherever the command happens to run
+    if out is None:
+        out = os.path.dirname(os.path.abspath(directories[0]))
+    path = compare.plot(runs, os.path.join(out, "compare.png"))
     print(f"plot: {path}")
     return 0
 

@@ -41,7 +41,9 @@ def main(argv=None) -> int:
         return 2
     try:
         module = importlib.import_module(COMMANDS[name][0])
-        parser = argparse.ArgumentParser(prog=f"fastdyn {name}", description=COMMANDS[name][1])
+        # no prefix matching: `--prot 7502` must not silently mean --protected-mode
+        parser = argparse.ArgumentParser(prog=f"fastdyn {name}", description=COMMANDS[name][1],
+                                         allow_abbrev=False)
         module.add_arguments(parser)
         args = parser.parse_args(argv[1:])
         return module.run(args) or 0

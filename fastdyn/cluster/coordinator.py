@@ -13,7 +13,8 @@ leave in request order however they complete. No asyncio Task or Future is made 
 a `Pending` is a small object completed by a callback. An operation that fails raises an
 exception (or completes its `Pending` with one): `CommandError` with Redis' text, or the
 store's `ValueError` for an argument it refuses (an empty or oversized key or value); the
-command layer's dispatcher turns either into the error reply.
+command layer's dispatcher turns either into the error reply. A write the storage cannot
+persist (full disk, failed fsync) fails with Redis' `MISCONF` error and changes nothing.
 
 Reads:  get(key) -> value | None;  get_entry(key) -> (value, expiry_ms) | None;
         get_many(keys) -> [value | None];  expiry(key) -> expiry_ms (0 = none) | None;
@@ -32,7 +33,7 @@ Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
 import time
 
 from fastdyn._resp import parse_int
-from fastdyn.errors import CommandError
+from fastdyn.errors import CommandError, PersistFailed
 from fastdyn.pending import Pending  # noqa: F401  (the interface's deferred result)
 
 KEEP = None
@@ -53,6 +54,11 @@ def parse_counter(value: bytes) -> int:
     if n is None:
         raise CommandError("ERR value is not an integer or out of range")
     return n
+
+
+def misconf(exc: PersistFailed) -> CommandError:
+    """The reply to a write the store refuses because it cannot persist (Redis' MISCONF)."""
+    return CommandError(f"MISCONF Errors writing to the data directory: {exc}")
 
 
 def check_keys(keys) -> None:
@@ -119,32 +125,49 @@ class LocalCoordinator:
 
     # -- writes --------------------------------------------------------------------------
     def put(self, key, value, expiry_ms=0) -> None:
-        if expiry_ms and expiry_ms <= self.clock():
-            # already in the past: the write is a delete (as Redis does for SET ... PXAT)
-            self.store.delete(key)
-        else:
-            self.store.put(key, value, expiry_ms)
+        try:
+            if not expiry_ms or expiry_ms > self.clock():
+                self.store.put(key, value, expiry_ms)
+            else:
+                # already in the past: the write is a delete (as Redis does for SET ... PXAT)
+                self.store.delete(key)
+        except PersistFailed as exc:
+            raise misconf(exc) from None
         self.write_seq += 1
 
     def put_many(self, pairs) -> None:
         check_keys([k for k, _ in pairs])
         put = self.store.put
+        written = 0
         try:
             for key, value in pairs:
                 put(key, value, 0)
+                written += 1
+        except PersistFailed as exc:
+            raise misconf(exc) from None
         finally:
-            self.write_seq += 1
+            if written:
+                self.write_seq += 1
 
     def delete(self, keys) -> int:
         check_keys(keys)
         delete = self.store.delete
-        removed = sum(1 for k in keys if delete(k))
-        if removed:
-            self.write_seq += 1
+        removed = 0
+        try:
+            for k in keys:
+                removed += delete(k)
+        except PersistFailed as exc:
+            raise misconf(exc) from None
+        finally:
+            if removed:
+                self.write_seq += 1
         return removed
 
     def flush(self) -> None:
-        self.store.clear()
+        try:
+            self.store.clear()
+        except PersistFailed as exc:
+            raise misconf(exc) from None
         self.write_seq += 1
 
     def sweep_expired(self, max_keys: int) -> int:
@@ -159,22 +182,22 @@ class LocalCoordinator:
         state, reply = fn(value, expiry, now)
         if state is KEEP:
             return reply
-        if state is DELETE:
-            if value is not None:
-                self.store.delete(key)
-                self.write_seq += 1
+        remove = state is DELETE
+        if not remove:
+            new_value, new_expiry = state
+            remove = new_expiry and new_expiry <= now
+        if remove and value is None:
             return reply
-        new_value, new_expiry = state
-        if new_expiry and new_expiry <= now:
-            if value is not None:
+        try:
+            if remove:
                 self.store.delete(key)
-                self.write_seq += 1
-            return reply
-        if new_value is value:
-            # only the TTL changes: no need to copy the value through the log again
-            self.store.set_expiry(key, new_expiry)
-        else:
-            self.store.put(key, new_value, new_expiry)
+            elif new_value is value:
+                # only the TTL changes: no need to copy the value through the log again
+                self.store.set_expiry(key, new_expiry)
+            else:
+                self.store.put(key, new_value, new_expiry)
+        except PersistFailed as exc:
+            raise misconf(exc) from None
         self.write_seq += 1
         return reply
 
@@ -188,6 +211,9 @@ class LocalCoordinator:
         result = current + delta
         if not _LLONG_MIN <= result <= _LLONG_MAX:
             raise CommandError("ERR increment or decrement would overflow")
-        self.store.put(key, b"%d" % result, expiry)
+        try:
+            self.store.put(key, b"%d" % result, expiry)
+        except PersistFailed as exc:
+            raise misconf(exc) from None
         self.write_seq += 1
         return result

@@ -24,7 +24,7 @@ Read-modify-write commands (SETNX, GETSET, APPEND, INCR, EXPIRE ...) are read qu
 decide -> write quorum: not atomic against a concurrent writer of the same key through another
 node (docs/cluster.md).
 """
-import time
+import logging
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import active_targets, effective
@@ -33,12 +33,12 @@ from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.put_core import FAILED, OK, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
-                            SiblingLimitExceeded, StorageError)
+                            ProtocolError, SiblingLimitExceeded, StorageError)
 from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, gather, then
 
-_LLONG_MAX = (1 << 63) - 1
-_LLONG_MIN = -(1 << 63)
+log = logging.getLogger("fastdyn.cluster")
+
 
 
 def merge_encoded(items):
@@ -71,6 +71,7 @@ class QuorumCoordinator:
         self.clock = clock
         self.limits = {"max_siblings": max_siblings, "warn_siblings": warn_siblings}
         self.log = log
+        self._outbox = {}    # (node, kind) -> ([items], [callbacks]) of this turn
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0}
 
@@ -97,8 +98,24 @@ class QuorumCoordinator:
         return active_targets(ring.preference_list(key, len(ring)), n, self.reachable)
 
     # -- replica requests ----------------------------------------------------------------
-    def _send(self, node, kind, payload, callback):
-        self.pool.request(self.members.address(node), kind, payload, self.timeout_s, callback)
+    def _send(self, node, kind, item, callback):
+        """Queue one key's request to node. Every item of a turn for the same node and kind
+        leaves in one batched frame; callback gets that key's (status, blob) or an
+        exception."""
+        box = self._outbox
+        if not box:
+            self.pool.loop.call_soon(self._flush_outbox)
+        entry = box.get((node, kind))
+        if entry is None:
+            box[(node, kind)] = entry = ([], [])
+        entry[0].append(item)
+        entry[1].append(callback)
+
+    def _flush_outbox(self):
+        box, self._outbox = self._outbox, {}
+        for (node, kind), (items, callbacks) in box.items():
+            self.pool.request(self.members.address(node), kind, _PACK[kind](items),
+                              self.timeout_s, lambda res, cbs=callbacks: _split(res, cbs))
 
     def _read(self, key, r=None):
         """Pending (or direct) merged encoding of key from an R quorum, with read repair."""
@@ -115,14 +132,11 @@ class QuorumCoordinator:
                 repair[0] = False
                 self._read_repair(key, core)
 
-        def on_reply(node, payload):
-            if isinstance(payload, Exception):
+        def on_reply(node, result):
+            if isinstance(result, Exception):
                 core.fail(node)
             else:
-                try:
-                    status, blob = m.unpack_results(payload)[0]
-                except Exception:
-                    status, blob = m.ERROR, b""
+                status, blob = result
                 if status == m.OK:
                     core.reply(node, bytes(blob))
                 elif status == m.NOT_FOUND:
@@ -132,7 +146,6 @@ class QuorumCoordinator:
             self._settle_read(core, pending)
             finish()
 
-        payload = None
         for t in targets:
             if t.node == self.name:
                 try:
@@ -144,9 +157,7 @@ class QuorumCoordinator:
                 except StorageError:
                     core.fail(self.name)
             else:
-                if payload is None:
-                    payload = m.pack_keys([key])
-                self._send(t.node, m.REPLICA_GET, payload,
+                self._send(t.node, m.REPLICA_GET, key,
                            lambda res, node=t.node: on_reply(node, res))
         self._settle_read(core, pending)
         finish()
@@ -174,7 +185,7 @@ class QuorumCoordinator:
             if node == self.name:
                 self.replica.merge_in(key, merged)
             else:
-                self._send(node, m.REPLICA_PUT, m.pack_puts([(key, merged)]), _ignore)
+                self._send(node, m.REPLICA_PUT, (key, merged), _ignore)
 
     def _write(self, key, data, w=None, dw=None):
         """Replicate an encoded object to key's targets: Pending(None) or a direct None."""
@@ -203,14 +214,8 @@ class QuorumCoordinator:
                 self.stats["quorum_failures"] += 1
                 pending.complete(CommandError(core.error()))
 
-        def on_ack(target, payload):
-            ok = False
-            if not isinstance(payload, Exception):
-                try:
-                    ok = m.unpack_results(payload)[0][0] == m.OK
-                except Exception:
-                    ok = False
-            if ok:
+        def on_ack(target, result):
+            if not isinstance(result, Exception) and result[0] == m.OK:
                 core.ack(durable=False)
             elif target.hint_for is None and self._keep_hint(target.node, key, data) \
                     and not in_targets:
@@ -219,7 +224,6 @@ class QuorumCoordinator:
                 core.fail()
             settle()
 
-        put_payload = hint_payload = None
         for t in targets:
             if t.node == self.name:
                 try:
@@ -233,13 +237,10 @@ class QuorumCoordinator:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
                     core.fail()
             elif t.hint_for is None:
-                if put_payload is None:
-                    put_payload = m.pack_puts([(key, data)])
-                self._send(t.node, m.REPLICA_PUT, put_payload,
-                           lambda res, t=t: on_ack(t, res))
+                self._send(t.node, m.REPLICA_PUT, (key, data), lambda res, t=t: on_ack(t, res))
             else:
-                hint_payload = m.pack_hints([(t.hint_for, key, data)])
-                self._send(t.node, m.HINT, hint_payload, lambda res, t=t: on_ack(t, res))
+                self._send(t.node, m.HINT, (t.hint_for, key, data),
+                           lambda res, t=t: on_ack(t, res))
         settle()
         if pending.done:
             if isinstance(pending.result, CommandError):
@@ -337,9 +338,42 @@ class QuorumCoordinator:
         return then(gather([self.get_entry(k) for k in keys]), remove)
 
     def flush(self):
-        # this node's replicas and hints (a cluster-wide flush epoch is not broadcast yet)
-        self.replica.set_flush_epoch(self.hlc.now())
+        """FLUSHDB: a new flush epoch here, then at every member; Pending until every
+        reachable member holds it (one that is not gets it when it is reachable again)."""
+        epoch = self.hlc.now()
+        self.replica.set_flush_epoch(epoch)
         self.hints.drop_all()
+        peers = [p for p in self.members.peers() if self.reachable(p)]
+        if not peers:
+            return None
+        pending = Pending()
+        left = [len(peers)]
+
+        def done(_result):
+            left[0] -= 1
+            if not left[0]:
+                pending.complete(None)
+
+        for peer in peers:
+            self.send_epoch(peer, done)
+        return pending
+
+    def send_epoch(self, peer, callback=None):
+        """Tell peer this node's flush epoch (it keeps the greater); learn the peer's."""
+        def answered(result):
+            if not isinstance(result, Exception):
+                try:
+                    theirs = m.unpack_epoch(result)
+                except ProtocolError:
+                    theirs = 0
+                if theirs > self.replica.flush_epoch:
+                    # hints stay: their receivers drop what the epoch covers
+                    self.replica.set_flush_epoch(theirs)
+            if callback is not None:
+                callback(result)
+
+        self.pool.request(self.members.address(peer), m.FLUSH,
+                          m.pack_epoch(self.replica.flush_epoch), self.timeout_s, answered)
 
     def sweep_expired(self, max_keys: int) -> int:
         return self.store.sweep_expired(max_keys)
@@ -419,3 +453,23 @@ class QuorumCoordinator:
 
 def _ignore(_result) -> None:
     pass
+
+
+_PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
+
+
+def _split(result, callbacks) -> None:
+    """Hand each key of a batched request its own result (or the request's failure)."""
+    if not isinstance(result, Exception):
+        try:
+            results = m.unpack_results(result)
+        except ProtocolError as exc:
+            result = exc
+        else:
+            if len(results) != len(callbacks):
+                result = ProtocolError(f"{len(results)} results for {len(callbacks)} keys")
+    for i, callback in enumerate(callbacks):
+        try:
+            callback(result if isinstance(result, Exception) else results[i])
+        except Exception:
+            log.exception("replica result callback failed")

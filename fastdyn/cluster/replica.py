@@ -75,9 +75,11 @@ class Replica:
         return data
 
     def set_flush_epoch(self, epoch: int) -> bool:
-        """Raise the flush epoch (never lowers it); True when it moved."""
+        """Raise the flush epoch (never lowers it); True when it moved. Everything stamped
+        before it goes: the whole store when nothing here is newer, else key by key."""
         if epoch <= self.flush_epoch:
             return False
+        newer_here = epoch <= self.hlc.last
         self.hlc.observe(epoch)
         tmp = self.epoch_path + ".tmp"
         with open(tmp, "w") as f:
@@ -86,7 +88,14 @@ class Replica:
             os.fsync(f.fileno())
         os.replace(tmp, self.epoch_path)
         self.flush_epoch = epoch
-        self.store.clear()
+        if newer_here:
+            for key, data, _ in list(self.store.items()):
+                try:
+                    self.store_object(key, vo.decode(data), data)
+                except BadObject:
+                    continue
+        else:
+            self.store.clear()
         self.write_seq += 1
         return True
 

@@ -9,7 +9,6 @@ values. The data directory's `FORMAT` file says which; a single node's directory
 cluster member is converted once (each value becomes an LWW register), and a cluster member's
 directory is refused by a single node, with a message saying so.
 """
-import asyncio
 import logging
 import os
 
@@ -102,14 +101,19 @@ class Cluster:
         self._delivering = set()
         self._timers = []
 
-    async def start(self, loop) -> None:
+    async def start(self, loop, sockets=()) -> None:
+        """Serve peers on `sockets` (bound by the caller), or bind the peer port here."""
         cfg = self.config
         self.pool = PeerPool(self.name, loop=loop, faults=self.faults,
-                             on_reachable=lambda _peer: self._deliver_hints())
+                             on_reachable=self._reachable_again)
         self.coordinator.pool = self.pool
         handler = ReplicaHandler(self.replica, self.hints, lambda: self.members.ring)
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
-        await self.server.start(cfg.host, cfg.peer_port)
+        if sockets:
+            for sock in sockets:
+                await self.server.start(cfg.host, cfg.peer_port, sock=sock)
+        else:
+            await self.server.start(cfg.host, cfg.peer_port)
         self.loop = loop
         self._ask_seeds()
         self._every(HINT_PERIOD_S, self._deliver_hints)
@@ -144,11 +148,20 @@ class Cluster:
         if self.members.add(name, seed):
             log.info("member %s at %s joined the ring (%d members)", name, seed,
                      len(self.members))
+        self.coordinator.send_epoch(name)
 
     def _retry_seed(self, seed) -> None:
         if seed in self._unnamed and self.pool is not None:
             self.pool.request(seed, m.HELLO, m.pack_name(self.name), 2.0,
                               lambda result: self._seed_answered(seed, result))
+
+    def _reachable_again(self, address) -> None:
+        # flush epochs first, so no hint or repair carries flushed data to a node that missed
+        # a FLUSHDB; then the hints
+        for name in self.members.peers():
+            if self.members.address(name) == address:
+                self.coordinator.send_epoch(name)
+        self._deliver_hints()
 
     # -- hinted handoff -------------------------------------------------------------------
     def _deliver_hints(self) -> None:

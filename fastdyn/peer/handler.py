@@ -2,7 +2,8 @@
 
 REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
 it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store;
-HINT keeps each object for its intended owner. A key whose object is bad gets an ERROR result
+HINT keeps each object for its intended owner; FLUSH raises the flush epoch and answers the
+epoch it holds then. A key whose object is bad gets an ERROR result
 of its own; the rest of the batch is served.
 """
 from fastdyn.cluster import object as vo
@@ -30,6 +31,10 @@ class ReplicaHandler:
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
+        elif kind == m.FLUSH:
+            self.replica.set_flush_epoch(m.unpack_epoch(frame.payload))
+            conn.reply(frame, m.pack_epoch(self.replica.flush_epoch))
+            return
         else:
             conn.reply_error(frame, f"unknown message kind {kind}")
             return

@@ -10,6 +10,7 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
                                                      response: results
     HINT         request: batch of (blob owner, blob key, blob object)
                                                      response: results
+    FLUSH        request: u64 flush epoch            response: u64 the receiver's epoch
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -29,10 +30,10 @@ from fastdyn._peer import (pack_hints, pack_keys, pack_puts, pack_results, unpac
                            unpack_keys, unpack_puts, unpack_results)
 from fastdyn.errors import ProtocolError
 
-__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "KINDS", "MessageKind",
+__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KINDS", "MessageKind",
            "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
-           "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_empty",
+           "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_empty",
            "unpack_empty"]
 
 PING = 1
@@ -40,6 +41,7 @@ HELLO = 2
 REPLICA_GET = 3
 REPLICA_PUT = 4
 HINT = 5
+FLUSH = 6
 
 # per-key status in results
 OK = 0
@@ -49,6 +51,7 @@ ERROR = 2
 PUT_DURABLE = 0x01          # REPLICA_PUT flag: acknowledge only once the write is fsynced
 
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 
 
 # -- empty, name -----------------------------------------------------------------------------
@@ -73,6 +76,16 @@ def unpack_name(view) -> str:
         return bytes(view[4:]).decode()
     except UnicodeDecodeError:
         raise ProtocolError("peer name is not UTF-8") from None
+
+
+def pack_epoch(epoch: int) -> bytes:
+    return _U64.pack(epoch)
+
+
+def unpack_epoch(view) -> int:
+    if len(view) != 8:
+        raise ProtocolError(f"a flush epoch is 8 bytes, got {len(view)}")
+    return _U64.unpack_from(view)[0]
 
 
 class MessageKind:
@@ -102,4 +115,5 @@ KINDS = {kind.code: kind for kind in (
     MessageKind(REPLICA_PUT, "REPLICA_PUT", pack_puts, unpack_puts, pack_results,
                 unpack_results),
     MessageKind(HINT, "HINT", pack_hints, unpack_hints, pack_results, unpack_results),
+    MessageKind(FLUSH, "FLUSH", pack_epoch, unpack_epoch, pack_epoch, unpack_epoch),
 )}

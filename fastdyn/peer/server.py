@@ -20,7 +20,7 @@ class PeerServer:
         self.faults = faults
         self.max_payload = max_payload
         self.connections: set[PeerConnection] = set()
-        self._server = None
+        self._servers = []
 
     def _accept(self) -> PeerConnection:
         conn = PeerConnection(self.loop, self.local_name, handler=self.handler,
@@ -32,18 +32,23 @@ class PeerServer:
     def _lost(self, conn, reason) -> None:
         self.connections.discard(conn)
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (port 0 picks a free one); returns the bound port."""
-        self._server = await self.loop.create_server(self._accept, host, port)
-        return self._server.sockets[0].getsockname()[1]
+    async def start(self, host: str, port: int, sock=None) -> int:
+        """Listen on host:port (port 0 picks a free one), or on an already bound listening
+        socket; returns the bound port."""
+        if sock is not None:
+            server = await self.loop.create_server(self._accept, sock=sock)
+        else:
+            server = await self.loop.create_server(self._accept, host, port)
+        self._servers.append(server)
+        return server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
         """Stop listening and drop every peer connection (as a killed node would)."""
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for conn in list(self.connections):
             conn.abort("peer server closed")
 
     async def wait_closed(self) -> None:
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in self._servers:
+            await server.wait_closed()

@@ -21,18 +21,12 @@ def run(args) -> int:
         return 2
     import uvloop
 
-    from fastdyn.errors import StorageError
+    from fastdyn.errors import ListenError, StorageError
     from fastdyn.server.server import Node
 
     try:
         node = Node(cfg)
-    except StorageError as exc:
+    except (ListenError, StorageError) as exc:
         print(f"fastdyn serve: {exc}", file=sys.stderr)
         return 1
-    try:
-        return uvloop.run(node.serve())
-    except OSError as exc:
-        print(f"fastdyn serve: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}",
-              file=sys.stderr)
-        node.store.close()
-        return 1
+    return uvloop.run(node.serve())

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 
 HARD_MAX_BULK = 512 * 1024 * 1024
 HARD_MAX_QUERY = 1024 * 1024 * 1024
+DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
+MIN_MAX_OUTPUT = 1024 * 1024  # the output a client may have before it is paused anyway
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,7 @@ class ServerConfig:
     max_value_bytes: int = 16 * 1024 * 1024
     max_bulk_bytes: int = HARD_MAX_BULK
     max_query_bytes: int = HARD_MAX_QUERY
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT  # 0 = no limit
     hint_max_bytes: int = 1 << 30       # bound of the hint store (a full one refuses hints)
     peer_timeout_ms: int = 2000         # deadline of a replica request
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
@@ -67,10 +70,14 @@ class ServerConfig:
                              ("max_value_bytes", 1, HARD_MAX_BULK),
                              ("max_bulk_bytes", 1, HARD_MAX_BULK),
                              ("max_query_bytes", 1024, HARD_MAX_QUERY),
+                             ("max_output_bytes", 0, 1 << 40),
                              ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
+        if 0 < self.max_output_bytes < MIN_MAX_OUTPUT:
+            raise ConfigError(f"max-output-bytes: {self.max_output_bytes} is below "
+                              f"{MIN_MAX_OUTPUT} (0 = no limit)")
         if self.partitions & (self.partitions - 1):
             raise ConfigError(f"partitions: {self.partitions} is not a power of two")
         if self.r > self.n or self.w > self.n:
@@ -130,6 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--max-value-bytes", type=int, help="largest value accepted (default 16 MiB)")
     a("--max-bulk-bytes", type=int, help="largest RESP bulk string (default and cap 512 MiB)")
     a("--max-query-bytes", type=int, help="query buffer limit per client (default and cap 1 GiB)")
+    a("--max-output-bytes", type=int,
+      help="unsent replies a client may have before it is disconnected (default 1 GiB, 0 = none)")
     a("--hint-max-bytes", type=int, help="bound of the hint store (default 1 GiB)")
     a("--peer-timeout-ms", type=int, help="deadline of a replica request (default 2000)")
     a("--fault-injection", choices=("yes", "no"),

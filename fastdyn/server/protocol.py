@@ -9,11 +9,19 @@ them in request order.
 import asyncio
 import collections
 import ipaddress
+import logging
 import socket
 
 from fastdyn._commands import error_reply, execute, run_command
-from fastdyn._resp import ReplyWriter, RequestParser
+from fastdyn._resp import QUERY_LIMIT_ERROR, ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
+
+log = logging.getLogger("fastdyn.server")
+
+# Replies the node holds for a group commit (--sync always) are outside the transport, so its
+# back-pressure does not see them: past this much, stop running the client's commands until
+# they leave.
+HELD_HIGH_WATER = 1 << 20
 
 DENIED = ("DENIED fastdyn is running in protected mode because protected mode is enabled and no "
           "password is set for the default user. In this mode connections are only accepted "
@@ -39,7 +47,7 @@ def is_loopback(peername) -> bool:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
                  "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
-                 "backlog", "write_paused", "eof")
+                 "backlog", "write_paused", "eof", "held", "drain_scheduled")
 
     def __init__(self, server):
         self.server = server
@@ -54,11 +62,13 @@ class ClientConnection(asyncio.Protocol):
         self.name = b""
         self.lib = {}
         self.slots = None
+        self.drain_scheduled = False
         self.closing = False
         self.peer = None
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
         self.backlog = None        # parsed commands waiting for the client to read replies
         self.write_paused = False
+        self.held = 0              # bytes of this client's replies the node holds (hold_reply)
         self.eof = False           # the client half-closed: close once every reply is out
         self.multi_failed = False  # a queued command was refused: EXEC must abort
 
@@ -94,16 +104,41 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self):
         # the client does not read its replies: stop reading its requests until it catches up
         self.write_paused = True
-        self.transport.pause_reading()
+        if not self.over_output_limit():
+            self.transport.pause_reading()
+
+    def over_output_limit(self, extra=0) -> bool:
+        """Disconnect the client if its unsent replies (in the transport and held for a
+        commit, plus `extra`) pass --max-output-bytes, as Redis' client-output-buffer-limit
+        does; returns whether it did."""
+        limit = self.server.config.max_output_bytes
+        transport = self.transport
+        if not limit or transport.is_closing() \
+                or extra + self.held + transport.get_write_buffer_size() <= limit:
+            return False
+        log.warning("closing client %s: output buffer limit (%d bytes) reached",
+                    self.describe(), limit)
+        self.closing = True
+        transport.abort()
+        return True
 
     def resume_writing(self):
         self.write_paused = False
-        if self.closing:
+        self.resume()
+
+    def resume(self):
+        """Output drained (the socket or the held replies): go on with the backlog, or read."""
+        if self.closing or self.blocked():
             return
         if self.backlog is not None:
             self.run_backlog()
         else:
             self.transport.resume_reading()
+
+    def blocked(self) -> bool:
+        """Whether replies wait for the client: in the transport (write_paused), or held by the
+        node for a group commit, which the transport does not see."""
+        return self.write_paused or self.held > HELD_HIGH_WATER
 
     def eof_received(self):
         # The client sent everything it will send (e.g. `printf ... | nc -q`): it still gets
@@ -125,62 +160,78 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data):
         if self.closing:
             return
-        parser = self.parser
-        if self.backlog is not None:
-            # earlier commands still wait for the client to read: queue these behind them
-            cmds = parser.parse(data)
-            self.server.commands_processed += len(cmds)
-            self.backlog.extend(cmds)
-        elif self.authenticated:
-            cmds = parser.parse(data)
+        if self.backlog is not None or not self.authenticated:
+            # behind commands that still wait, or before AUTH (where each command is parsed
+            # alone: the size limits change once it succeeds)
+            self.parser.feed(data)
+            if self.backlog is not None:
+                return
+            self.run_commands()
+        else:
+            cmds = self.parser.parse(data)
             if cmds:
                 self.server.commands_processed += len(cmds)
                 done = execute(self, cmds)
                 if done < len(cmds) and not self.closing:
                     self.backlog = cmds[done:]
-        else:
-            # before AUTH each command is parsed alone: the size limits change once it succeeds
-            while not self.closing:
-                cmds = parser.parse(data, 0 if self.authenticated else 1)
-                data = b""
+            if self.slots is None and self.backlog is None and not self.closing \
+                    and self.parser.error is None:
+                # the common case, inline: nothing deferred, no write waiting for the log
+                server = self.server
+                if server.coord.write_seq == server.acked_seq and not server.waiting:
+                    data = self.out.take()
+                    if data:
+                        self.transport.write(data)
+                    return
+        self.after_commands()
+
+    def run_commands(self):
+        """Run the backlog, then every complete command the parser holds, until the replies
+        pass the high-water mark (the rest stays in `backlog`) or the connection closes."""
+        parser = self.parser
+        cmds, self.backlog = self.backlog, None
+        while not self.closing:
+            if cmds is None:
+                cmds = parser.parse(b"", 0 if self.authenticated else 1)
                 if not cmds:
-                    break
-                self.server.commands_processed += 1
-                execute(self, cmds)
-        if parser.error is not None and not self.closing:
-            self.out.error("ERR " + parser.error)
-            self.closing = True
-        if self.slots is None and not self.closing and self.backlog is None:
-            # the common case, inline: nothing deferred, no write waiting for the log
-            server = self.server
-            if server.coord.write_seq == server.acked_seq and not server.waiting:
-                data = self.out.take()
-                if data:
-                    self.transport.write(data)
+                    return
+                self.server.commands_processed += len(cmds)
+            done = execute(self, cmds)
+            if done < len(cmds):
+                if not self.closing:
+                    self.backlog = cmds[done:]
                 return
-        self.flush_replies()
-        if self.backlog is not None:
-            self.transport.pause_reading()
-            if not self.write_paused:
-                self.server.loop.call_soon(self.run_backlog)
+            cmds = None
 
     def run_backlog(self):
         """Run the commands a large batch left over, once the client reads its replies."""
-        if self.closing or self.write_paused or self.backlog is None:
+        if self.closing or self.backlog is None or self.blocked():
             return
-        cmds, self.backlog = self.backlog, None
-        done = execute(self, cmds)
-        if done < len(cmds) and not self.closing:
-            self.backlog = cmds[done:]
+        self.run_commands()
+        self.after_commands()
+        if self.backlog is None and not (self.eof or self.closing or self.blocked()):
+            self.transport.resume_reading()
+
+    def after_commands(self):
+        """Send the replies of a run; answer a malformed frame once every command before it
+        has run; pause reading while commands wait for the client to read replies."""
+        error = self.parser.error
+        if error is not None and self.backlog is None and not self.closing:
+            if error == QUERY_LIMIT_ERROR:
+                log.warning("closing client %s: query buffer limit (%d bytes) reached",
+                            self.describe(), self.parser.max_query)
+            self.out.error("ERR " + error)
+            self.closing = True
         self.flush_replies()
         if self.backlog is not None:
-            if not self.write_paused:
+            self.transport.pause_reading()
+            if not self.blocked():
                 self.server.loop.call_soon(self.run_backlog)
         elif self.eof:
             if not self.closing:
                 self.finish_after_replies()
-        elif not self.write_paused and not self.closing:
-            self.transport.resume_reading()
+        elif self.held > HELD_HIGH_WATER and not self.closing:
+            self.transport.pause_reading()  # resumed once they leave (write_held)
 
     def run_queued(self, queued):
         """EXEC: the queued commands back to back, their replies as one array. On one node
@@ -212,13 +263,19 @@ class ClientConnection(asyncio.Protocol):
             else:
                 encode(w, result)
             slot[0] = w.take()
-            self.drain_slots()
+            if not self.drain_scheduled:
+                # the replies a turn completes leave together: one write per connection
+                self.drain_scheduled = True
+                self.server.loop.call_soon(self.drain_slots)
 
         pending.add_done_callback(done)
 
     def drain_slots(self):
         """Send the completed prefix of the reply slots."""
+        self.drain_scheduled = False
         slots = self.slots
+        if slots is None:
+            return
         chunks = []
         while slots:
             head = slots[0]
@@ -247,9 +304,20 @@ class ClientConnection(asyncio.Protocol):
     def send(self, data, close=False):
         server = self.server
         if server.coord.write_seq != server.acked_seq or server.waiting:
+            if self.held + len(data) > HELD_HIGH_WATER and self.over_output_limit(len(data)):
+                return
+            self.held += len(data)
             server.hold_reply(self, data, close)
         else:
             self.write_now(data, close)
+
+    def write_held(self, data, close=False):
+        """A reply the node held for a commit leaves; go on if the client was blocked by it."""
+        was_blocked = self.held > HELD_HIGH_WATER
+        self.held -= len(data)
+        self.write_now(data, close)
+        if was_blocked and not self.blocked() and not self.closing:
+            self.server.loop.call_soon(self.resume)
 
     def write_now(self, data, close=False):
         transport = self.transport
@@ -257,6 +325,8 @@ class ClientConnection(asyncio.Protocol):
             transport.write(data)
             if close:
                 transport.close()
+            elif self.write_paused:  # past the high-water mark already: no new pause_writing
+                self.over_output_limit()
 
     # -- state used by commands -------------------------------------------------------------
     def authenticate(self, user: bytes, password: bytes):
@@ -270,10 +340,15 @@ class ClientConnection(asyncio.Protocol):
         self.authenticated = True
         self.parser.auth_required = False
 
-    def set_name(self, name: bytes):
+    @staticmethod
+    def check_name(name: bytes):
+        """Redis' rule for client names; raises CommandError."""
         if any(c < 33 or c > 126 for c in name):
             raise CommandError("ERR Client names cannot contain spaces, newlines or special "
                                "characters.")
+
+    def set_name(self, name: bytes):
+        self.check_name(name)
         self.name = name
 
     def describe(self) -> str:

@@ -6,17 +6,24 @@ OS. With `--sync always` the store is opened without its own fsync and the node 
 commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
 parsing and executing; one fsync covers every write made before it started. `--sync interval`
 leaves the periodic fsync to the store.
+
+When the data directory cannot take a turn's records (disk full, I/O error, failed fsync), the
+writers of that turn are disconnected unanswered (their writes may or may not persist), and
+from then on the store refuses writes, which clients see as `-MISCONF`, while reads go on.
 """
 import asyncio
 import collections
 import logging
 import os
 import signal
+import socket
+import threading
 import time
 
 from fastdyn import __version__
 from fastdyn._commands import configure as configure_dispatcher
 from fastdyn.cluster.coordinator import LocalCoordinator
+from fastdyn.errors import ListenError, PersistFailed
 from fastdyn.server.commands import REGISTRY
 
 log = logging.getLogger("fastdyn.server")
@@ -25,6 +32,7 @@ REDIS_VERSION = "7.2.0"
 EXPIRE_PERIOD = 0.1          # active expiry runs every 100 ms, like Redis' serverCron
 EXPIRE_BUDGET = 0.025        # ... for at most 25 ms
 EXPIRE_BATCH = 200
+BACKLOG = 511
 
 
 class Node:
@@ -33,11 +41,23 @@ class Node:
 
         self.config = config
         self.redis_version = REDIS_VERSION
-        os.makedirs(config.data_dir, exist_ok=True)
-        self.group_commit = config.sync == "always"
-        self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
-                           sync_interval_ms=config.sync_interval_ms,
-                           max_value_bytes=config.max_value_bytes)
+        # bind first: a busy port must fail before the data directory is created or locked
+        self.sockets = listen_sockets(config.host, config.port)
+        self.peer_sockets = []
+        try:
+            if config.seeds:
+                self.peer_sockets = listen_sockets(config.host, config.peer_port)
+            os.makedirs(config.data_dir, exist_ok=True)
+            self.group_commit = config.sync == "always"
+            # a cluster member stores objects: a value plus its version, or several siblings
+            self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
+                               sync_interval_ms=config.sync_interval_ms,
+                               max_value_bytes=config.max_bulk_bytes if config.seeds
+                               else config.max_value_bytes)
+        except BaseException:
+            for sock in self.sockets + self.peer_sockets:
+                sock.close()
+            raise
         self.cluster = None
         if config.seeds:
             from fastdyn.cluster.runtime import Cluster
@@ -66,8 +86,9 @@ class Node:
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
         self.expired_base = 0                # the store's expiry count at CONFIG RESETSTAT
         self.loop = None
-        self.listener = None
+        self.listeners = []
         self.stopping = None
+        self.signals = ()                    # the signals whose handlers serve() installed
         self.expire_timer = None
 
     def next_client_id(self) -> int:
@@ -97,6 +118,7 @@ class Node:
                 b"maxclients": str(c.maxclients), b"protected-mode": "yes" if c.protected_mode
                 else "no", b"proto-max-bulk-len": str(c.max_bulk_bytes),
                 b"client-query-buffer-limit": str(c.max_query_bytes),
+                b"client-output-buffer-limit": f"normal {c.max_output_bytes} 0 0",
                 b"max-value-bytes": str(c.max_value_bytes), b"databases": "1",
                 b"save": "", b"appendonly": "yes" if c.sync != "never" else "no",
                 b"appendfsync": {"always": "always", "interval": "everysec",
@@ -119,8 +141,8 @@ class Node:
         seq = self.coord.write_seq
         try:
             self.store.flush_buffer()
-        except Exception:
-            log.exception("write to the data directory failed")
+        except Exception as exc:
+            log.error("write to the data directory failed: %s", exc)
             self._drop_waiting()
             return
         if not self.group_commit:
@@ -146,14 +168,16 @@ class Node:
         waiting = self.waiting
         while waiting and waiting[0][0] <= seq:
             _, conn, data, close = waiting.popleft()
-            conn.write_now(data, close)
+            conn.write_held(data, close)
 
     def _drop_waiting(self):
-        # the writes may be lost: never acknowledge them; drop those clients instead
+        # the writes may be lost: never acknowledge them; drop those clients instead.  The
+        # store refuses writes until it can persist again, so later replies need not wait.
         while self.waiting:
             conn = self.waiting.popleft()[1]
             if conn.transport is not None:
                 conn.transport.abort()
+        self.acked_seq = self.coord.write_seq
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
@@ -175,31 +199,37 @@ class Node:
 
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # only the main thread may handle signals; a node run in another thread is stopped by
+        # setting `stopping`
+        if threading.current_thread() is threading.main_thread():
+            self.signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in self.signals:
             self.loop.add_signal_handler(sig, self.stopping.set)
         cfg = self.config
-        self.listener = await self.loop.create_server(
-            lambda: ClientConnection(self), cfg.host, cfg.port, backlog=511, reuse_address=True)
+        self.listeners = [await self.loop.create_server(lambda: ClientConnection(self),
+                                                        sock=sock, backlog=BACKLOG)
+                          for sock in self.sockets]
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         if self.cluster is not None:
-            await self.cluster.start(self.loop)
+            await self.cluster.start(self.loop, self.peer_sockets)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
                  "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
                  rep["n"], rep["r"], rep["w"], rep["n_effective"], rep["r_effective"],
                  rep["w_effective"])
         await self.stopping.wait()
-        await self.shutdown()
-        return 0
+        return await self.shutdown()
 
-    async def shutdown(self):
-        """Stop accepting, finish pending fsyncs, close clients, flush and close the store."""
+    async def shutdown(self) -> int:
+        """Stop accepting, finish pending fsyncs, close clients, flush and close the store.
+        Returns the exit status: 1 when the last writes could not be persisted."""
         log.info("shutting down")
         # a second SIGTERM/SIGINT must not cut the shutdown short (nor exit by the signal)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.signals:
             self.loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         self.expire_timer.cancel()
         # read no more requests: the commands already run get their replies, nothing new starts
         for conn in list(self.clients):
@@ -211,10 +241,39 @@ class Node:
         for conn in list(self.clients):
             if conn.transport is not None:
                 conn.transport.close()
-        await self.listener.wait_closed()
+        for listener in self.listeners:
+            await listener.wait_closed()
         if self.cluster is not None:
             await self.cluster.close()
-        self.store.flush_buffer()
-        self.store.fsync()
-        self.store.close()
+        try:
+            self.store.close()      # writes and fsyncs what is still pending first
+        except PersistFailed as exc:
+            log.error("shut down without persisting the last writes: %s", exc)
+            return 1
         log.info("data flushed and closed")
+        return 0
+
+
+def listen_sockets(host, port):
+    """Listening sockets for every address `host` resolves to, as loop.create_server would
+    bind them (connections wait in the backlog until serve()); raises ListenError with nothing
+    left open."""
+    sockets = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        for family, type_, proto, _, address in dict.fromkeys(infos):  # without repeats
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(BACKLOG)
+    except BaseException as exc:
+        for sock in sockets:
+            sock.close()
+        if isinstance(exc, OSError):
+            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise
+    return sockets

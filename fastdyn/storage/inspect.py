@@ -46,6 +46,8 @@ def _describe_recovery(report):
         parts.append(f"bad hint file ignored: {name}")
     for name in report.get("cleared", []):
         parts.append(f"cleared segment removed: {name}")
+    for name in report.get("migrated", []):
+        parts.append(f"format-1 segment converted: {name}")
     return parts
 
 

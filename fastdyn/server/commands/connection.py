@@ -91,6 +91,7 @@ def cmd_hello(conn, args):
             i += 3
         elif opt == b"setname" and more >= 1:
             setname = args[i + 1]
+            conn.check_name(setname)  # before AUTH: a HELLO that fails changes nothing
             i += 2
         else:
             raise CommandError("ERR Syntax error in HELLO option '%s'"

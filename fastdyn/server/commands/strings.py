@@ -1,11 +1,11 @@
 """Strings and counters: GET, SET and their variants, APPEND, ranges, LCS, INCR ... (Redis'
 t_string.c)."""
 from fastdyn._commands import FAST_GET, FAST_SET, count_lookups
+from fastdyn._lcs import lcs
 from fastdyn._resp import incr_float
 from fastdyn.cluster.coordinator import DELETE, KEEP
 from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
-from fastdyn.server.commands.lcs import lcs
 from fastdyn.server.commands.registry import (ERR_SYNTAX, LLONG_MAX, LLONG_MIN, CommandGroup,
                                               bulk, bulk_lookup, bulks_lookup, int_arg,
                                               integer, ok, reply_result, then,

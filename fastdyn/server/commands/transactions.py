@@ -47,7 +47,7 @@ def cmd_watch(conn, args):
                        "SET NX/XX or a single MULTI block instead")
 
 
-@command("unwatch", 1, "loading stale fast", summary="Forgets about watched keys of a transaction.",
-         multi_control=True)
+@command("unwatch", 1, "loading stale fast",
+         summary="Forgets about watched keys of a transaction.")
 def cmd_unwatch(conn, args):
     conn.out.ok()
