@@ -20,10 +20,6 @@ INCR_RACE = (
     "concurrent INCRs through one coordinator lose increments: QuorumCoordinator.incr reads "
     "the object, adds the delta to this node's P/N total and writes it back; two INCRs in "
     "flight at once read the same total, and the per-node max merge keeps only one of them")
-FLUSH_LOCAL = (
-    "FLUSHDB raises the flush epoch of the coordinating node only (QuorumCoordinator.flush: "
-    "no cluster-wide epoch yet): the other nodes keep serving the flushed keys and deliver "
-    "their hints for them")
 REPLICA_ACK_NOT_DURABLE = (
     "a replica acknowledges a REPLICA_PUT before the write reaches the OS: ReplicaHandler "
     "replies right after Store.put, which only fills the store's buffer, and the peer "
@@ -225,7 +221,6 @@ def test_concurrent_increments_through_one_node_all_count(start_cluster):
     assert [cluster.call(i, "GET", "counter") for i in range(3)] == [("bulk", b"%d" % low)] * 3
 
 
-@cluster_bug(FLUSH_LOCAL)
 def test_flushdb_while_a_node_is_down_brings_nothing_back(start_cluster):
     """Keys the down node holds, and hints kept for it, are older than the flush epoch: after
     it restarts no read through any node shows them; writes after the flush stay."""

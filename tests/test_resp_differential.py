@@ -58,7 +58,9 @@ class _Servers:
 UNORDERED = ("a cluster node does not apply one connection's commands in order: a "
              "read-modify-write command (INCR, SET NX/GET, APPEND, EXPIRE, GETDEL, RENAME, ...) "
              "reads a quorum and writes when the replies arrive, while the next pipelined "
-             "command, or the next command of an EXEC, already runs and misses its effect")
+             "command, or the next command of an EXEC, already runs and misses its effect; and "
+             "a pipelined read (TTL after SET EX 100) merges remote replies that already hold "
+             "the writes of later commands in the pipeline")
 DEL_TWICE = ("DEL/UNLINK naming one key twice count it twice on a cluster node "
              "(QuorumCoordinator.delete does not deduplicate its keys)")
 NO_EXPIRES = ("INFO keyspace reports expires=0 on a cluster node (QuorumCoordinator.expires "
@@ -274,7 +276,7 @@ ON_A_CLUSTER.update({("pipelined", case): UNORDERED for case in (
     "getset_getdel incr_decr incr_overflow incrbyfloat incrbyfloat_binary_values "
     "mget_mset_msetnx multi_exec multi_runtime_errors_do_not_abort "
     "null_replies_and_protocol_switch randomkey rename_renamenx set_get_option set_keepttl "
-    "set_nx_xx setex_psetex_setnx setrange ttl_edges type").split()})
+    "set_ex_px set_nx_xx setex_psetex_setnx setrange ttl_edges type").split()})
 
 
 @pytest.mark.parametrize("case,mode", PARAMS)
