@@ -8,6 +8,8 @@ import random
 
 import pytest
 
+from conftest import cluster_bug
+
 
 def _write_through_random_nodes(cluster, items, rng):
     """SET each (key, value) through a random node, pipelined per node; every reply OK."""
@@ -57,3 +59,50 @@ def test_second_write_through_another_node_wins_everywhere(start_cluster):
             c.close()
     assert cluster.stop_all() == [0, 0, 0]
     assert cluster.misplaced(last) == {}
+
+
+def test_multi_key_commands_span_every_node(start_cluster):
+    """On five nodes no node holds every key: MSET/MGET/EXISTS/DEL with many keys fan out to
+    the keys' own replicas, through any node."""
+    cluster = start_cluster(5)
+    keys = [b"m:%d" % i for i in range(100)]
+    pairs = [x for i, key in enumerate(keys) for x in (key, b"v%d" % i)]
+    assert cluster.call(0, "MSET", *pairs) == ("simple", b"OK")
+    for i in range(5):
+        reply = cluster.call(i, "MGET", *keys, b"m:none")
+        assert reply == ("array", [("bulk", b"v%d" % n) for n in range(100)] + [("nullbulk",)])
+        assert cluster.call(i, "EXISTS", *keys[:50], b"m:none") == ("int", 50)
+    assert cluster.call(3, "DEL", *keys[:30], b"m:none") == ("int", 30)
+    assert cluster.call(1, "EXISTS", *keys) == ("int", 70)
+
+
+@cluster_bug("DBSIZE, KEYS and SCAN on a cluster node cover only the keys that node holds a "
+             "replica of (QuorumCoordinator.size/keys/scan read the local store): with five "
+             "nodes and N=3 each node answers about three fifths of the keys")
+def test_dbsize_keys_and_scan_cover_the_whole_cluster(start_cluster):
+    from resp_client import scan_all
+
+    cluster = start_cluster(5)
+    keys = {b"s:%d" % i for i in range(200)}
+    with cluster.client(0) as c:
+        assert c.pipeline([("SET", key, b"v") for key in keys]) == [("simple", b"OK")] * 200
+    for i in range(5):
+        with cluster.client(i) as c:
+            assert c.call("DBSIZE") == ("int", 200), i
+            assert {item[1] for item in c.call("KEYS", "*")[1]} == keys, i
+            assert scan_all(c, "COUNT", 7) == ("keyset", frozenset(keys)), i
+
+
+def test_dyn_ring_and_dyn_members_describe_the_ring(start_cluster):
+    cluster = start_cluster(3)
+    ring = cluster.ring()
+    reply = cluster.call(1, "DYN.RING")
+    assert reply[0] == "array" and len(reply[1]) == 256
+    for _, (partition, owners) in reply[1]:
+        assert [o[1].decode() for o in owners[1]] == ring.preference_list(partition[1], 3)
+    members = cluster.call(2, "DYN.MEMBERS")
+    fields = [{item[0][1]: item[1] for item in zip(m[1][0::2], m[1][1::2])} for m in members[1]]
+    assert sorted((f[b"name"][1].decode(), f[b"address"][1].decode(), f[b"status"][1])
+                  for f in fields) == sorted(
+        (name, address, b"up") for name, address in zip(cluster.names, cluster.peer_addresses))
+    assert sum(f[b"partitions"][1] for f in fields) == 256

@@ -125,8 +125,9 @@ def _fault(cluster, i, *args):
 
 def test_partition_then_heal_keeps_every_acknowledged_write(start_cluster):
     """Nodes A and B stop talking to each other (both directions) while C reaches both; writes
-    on both sides, then heal: both sides' causal writes are siblings on every node, and every
-    LWW key holds the same winner on every replica — the later write."""
+    on both sides, then heal: both sides' causal writes are siblings on every node, every LWW
+    key holds the same winner on every replica — the later write — and the replicas' objects
+    are byte-identical."""
     cluster = start_cluster(3, "--fault-injection", "yes", "--peer-timeout-ms", "300")
     a, b = 0, 1
     ca, cb = cluster.client(a), cluster.client(b)
@@ -172,6 +173,11 @@ def test_partition_then_heal_keeps_every_acknowledged_write(start_cluster):
                 assert dyn_get(c, key, "R", 3)[1] == [expected], (i, key)
     assert cluster.stop_all() == [0, 0, 0]
     assert cluster.misplaced(lww) == {}
+    # invariant 5: replicas that have exchanged everything hold byte-identical objects
+    with cluster.stores() as stores:
+        for key in [b"causal", *side, *lww]:
+            encodings = {name: store.get(key) for name, store in stores.items()}
+            assert len(set(encodings.values())) == 1, (key, encodings)
 
 
 def test_lossy_links_lose_no_acknowledged_causal_write(start_cluster):
