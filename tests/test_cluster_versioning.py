@@ -1,19 +1,26 @@
-"""VERSIONING.md's invariants through the wire of a real 3-node cluster: DYN.GET/DYN.PUT/DYN.DEL
-contexts and siblings, and a two-way partition made with DYN.FAULT, then healed."""
+"""VERSIONING.md's invariants through the wire of real clusters: DYN.GET/DYN.PUT/DYN.DEL
+contexts and siblings, the sibling limit, partitions made with DYN.FAULT and healed, lossy
+links."""
 import random
 import threading
 
 import pytest
 
-from conftest import cluster_bug, dyn_get, dyn_put, wait_until
+from conftest import cluster_bug, cluster_view, dyn_get, dyn_put, wait_until
 
 OK = ("simple", b"OK")
+SAME_COORDINATOR = (
+    "an acknowledged DYN.PUT is lost when another DYN.PUT of the same key runs through the "
+    "same coordinator at the same time: QuorumCoordinator.dyn_put reads a quorum, then "
+    "writes causal_write(read object) whose clock takes the coordinator's new dot into "
+    "vv[node]; the other put's dot from that node, written after the read, is then covered "
+    "without having been seen and sync drops it")
 
 
 class Writer:
     """One client of the hot key: each DYN.PUT goes through a random node with the context its
     own previous put returned; right after it, a read through a random node must hold the
-    value just written (R + W > N) and at most `bound` siblings."""
+    value just written (R + W > N), and the writer notes how many siblings it saw."""
 
     def __init__(self, cluster, key, me, rng):
         self.key, self.me, self.rng = key, me, rng
@@ -66,12 +73,7 @@ def test_seven_writers_taking_turns_never_make_more_than_seven_siblings(start_cl
     _check_writers(cluster, b"hot", writers)
 
 
-@cluster_bug((
-    "an acknowledged DYN.PUT is lost when another DYN.PUT of the same key runs through the "
-    "same coordinator at the same time: QuorumCoordinator.dyn_put reads a quorum, then "
-    "writes causal_write(read object) whose clock takes the coordinator's new dot into "
-    "vv[node]; the other put's dot from that node, written after the read, is then covered "
-    "without having been seen and sync drops it"))
+@cluster_bug(SAME_COORDINATOR)
 def test_seven_concurrent_writers_never_make_more_than_seven_siblings(start_cluster):
     """The same seven writers, each in its own thread, all at once."""
     cluster = start_cluster(3)
@@ -90,6 +92,39 @@ def test_seven_concurrent_writers_never_make_more_than_seven_siblings(start_clus
     for t in threads:
         t.join(120)
     _check_writers(cluster, b"hot", writers)
+
+
+def test_blind_puts_pile_up_as_siblings_up_to_the_limit(start_cluster):
+    """Invariant 2 with one client: each DYN.PUT with an empty context adds a sibling, through
+    whichever node; the 101st is refused (limit 100) and the 25th raised a warning."""
+    cluster = start_cluster(3)
+    rng = random.Random(5)
+    clients = [cluster.client(i) for i in range(3)]
+    try:
+        for n in range(100):
+            dyn_put(rng.choice(clients), b"pile", b"", b"v%d" % n)
+        assert dyn_get(clients[0], b"pile", "R", 3)[1] == sorted(b"v%d" % n for n in range(100))
+        reply = clients[1].call("DYN.PUT", b"pile", b"", b"one-too-many")
+        assert reply[0] == "error" and b"siblings (limit 100)" in reply[1], reply
+        context, values = dyn_get(clients[2], b"pile")
+        assert len(values) == 100
+        dyn_put(clients[2], b"pile", context, b"merged")
+        assert dyn_get(clients[0], b"pile", "R", 3)[1] == [b"merged"]
+    finally:
+        for c in clients:
+            c.close()
+    warnings = sum(int(cluster_view(port)["fields"]["sibling_warnings"])
+                   for port in cluster.ports)
+    assert warnings == 100 - 25 + 1
+
+
+@cluster_bug(SAME_COORDINATOR)
+def test_pipelined_blind_puts_are_all_siblings(start_cluster):
+    cluster = start_cluster(3)
+    with cluster.client(0) as c:
+        replies = c.pipeline([("DYN.PUT", b"k", b"", b"v%d" % n) for n in range(20)])
+        assert all(reply[0] == "bulk" for reply in replies), replies
+        assert dyn_get(c, b"k", "R", 3)[1] == sorted(b"v%d" % n for n in range(20))
 
 
 def test_concurrent_blind_puts_are_siblings_and_a_delete_with_the_read_context_removes_them(
