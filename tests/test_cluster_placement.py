@@ -1,14 +1,16 @@
-"""Where a real cluster keeps each key, and which write wins, checked on the nodes' own stores.
+"""Where a real cluster keeps each key and which write wins, checked on the nodes' own stores;
+multi-key and whole-keyspace commands across nodes; DYN.RING and DYN.MEMBERS.
 
-Every cluster here runs with W=3: an acknowledged write is then on every replica, so once the
-nodes are stopped each store holds exactly what the acknowledgements promise (with W=2 the
-third replica may still be receiving the write when the nodes stop, which is no bug).
+The tests that read the stores run with W=3: an acknowledged write is then on every replica,
+so once the nodes are stopped each store holds exactly what the acknowledgements promise
+(with W=2 the third replica may still be receiving the write when the nodes stop, which is
+no bug).
 """
 import random
 
 import pytest
 
-from conftest import cluster_bug
+from conftest import cluster_bug, wait_until
 
 
 def _write_through_random_nodes(cluster, items, rng):
@@ -106,3 +108,22 @@ def test_dyn_ring_and_dyn_members_describe_the_ring(start_cluster):
                   for f in fields) == sorted(
         (name, address, b"up") for name, address in zip(cluster.names, cluster.peer_addresses))
     assert sum(f[b"partitions"][1] for f in fields) == 256
+
+
+def test_an_expiry_travels_with_its_value(start_cluster):
+    """SET PX and DYN.PUT TTL through one node: every node reports the expiry, and once it
+    passes no node and no store shows the value."""
+    cluster = start_cluster(3, "--w", "3")
+    assert cluster.call(0, "SET", b"t", b"v", "PX", 800) == ("simple", b"OK")
+    assert cluster.call(1, "DYN.PUT", b"d", b"", b"v", "TTL", 1)[0] == "bulk"
+    for i in range(3):
+        assert 0 < cluster.call(i, "PTTL", b"t")[1] <= 800, i
+        assert 0 < cluster.call(i, "PTTL", b"d")[1] <= 1000, i
+    for i in range(3):
+        wait_until(lambda: cluster.call(i, "MGET", b"t", b"d") == ("array", [("nullbulk",)] * 2),
+                   10, f"node {i} still shows an expired value")
+        assert cluster.call(i, "EXISTS", b"t", b"d") == ("int", 0)
+    assert cluster.stop_all() == [0, 0, 0]
+    stored = cluster.stored_values([b"t", b"d"])
+    assert all(value is None for per_node in stored.values() for value in per_node.values()), \
+        stored
