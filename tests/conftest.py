@@ -209,12 +209,6 @@ def cluster_view(port: int) -> dict:
             "hints_pending": None if hints is None else int(hints), "fields": fields}
 
 
-def cluster_bug(reason: str):
-    """A strict xfail for a test that shows a bug of the cluster: it must keep failing until
-    the bug is fixed, and the reason says what is wrong."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def dyn_get(client, key, *options):
     """(context, sorted sibling values) of DYN.GET through one connection."""
     reply = client.call("DYN.GET", key, *options)

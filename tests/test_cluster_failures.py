@@ -7,25 +7,12 @@ import time
 
 import pytest
 
-from conftest import cluster_bug, wait_until
+from cluster_bugs import (HINTS_NOT_DURABLE, INCR_RACE, REPLICA_ACK_NOT_DURABLE,
+                          cluster_bug)
+from conftest import wait_until
 from resp_client import ServerClosed
 
 OK = ("simple", b"OK")
-
-# Bugs these tests show (strict xfails until fixed)
-HINTS_NOT_DURABLE = (
-    "hints a coordinator keeps are lost by its kill -9: HintStore.add only fills the hint "
-    "store's buffer and nothing writes it out before the client gets its acknowledgement, so "
-    "the replica the hints were for never receives those writes")
-INCR_RACE = (
-    "concurrent INCRs through one coordinator lose increments: QuorumCoordinator.incr reads "
-    "the object, adds the delta to this node's P/N total and writes it back; two INCRs in "
-    "flight at once read the same total, and the per-node max merge keeps only one of them")
-REPLICA_ACK_NOT_DURABLE = (
-    "a replica acknowledges a REPLICA_PUT before the write reaches the OS: ReplicaHandler "
-    "replies right after Store.put, which only fills the store's buffer, and the peer "
-    "listener has no group commit; a kill -9 of the replica then loses writes it acknowledged, "
-    "and no hint was kept for them")
 
 
 def _stores_hold(cluster, acked):

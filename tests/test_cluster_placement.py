@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from conftest import cluster_bug, wait_until
+from cluster_bugs import LOCAL_KEYSPACE, cluster_bug
+from conftest import wait_until
 
 
 def _write_through_random_nodes(cluster, items, rng):
@@ -78,9 +79,7 @@ def test_multi_key_commands_span_every_node(start_cluster):
     assert cluster.call(1, "EXISTS", *keys) == ("int", 70)
 
 
-@cluster_bug("DBSIZE, KEYS and SCAN on a cluster node cover only the keys that node holds a "
-             "replica of (QuorumCoordinator.size/keys/scan read the local store): with five "
-             "nodes and N=3 each node answers about three fifths of the keys")
+@cluster_bug(LOCAL_KEYSPACE)
 def test_dbsize_keys_and_scan_cover_the_whole_cluster(start_cluster):
     from resp_client import scan_all
 

@@ -6,15 +6,11 @@ import threading
 
 import pytest
 
-from conftest import cluster_bug, cluster_view, dyn_get, dyn_put, wait_until
+from cluster_bugs import SAME_COORDINATOR, cluster_bug
+from conftest import cluster_view, dyn_get, dyn_put, wait_until
 
 OK = ("simple", b"OK")
-SAME_COORDINATOR = (
-    "an acknowledged DYN.PUT is lost when another DYN.PUT of the same key runs through the "
-    "same coordinator at the same time: QuorumCoordinator.dyn_put reads a quorum, then "
-    "writes causal_write(read object) whose clock takes the coordinator's new dot into "
-    "vv[node]; the other put's dot from that node, written after the read, is then covered "
-    "without having been seen and sync drops it")
+
 
 
 class Writer:

@@ -1,9 +1,9 @@
 """Web frameworks wired to fastdyn the way their users wire them to Redis.
 
 Django's built-in `RedisCache` backend (settings configured in-process), cachelib's
-`RedisCache` (what Flask-Caching builds on), and Flask-Session's Redis backend in a real Flask app driven by its test client. Each test runs against a single
-node, against one node of a 3-node cluster ("cluster" ids), and against a real redis-server
-("redis" ids) as a control.
+`RedisCache` (what Flask-Caching builds on), and Flask-Session's Redis backend in a real Flask
+app driven by its test client. Each test runs against a single node, against one node of a
+3-node cluster ("cluster" ids), and against a real redis-server ("redis" ids) as a control.
 """
 import time
 from datetime import timedelta

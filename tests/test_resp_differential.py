@@ -14,7 +14,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import cluster_bug
+from cluster_bugs import (DEL_TWICE, EXPIRY_RANGE, NO_EXPIRES, UNORDERED,
+                          cluster_bug)
 from resp_servers import (alive, start_cluster_node as _start_cluster_node,
                           start_fastdyn as _start_fastdyn, start_redis as _start_redis)
 from resp_cases import (CASES, FUTURE_MS, FUTURE_S, I64_MAX, I64_MIN, PAST_MS, PAST_S, ScanAll,
@@ -53,20 +54,6 @@ class _Servers:
         self.fastdyn.kill()
 
 
-# Where node 0 of a 3-node cluster does not answer as redis-server does. Each is a bug of the
-# cluster, kept visible as a strict xfail until it is fixed.
-UNORDERED = ("a cluster node does not apply one connection's commands in order: a "
-             "read-modify-write command (INCR, SET NX/GET, APPEND, EXPIRE, GETDEL, RENAME, ...) "
-             "reads a quorum and writes when the replies arrive, while the next pipelined "
-             "command, or the next command of an EXEC, already runs and misses its effect; and "
-             "a pipelined read (TTL after SET EX 100) merges remote replies that already hold "
-             "the writes of later commands in the pipeline")
-DEL_TWICE = ("DEL/UNLINK naming one key twice count it twice on a cluster node "
-             "(QuorumCoordinator.delete does not deduplicate its keys)")
-NO_EXPIRES = ("INFO keyspace reports expires=0 on a cluster node (QuorumCoordinator.expires "
-              "returns 0)")
-EXPIRY_RANGE = ("a cluster node refuses PEXPIREAT k 9223372036854775807 ('ERR expiry ... out of "
-                "range': object.py keeps expiries below 2**63 us), which redis-server accepts")
 def xfail_on_a_cluster(servers, request, reason):
     if servers.target == "cluster" and reason:
         request.applymarker(cluster_bug(reason))
