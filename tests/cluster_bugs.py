@@ -32,6 +32,11 @@ SAME_COORDINATOR = (
     "writes causal_write(read object) whose clock takes the coordinator's new dot into "
     "vv[node]; the other put's dot from that node, written after the read, is then covered "
     "without having been seen and sync drops it")
+NX_RACE = (
+    "SET NX from several connections at once through one node has several winners (300 "
+    "winners for 100 keys from 8 connections): read quorum, decide, write, with nothing "
+    "ordering two commands on one key even inside one coordinator; docs/cluster.md states "
+    "this non-atomicity only for clients on different nodes")
 UNORDERED = ("a cluster node does not apply one connection's commands in order: a "
              "read-modify-write command (INCR, SET NX/GET, APPEND, EXPIRE, GETDEL, RENAME, ...) "
              "reads a quorum and writes when the replies arrive, while the next pipelined "

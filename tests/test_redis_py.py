@@ -14,7 +14,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cluster_bugs import INCR_RACE, UNORDERED, cluster_bug
+from cluster_bugs import INCR_RACE, NX_RACE, UNORDERED, cluster_bug
 from resp_client import RawClient
 from resp_servers import (alive, checked_server, cluster_node, paired_servers,  # noqa: F401
                           start_fastdyn, start_redis)
@@ -24,7 +24,7 @@ ON_A_CLUSTER = {
     "test_pipeline_without_transaction": UNORDERED,
     "test_pipeline_with_transaction": UNORDERED,
     "test_asyncio_client": INCR_RACE,
-    "test_concurrent_counters_and_set_nx": INCR_RACE,
+    "test_concurrent_counters_and_set_nx": f"{INCR_RACE}; and {NX_RACE}",
 }
 
 
