@@ -7,8 +7,6 @@ import time
 
 import pytest
 
-from cluster_bugs import (HINTS_NOT_DURABLE, INCR_RACE, REPLICA_ACK_NOT_DURABLE,
-                          cluster_bug)
 from conftest import wait_until
 from resp_client import ServerClosed
 
@@ -85,14 +83,12 @@ def test_kill9_during_writes_loses_no_acknowledged_write(start_cluster):
     _read_through_every_node(cluster, acked)
 
 
-@cluster_bug(REPLICA_ACK_NOT_DURABLE)
 def test_kill9_during_writes_then_hints_leave_every_replica_complete(start_cluster):
     cluster = start_cluster(3)
     acked = _kill_one_during_writes(cluster)
     _stores_hold(cluster, acked)
 
 
-@cluster_bug(REPLICA_ACK_NOT_DURABLE)
 def test_writes_a_replica_acknowledged_survive_its_kill9(start_cluster):
     cluster = start_cluster(3, "--w", "3")      # every replica acknowledges every write
     keys = [b"d:%d" % i for i in range(200)]
@@ -104,7 +100,6 @@ def test_writes_a_replica_acknowledged_survive_its_kill9(start_cluster):
     assert cluster.misplaced(dict.fromkeys(keys, b"v")) == {}
 
 
-@cluster_bug(HINTS_NOT_DURABLE)
 def test_hints_survive_a_kill9_of_the_node_keeping_them(start_cluster):
     cluster = start_cluster(3)
     cluster.kill(2)
@@ -219,7 +214,6 @@ def test_counter_through_a_kill_and_restart(start_cluster):
         f"final {finals[0][1]} outside [{low}, {high}] ({unknown} ops unacknowledged)"
 
 
-@cluster_bug(INCR_RACE)
 def test_concurrent_increments_through_one_node_all_count(start_cluster):
     cluster = start_cluster(3)
     outcomes = [[] for _ in range(2)]
@@ -268,7 +262,6 @@ def test_flushdb_while_a_node_is_down_brings_nothing_back(start_cluster):
 
 
 @pytest.mark.slow
-@cluster_bug(f"{REPLICA_ACK_NOT_DURABLE}; and {HINTS_NOT_DURABLE}")
 def test_rolling_kills_lose_no_acknowledged_write(start_cluster):
     """Three writers, one through each node, while every node in turn is killed -9 during
     the writes and restarted: every acknowledged key reads back with R=3 through every node,

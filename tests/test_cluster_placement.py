@@ -10,7 +10,6 @@ import random
 
 import pytest
 
-from cluster_bugs import LOCAL_KEYSPACE, cluster_bug
 from conftest import wait_until
 
 
@@ -79,7 +78,6 @@ def test_multi_key_commands_span_every_node(start_cluster):
     assert cluster.call(1, "EXISTS", *keys) == ("int", 70)
 
 
-@cluster_bug(LOCAL_KEYSPACE)
 def test_dbsize_keys_and_scan_cover_the_whole_cluster(start_cluster):
     from resp_client import scan_all
 

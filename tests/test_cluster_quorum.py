@@ -3,8 +3,6 @@ quorum error when too few replicas are reachable."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest

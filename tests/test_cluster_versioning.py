@@ -4,9 +4,7 @@ links."""
 import random
 import threading
 
-import pytest
 
-from cluster_bugs import SAME_COORDINATOR, cluster_bug
 from conftest import cluster_view, dyn_get, dyn_put, wait_until
 
 OK = ("simple", b"OK")
@@ -69,7 +67,6 @@ def test_seven_writers_taking_turns_never_make_more_than_seven_siblings(start_cl
     _check_writers(cluster, b"hot", writers)
 
 
-@cluster_bug(SAME_COORDINATOR)
 def test_seven_concurrent_writers_never_make_more_than_seven_siblings(start_cluster):
     """The same seven writers, each in its own thread, all at once."""
     cluster = start_cluster(3)
@@ -114,7 +111,6 @@ def test_blind_puts_pile_up_as_siblings_up_to_the_limit(start_cluster):
     assert warnings == 100 - 25 + 1
 
 
-@cluster_bug(SAME_COORDINATOR)
 def test_pipelined_blind_puts_are_all_siblings(start_cluster):
     cluster = start_cluster(3)
     with cluster.client(0) as c:

@@ -14,8 +14,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cluster_bugs import (DEL_TWICE, EXPIRY_RANGE, NO_EXPIRES, UNORDERED,
-                          cluster_bug)
+from cluster_bugs import COMPOUND_UNORDERED, EXPIRY_RANGE, NO_EXPIRES, cluster_bug
 from resp_servers import (alive, start_cluster_node as _start_cluster_node,
                           start_fastdyn as _start_fastdyn, start_redis as _start_redis)
 from resp_cases import (CASES, FUTURE_MS, FUTURE_S, I64_MAX, I64_MIN, PAST_MS, PAST_S, ScanAll,
@@ -254,16 +253,9 @@ PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}")
 
 
 ON_A_CLUSTER = {(mode, case): reason for mode in MODES for case, reason in [
-    ("info_and_command", NO_EXPIRES), ("del_exists_unlink_touch", DEL_TWICE),
-    ("expire_errors", EXPIRY_RANGE), ("multi_with_connection_commands", UNORDERED)]}
-ON_A_CLUSTER[("pipelined", "del_exists_unlink_touch")] = f"{DEL_TWICE}; and {UNORDERED}"
-ON_A_CLUSTER.update({("pipelined", case): UNORDERED for case in (
-    "append_strlen binary_keys_values case_insensitive_names copy expire_basic "
-    "expire_nonpositive_deletes expire_nx_xx_gt_lt expiry_happens getbit_setbit getex "
-    "getset_getdel incr_decr incr_overflow incrbyfloat incrbyfloat_binary_values "
-    "mget_mset_msetnx multi_exec multi_runtime_errors_do_not_abort "
-    "null_replies_and_protocol_switch randomkey rename_renamenx set_get_option set_keepttl "
-    "set_ex_px set_nx_xx setex_psetex_setnx setrange ttl_edges type").split()})
+    ("info_and_command", NO_EXPIRES), ("expire_errors", EXPIRY_RANGE)]}
+ON_A_CLUSTER.update({("pipelined", case): COMPOUND_UNORDERED
+                     for case in ("mget_mset_msetnx", "rename_renamenx", "copy", "randomkey")})
 
 
 @pytest.mark.parametrize("case,mode", PARAMS)
@@ -300,7 +292,6 @@ def test_inline_quoting_and_blank_lines(servers):
 
 
 def test_mixed_inline_and_multibulk_in_one_write(servers, request):
-    xfail_on_a_cluster(servers, request, UNORDERED)
     payload = (b"SET a 1\r\n" + encode_command("INCR", "a") + b"GET a\r\n"
                + encode_command("MGET", "a", "b") + b"DEL a\r\n")
     r, f = _same_bytes_same_replies(servers, payload, 5)
@@ -308,7 +299,6 @@ def test_mixed_inline_and_multibulk_in_one_write(servers, request):
 
 
 def test_large_pipeline_in_one_write(servers, request):
-    xfail_on_a_cluster(servers, request, UNORDERED)
     commands = []
     for i in range(2000):
         commands.append(("SET", f"key:{i}", f"value-{i}" * (i % 7)))
