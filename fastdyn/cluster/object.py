@@ -103,6 +103,7 @@ __all__ = [
     "TOMBSTONE", "LWW", "MAX_SIBLINGS", "WARN_SIBLINGS", "MAX_CONTEXT_SKEW_US",
     "NOTHING", "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
     "counter_add", "prune", "max_timestamp", "encode", "decode", "decode_legacy",
+    "register_stamp",
 ]
 
 TOMBSTONE = 1
@@ -548,6 +549,19 @@ def decode(data) -> VersionedObject:
     if tag == TAG_OBJECT:
         return _decode_object(data)
     raise BadObject(f"unknown object format 0x{tag:02x}")
+
+
+_SHORT_TAGS = frozenset((TAG_REGISTER, TAG_REGISTER_TTL, TAG_DELETED))
+
+
+def register_stamp(data):
+    """(ts, node) of a short-format register's one write (its clock's mark), or None for an
+    encoding in the general format. Read from the header alone, unchecked: for canonical
+    bytes, such as the store's, where sync of two registers compares exactly these marks."""
+    if len(data) >= _REGISTER_SIZE and data[0] in _SHORT_TAGS:
+        _, node, ts = _REGISTER.unpack_from(data)
+        return ts, node
+    return None
 
 
 def _register_head(head: struct.Struct, data: bytes) -> tuple:
