@@ -46,8 +46,12 @@ def merge_encoded(items):
     present = [x for x in items if x]
     if not present:
         return None
-    if len(present) == 1 or all(x == present[0] for x in present):
-        return bytes(present[0])
+    first = present[0]
+    for x in present:
+        if x != first:
+            break
+    else:
+        return bytes(first)
     obj = vo.decode(present[0])
     for x in present[1:]:
         obj = vo.sync(obj, vo.decode(x))
@@ -73,6 +77,7 @@ class QuorumCoordinator:
         self.log = log
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
+        self._as_primary = {}         # node -> Target(node, None)
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0}
 
@@ -110,7 +115,13 @@ class QuorumCoordinator:
             if not reachable(node):
                 return primaries, active_targets(ring.preference_list(key, len(ring)), n,
                                                  reachable)
-        return primaries, [Target(node, None) for node in primaries]
+        cache = self._as_primary
+        try:
+            return primaries, [cache[node] for node in primaries]
+        except KeyError:
+            for node in primaries:
+                cache[node] = Target(node, None)
+            return primaries, [cache[node] for node in primaries]
 
     # -- replica requests ----------------------------------------------------------------
     def _send(self, node, kind, item, callback, arg):
@@ -133,11 +144,12 @@ class QuorumCoordinator:
             self.pool.request(self.members.address(node), kind, _PACK[kind](items),
                               self.timeout_s, _Batch(callbacks, args).split)
 
-    def _read(self, key, r=None):
-        """Pending (or direct) merged encoding of key from an R quorum, with read repair."""
+    def _read(self, key, r=None, answer=None):
+        """Pending (or direct) merged encoding of key from an R quorum, with read repair;
+        answer(encoding) in its place when given (a failure of it is the result)."""
         q = self.quorum(r=r)
         _, targets = self._targets(key, q.n)
-        read = _Read(self, key, GetCore(len(targets), q.r, merge_encoded))
+        read = _Read(self, key, GetCore(len(targets), q.r, merge_encoded), answer)
         core = read.core
         if core.outcome == FAILED:
             raise CommandError(core.error())
@@ -156,14 +168,22 @@ class QuorumCoordinator:
                 self._send(t.node, m.REPLICA_GET, key, read.on_reply, t.node)
         read.settle()
         pending = read.pending
-        return pending.result if pending.done and not isinstance(pending.result,
-                                                                   CommandError) else pending
+        if pending.done and not isinstance(pending.result, Exception):
+            return pending.result
+        return pending
 
-    def _settle_read(self, core, pending):
+    def _settle_read(self, core, pending, answer=None):
         if pending.done:
             return
         if core.outcome == OK:
-            pending.complete(core.result)
+            if answer is None:
+                pending.complete(core.result)
+            else:
+                try:
+                    result = answer(core.result)
+                except Exception as exc:
+                    result = exc
+                pending.complete(result)
         elif core.outcome == FAILED:
             self.stats["quorum_failures"] += 1
             pending.complete(CommandError(core.error()))
@@ -252,7 +272,7 @@ class QuorumCoordinator:
 
     def get(self, key):
         check_keys([key])
-        return then(self._read(key), self._value)
+        return self._read(key, answer=self._value)
 
     def _value(self, data):
         entry = self._winner(data)
@@ -437,12 +457,13 @@ class QuorumCoordinator:
 class _Read:
     """One key's replicated read: replies feed its GetCore; read repair once all are in."""
 
-    __slots__ = ("coord", "key", "core", "pending", "repair")
+    __slots__ = ("coord", "key", "core", "answer", "pending", "repair")
 
-    def __init__(self, coord, key, core):
+    def __init__(self, coord, key, core, answer):
         self.coord = coord
         self.key = key
         self.core = core
+        self.answer = answer
         self.pending = Pending()
         self.repair = True
 
@@ -461,7 +482,7 @@ class _Read:
         self.settle()
 
     def settle(self):
-        self.coord._settle_read(self.core, self.pending)
+        self.coord._settle_read(self.core, self.pending, self.answer)
         if self.repair and self.core.finished:
             self.repair = False
             self.coord._read_repair(self.key, self.core)
