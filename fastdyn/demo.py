@@ -1,9 +1,10 @@
 """`fastdyn demo`: a finite tour of the system, in a temporary directory, in well under a minute.
 
 Every step does the real thing — real files, a real `fastdyn serve` process on a loopback
-port, a real load run — and checks its own outcome: the demo exits 1 if anything it shows is
-not so.
+port, a real load run, a three-node cluster that loses a node to SIGKILL and gets it back — and
+checks its own outcome: the demo exits 1 if anything it shows is not so.
 """
+import contextlib
 import os
 import signal
 import socket
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from fastdyn.errors import TargetUnavailable
+from fastdyn.cli.cluster import PEER_OFFSET
+from fastdyn.errors import ReplyError, TargetUnavailable
 
 CRASH_WRITER = """
 import sys, fastdyn
@@ -42,20 +45,24 @@ def say(text):
     print(f"   {text}")
 
 
-def free_port():
-    """A free client port whose peer port (port + 10000) is free too."""
-    while True:
+def free_ports(count):
+    """Distinct free client ports whose peer ports (port + 10000) are free too and are not
+    one of the others' client ports."""
+    ports = []
+    while len(ports) < count:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port + 10000 > 65535:
+        if port + PEER_OFFSET > 65535 or {port, port + PEER_OFFSET} & {
+                p + d for p in ports for d in (0, PEER_OFFSET)}:
             continue
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", port + 10000))
+                s.bind(("127.0.0.1", port + PEER_OFFSET))
             except OSError:
                 continue
-        return port
+        ports.append(port)
+    return ports
 
 
 def embedded_store(root):
@@ -158,18 +165,10 @@ def ring_and_merkle():
 
 
 def server(root):
-    from fastdyn.client import connect
-
     step("Server: `fastdyn serve` speaks RESP, so any Redis client works")
-    port = free_port()
-    data_dir = os.path.join(root, "node")
-    argv = [sys.executable, "-P", "-m", "fastdyn", "serve", "--port", str(port),
-            "--data-dir", data_dir, "--sync", "interval"]
-    log = open(os.path.join(root, "node.log"), "wb")
-    node = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        client = _connect_when_up(connect, port, node, log.name)
-        with client:
+    node = Node(root, "node", free_ports(1)[0], "--sync", "interval")
+    with node_logs_on_failure([node]):
+        with node.start() as client:
             replies = client.pipeline([("SET", "greeting", "hello"), ("GET", "greeting"),
                                        ("SET", "session:1", "data", "EX", "60"),
                                        ("TTL", "session:1"), ("INCR", "visits"),
@@ -183,36 +182,162 @@ def server(root):
             version = [l for l in info.splitlines() if l.startswith(("redis_version",
                                                                      "fastdyn_version"))]
             say("INFO server: " + ", ".join(version))
-        bench(port)
-        node.send_signal(signal.SIGTERM)
-        code = node.wait(20)
-        check(code == 0, f"SIGTERM exit code {code}")
+        bench(node.port)
+        code = node.stop()
         say(f"SIGTERM: the node flushed, fsynced and exited with {code}")
-        node = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        with _connect_when_up(connect, port, node, log.name) as client:
+        with node.start() as client:
             value = client.execute("GET", "greeting")
             check(value == b"hello", "data lost across restart")
             say(f"restarted on the same data dir: GET greeting -> {value!r}")
-        node.send_signal(signal.SIGTERM)
-        node.wait(20)
+        node.stop()
+
+
+def cluster(root):
+    step("Cluster: three `fastdyn serve --seeds ...` nodes; each key on N=3, W=2, R=2")
+    ports = free_ports(3)
+    seeds = ",".join(f"127.0.0.1:{port + PEER_OFFSET}" for port in ports)
+    nodes = [Node(os.path.join(root, "cluster"), f"node{i}", port, "--seeds", seeds,
+                  "--log-level", "warning") for i, port in enumerate(ports)]
+    os.makedirs(os.path.join(root, "cluster"))
+    with node_logs_on_failure(nodes):
+        clients = [node.start() for node in nodes]
+        for i, client in enumerate(clients):
+            wait_for(lambda: cluster_info(client)["cluster_members"] == "3",
+                     f"node{i} does not see 3 members")
+        say(f"3 nodes on ports {', '.join(map(str, ports))}: each sees cluster_members:3")
+        clients[0].execute("SET", "greeting", "hello")
+        value = clients[2].execute("GET", "greeting")
+        check(value == b"hello", f"GET through node2 returned {value!r}")
+        say(f"SET greeting hello through node0; GET greeting through node2 -> {value!r}")
+
+        step("Failover: node1 is killed with SIGKILL; writes go on with W=2")
+        nodes[1].kill()
+        clients[1].close()
+        written = {}
+        for i in (0, 2):
+            batch = {f"order:{i}:{j}": f"total-{i * 1000 + j}" for j in range(100)}
+            replies = clients[i].pipeline([("SET", k, v) for k, v in batch.items()])
+            failed = [r for r in replies if r != b"OK"]
+            check(not failed, f"writes through node{i} failed: {failed[:3]}")
+            written.update(batch)
+        say(f"{len(written)} SETs through node0 and node2 while node1 is down: all acknowledged")
+        pending = [int(cluster_info(clients[i])["hints_pending"]) for i in (0, 2)]
+        check(all(pending), f"no hints kept for node1: hints_pending {pending}")
+        say(f"hints_pending (writes kept for node1): node0 {pending[0]}, node2 {pending[1]}")
+
+        step("Hinted handoff: node1 restarts on the same data dir and receives its hints")
+        clients[1] = nodes[1].start()
+        for i in (0, 2):
+            wait_for(lambda: cluster_info(clients[i])["hints_pending"] == "0",
+                     f"node{i} still holds hints for node1")
+        delivered = [int(cluster_info(clients[i])["hints_delivered"]) for i in (0, 2)]
+        say(f"hints_pending is 0 on node0 and node2 (hints_delivered: {delivered[0]}, "
+            f"{delivered[1]})")
+        # INFO keyspace counts this node's own replicas: the hints put them there (KEYS and
+        # GET would answer from the other replicas too)
+        held = int(clients[1].execute("INFO", "keyspace").decode().split("keys=")[1].split(",")[0])
+        check(held >= len(written), f"node1 holds {held} keys; {len(written)} were written "
+                                    f"while it was down")
+        replies = clients[1].pipeline([("GET", k) for k in written])
+        wrong = [k for k, r in zip(written, replies) if r != written[k].encode()]
+        check(not wrong, f"wrong values through node1: {wrong[:3]}")
+        say(f"node1 holds {held} keys itself (INFO keyspace), the {len(written)} written while "
+            f"it was down among them; GETs through it return the right values")
+
+        step("Siblings: concurrent causal writes both survive; a write with their context merges")
+        def blind_put(i, value):
+            with nodes[i].connect() as client:
+                return client.execute("DYN.PUT", "cart", "", value)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(blind_put, (0, 1), ("apple", "pear")))
+        context, values = clients[2].execute("DYN.GET", "cart")
+        check(sorted(values) == [b"apple", b"pear"], f"siblings: {values!r}")
+        say(f'DYN.PUT cart "" apple (node0) || DYN.PUT cart "" pear (node1)')
+        say(f"DYN.GET cart (node2) -> siblings {sorted(values)!r} and a "
+            f"{len(context)}-byte context")
+        clients[2].execute("DYN.PUT", "cart", context, "apple+pear")
+        _, values = clients[0].execute("DYN.GET", "cart")
+        check(values == [b"apple+pear"], f"after the merge: {values!r}")
+        say(f"DYN.PUT cart <that context> apple+pear; DYN.GET cart (node0) -> {values!r}")
+
+        for client in clients:
+            client.close()
+        codes = [node.stop() for node in nodes]
+        say(f"SIGTERM to the three nodes: exit codes {codes}")
+
+
+class Node:
+    """A `fastdyn serve` process of the demo; its output goes to <dir>/<name>.log."""
+
+    def __init__(self, directory, name, port, *options):
+        self.name = name
+        self.port = port
+        self.argv = [sys.executable, "-P", "-m", "fastdyn", "serve", "--port", str(port),
+                     "--data-dir", os.path.join(directory, name), *options]
+        self.log_path = os.path.join(directory, name + ".log")
+        self.proc = None
+
+    def start(self):
+        """Starts the process (again, with the same arguments) and returns a client."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        return self.connect()
+
+    def connect(self):
+        from fastdyn.client import connect
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                return connect(f"redis://127.0.0.1:{self.port}")
+            except (OSError, TargetUnavailable):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise DemoFailure(f"{self.name} did not start "
+                                      f"(exit code {self.proc.poll()})") from None
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(20)
+        check(code == 0, f"{self.name}: SIGTERM exit code {code}")
+        return code
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read()[-1500:].decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def node_logs_on_failure(nodes):
+    """Any failure becomes a DemoFailure that shows the end of each node's log; no node
+    outlives the act."""
+    try:
+        yield
+    except (DemoFailure, ReplyError, TargetUnavailable, subprocess.TimeoutExpired) as exc:
+        logs = "".join(f"\n--- end of {node.name}.log:\n{node.log_tail() or '(empty)'}"
+                       for node in nodes if node.proc is not None)
+        raise DemoFailure(f"{exc}{logs}") from None
     finally:
-        if node.poll() is None:
+        for node in nodes:
             node.kill()
-        log.close()
 
 
-def _connect_when_up(connect, port, node, log_path):
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return connect(f"redis://127.0.0.1:{port}")
-        except (OSError, TargetUnavailable):
-            if node.poll() is not None or time.monotonic() > deadline:
-                with open(log_path, "rb") as f:
-                    tail = f.read()[-1500:].decode("utf-8", "replace")
-                raise DemoFailure(f"fastdyn serve did not start (exit code {node.poll()}):\n"
-                                  f"{tail}")
-            time.sleep(0.05)
+def cluster_info(client) -> dict:
+    text = client.execute("INFO", "cluster").decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def wait_for(condition, what, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        check(time.monotonic() < deadline, f"{what} after {timeout} s")
+        time.sleep(0.05)
 
 
 def bench(port):
@@ -241,6 +366,7 @@ def run(args) -> int:
         compaction(root)
         ring_and_merkle()
         server(root)
+        cluster(root)
     except DemoFailure as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr)
         return 1

@@ -39,10 +39,19 @@ def then(result, fn):
     may itself return a Pending. Chains the steps of an operation that needs two."""
     if result.__class__ is not Pending:
         return fn(result)
+    return _chain(result, fn, True)
+
+
+def after(tail: Pending, fn):
+    """fn() once `tail` has completed, whatever its outcome: a Pending of fn's result."""
+    return _chain(tail, lambda _: fn(), False)
+
+
+def _chain(first: Pending, fn, pass_failures: bool) -> Pending:
     chained = Pending()
 
     def done(value):
-        if isinstance(value, Exception):
+        if pass_failures and isinstance(value, Exception):
             chained.complete(value)
             return
         try:
@@ -55,7 +64,7 @@ def then(result, fn):
         else:
             chained.complete(nxt)
 
-    result.add_done_callback(done)
+    first.add_done_callback(done)
     return chained
 
 

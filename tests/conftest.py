@@ -1,10 +1,13 @@
 """The one fixture module for tests that run real processes on loopback.
 
 Every server a test talks to is a real process on 127.0.0.1 with a free port and its own
-temporary directory: fastdyn nodes (`fastdyn serve`), and redis-server / memcached for the
-comparison tests (skipped with a reason when the binary is missing).
+temporary directory: fastdyn nodes (`fastdyn serve`), clusters of them (`Cluster`), and
+redis-server / memcached for the comparison tests (skipped with a reason when the binary is
+missing).
 """
+import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,11 +68,18 @@ class ServerProcess:
         self.proc = None
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
+        self.spawn()
+        return self.wait_listening(timeout)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to listen."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir, env=self.env
         )
         log.close()
+
+    def wait_listening(self, timeout: float = 20.0) -> "ServerProcess":
         try:
             wait_for_port(self.port, self.proc, timeout)
         except RuntimeError as exc:
@@ -165,3 +175,276 @@ def memcached_server(tmp_path):
     server = ServerProcess(argv, port, str(tmp_path), str(tmp_path / "memcached.log")).start()
     yield server
     server.kill()
+
+
+# --- clusters --------------------------------------------------------------------------------
+
+PEER_OFFSET = 10000            # a node's default peer port is its client port + 10000
+LOG_PROBLEMS = ("Traceback", "Exception in callback", "Task exception was never retrieved")
+
+
+def info_fields(port: int, section: str = "") -> dict:
+    """`INFO [section]` of the server on port as {field: text value}."""
+    from resp_client import RawClient
+
+    with RawClient(port, timeout=5) as c:
+        reply = c.call("INFO", *([section] if section else []))
+    if reply[0] not in ("bulk", "verbatim"):
+        raise RuntimeError(f"INFO {section} on port {port}: {reply!r}")
+    text = reply[-1].decode()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def cluster_view(port: int) -> dict:
+    """What the node on port knows: members and reachable members (counts), hints pending
+    (None when its INFO does not say)."""
+    fields = info_fields(port, "cluster")
+    if "cluster_members" in fields:
+        members = int(fields["cluster_members"])
+    else:
+        members = len([m for m in fields.get("fastdyn_members", "").split(",") if m])
+    reachable = int(fields.get("cluster_reachable", members))
+    hints = fields.get("hints_pending")
+    return {"members": members, "reachable": reachable,
+            "hints_pending": None if hints is None else int(hints), "fields": fields}
+
+
+def dyn_get(client, key, *options):
+    """(context, sorted sibling values) of DYN.GET through one connection."""
+    reply = client.call("DYN.GET", key, *options)
+    assert reply[0] == "array", reply
+    context, values = reply[1]
+    return context[1], sorted(item[1] for item in values[1])
+
+
+def dyn_put(client, key, context, value, *options):
+    """The new context of a DYN.PUT through one connection."""
+    reply = client.call("DYN.PUT", key, context, value, *options)
+    assert reply[0] == "bulk", reply
+    return reply[1]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll condition() until it returns something true; its last value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout}s: {what}")
+        time.sleep(interval)
+
+
+class Cluster:
+    """K `fastdyn serve` cluster members on loopback, each given every node's peer address as
+    --seeds (itself included), as `fastdyn cluster up` starts them. Node i keeps its data in
+    root/node<i> and its log in root/node<i>.log; its name is 127.0.0.1:<client port>.
+
+    Placement is checked on the stores themselves: `stores()` opens every node's data
+    directory once the nodes are stopped."""
+
+    def __init__(self, root, k: int, *extra):
+        self.root = root
+        ports = []
+        while len(ports) < k:
+            port = free_port()
+            if port not in ports and port + PEER_OFFSET not in ports:
+                ports.append(port)
+        self.names = [f"{HOST}:{p}" for p in ports]
+        self.peer_addresses = [f"{HOST}:{p + PEER_OFFSET}" for p in ports]
+        seeds = ",".join(self.peer_addresses)
+        self.nodes = []
+        for i, port in enumerate(ports):
+            data_dir = os.path.join(root, f"node{i}")
+            os.makedirs(data_dir, exist_ok=True)
+            self.nodes.append(ServerProcess(
+                fastdyn_argv(port, data_dir, "--seeds", seeds, *extra), port, data_dir,
+                os.path.join(root, f"node{i}.log")))
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def ports(self) -> list:
+        return [n.port for n in self.nodes]
+
+    def running(self) -> list:
+        """Indexes of the nodes whose process runs (paused ones included)."""
+        return [i for i, n in enumerate(self.nodes) if n.proc is not None and n.proc.poll() is None]
+
+    def start(self, timeout: float = 30.0) -> "Cluster":
+        for node in self.nodes:
+            node.spawn()
+        for node in self.nodes:
+            node.wait_listening(timeout)
+        self.wait_joined(timeout)
+        return self
+
+    def wait_joined(self, timeout: float = 30.0, nodes=None) -> None:
+        """Until each running node (or each of `nodes`) knows every member and reaches as many
+        as run: a write before that would be kept by the members a node knows so far."""
+        k = len(self.nodes)
+        for i in self.running() if nodes is None else nodes:
+            port = self.nodes[i].port
+
+            def joined():
+                view = cluster_view(port)
+                return view["members"] == k and view["reachable"] >= len(self.running())
+
+            wait_until(joined, timeout, f"node {i} does not reach the {len(self.running())} "
+                                        f"running members: {cluster_view(port)['fields']}")
+
+    def hints_pending(self, i: int) -> int:
+        view = cluster_view(self.nodes[i].port)
+        assert view["hints_pending"] is not None, \
+            f"INFO cluster of node {i} has no hints_pending: {view['fields']}"
+        return view["hints_pending"]
+
+    def wait_hints_delivered(self, timeout: float = 30.0) -> None:
+        """Until no running node holds a hint (INFO cluster hints_pending == 0 everywhere)."""
+        for i in self.running():
+            wait_until(lambda: self.hints_pending(i) == 0, timeout,
+                       f"node {i} still holds {self.hints_pending(i)} hints")
+
+    # -- faults ---------------------------------------------------------------------------
+    def kill(self, i: int) -> None:
+        """kill -9: no chance to flush or to say goodbye to the peers."""
+        self.nodes[i].kill()
+
+    def pause(self, i: int) -> None:
+        self.nodes[i].proc.send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        self.nodes[i].proc.send_signal(signal.SIGCONT)
+
+    def restart(self, i: int, timeout: float = 30.0) -> None:
+        """Start node i again on its port with its data directory (after kill or stop)."""
+        assert i not in self.running(), f"node {i} still runs"
+        self.nodes[i].start(timeout)
+        self.wait_joined(timeout, nodes=[i])
+
+    def stop_all(self) -> list:
+        """SIGTERM every node (resumed first if paused) and wait; their exit codes."""
+        for i in self.running():
+            self.nodes[i].proc.send_signal(signal.SIGCONT)
+            self.nodes[i].proc.send_signal(signal.SIGTERM)
+        codes = []
+        for node in self.nodes:
+            if node.proc is None:
+                codes.append(None)
+                continue
+            try:
+                codes.append(node.proc.wait(20))
+            except subprocess.TimeoutExpired:
+                node.kill()
+                codes.append("hung")
+        return codes
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    # -- talking to it ----------------------------------------------------------------------
+    def client(self, i: int, timeout: float = 10.0):
+        from resp_client import RawClient
+
+        return RawClient(self.nodes[i].port, timeout=timeout)
+
+    def call(self, i: int, *args):
+        """One command through node i on a new connection; its reply."""
+        with self.client(i) as c:
+            return c.call(*args)
+
+    def random_node(self, rng=random) -> int:
+        return rng.choice(self.running())
+
+    # -- what is on disk --------------------------------------------------------------------
+    def ring(self, partitions: int = 256):
+        from fastdyn.ring import Ring
+
+        return Ring(sorted(self.names), partitions=partitions)
+
+    @contextlib.contextmanager
+    def stores(self):
+        """{node name: its open Store}, for stopped nodes only."""
+        import fastdyn
+
+        assert not self.running(), f"nodes {self.running()} still run"
+        opened = {}
+        try:
+            for name, node in zip(self.names, self.nodes):
+                opened[name] = fastdyn.open(node.data_dir)
+            yield opened
+        finally:
+            for store in opened.values():
+                store.close()
+
+    def stored_values(self, keys) -> dict:
+        """{key: {node name: what a plain GET of that node's own replica would answer (None
+        when absent)}} for keys present on some node; the nodes must be stopped."""
+        from fastdyn.cluster import object as vo
+
+        now = int(time.time() * 1000)
+        out = {}
+        with self.stores() as stores:
+            for key in keys:
+                per_node = {}
+                for name, store in stores.items():
+                    data = store.get(key)
+                    if data is not None:
+                        winner = vo.lww_winner(vo.decode(data), now, self.flush_epoch(name))
+                        per_node[name] = None if winner is None else winner[0]
+                out[key] = per_node
+        return out
+
+    def misplaced(self, expected: dict, n: int = 3) -> dict:
+        """{key: what each store holds} for every key of expected ({key: value}) that is not
+        on exactly its n preference-list nodes with that value; the nodes must be stopped."""
+        ring = self.ring()
+        stored = self.stored_values(list(expected))
+        return {key: got for key, got in stored.items()
+                if got != {name: expected[key] for name in ring.preference_list(key, n)}}
+
+    def flush_epoch(self, name: str) -> int:
+        from fastdyn.cluster.replica import EPOCH_FILE
+
+        try:
+            with open(os.path.join(self.nodes[self.names.index(name)].data_dir,
+                                   EPOCH_FILE)) as f:
+                return int(f.read().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def log_problems(self) -> list:
+        """(log path, excerpt) of every traceback any node logged."""
+        problems = []
+        for node in self.nodes:
+            try:
+                text = node.log()
+            except FileNotFoundError:
+                continue
+            for marker in LOG_PROBLEMS:
+                at = text.find(marker)
+                if at >= 0:
+                    problems.append((node.log_path, text[max(0, at - 500):at + 2500]))
+                    break
+        return problems
+
+
+@pytest.fixture
+def start_cluster(tmp_path):
+    """Factory: start_cluster(k, *serve_flags) -> a running, joined Cluster. At the end every
+    node is killed and no node may have logged a traceback."""
+    started = []
+
+    def start(k: int = 3, *extra) -> Cluster:
+        cluster = Cluster(tmp_path / f"cluster{len(started)}", k, *extra)
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.kill_all()
+    problems = [p for cluster in started for p in cluster.log_problems()]
+    assert not problems, "\n\n".join(f"--- {path} ---\n{text}" for path, text in problems)

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from conftest import free_port
 from resp_client import RawClient
@@ -48,6 +49,18 @@ def test_cluster_up_detached_then_down(tmp_path):
         for i in range(3):
             with RawClient(base + i) as c:
                 assert c.call("SET", f"k{i}", "v") == ("simple", b"OK")
+        deadline = time.monotonic() + 20
+        while True:      # each node learns the others' names from their HELLO answers
+            status = fastdyn("cluster", "status", "--port", str(base + 1))
+            assert status.returncode == 0, status.stderr
+            rows = [line.split() for line in status.stdout.splitlines()
+                    if line.startswith("127.0.0.1:")]
+            if len(rows) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [r[0] for r in rows] == [f"127.0.0.1:{base + i}" for i in range(3)]
+        assert all(r[2] == "up" for r in rows) and sum(int(r[3]) for r in rows) == 256
+        assert "cluster_reachable:3" in status.stdout
     finally:
         r = fastdyn("cluster", "down", "--data-dir", str(root))
     assert r.returncode == 0, r.stderr

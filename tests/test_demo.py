@@ -18,7 +18,7 @@ def test_demo_tour_runs_to_the_end():
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "Tour finished" in out.stdout
     for section in ("Embedded store", "Crash safety", "Compaction", "Ring", "Merkle", "Server",
-                    "Load test"):
+                    "Load test", "Cluster", "Failover", "Hinted handoff", "Siblings"):
         assert f"== {section}" in out.stdout
 
 

@@ -1,8 +1,9 @@
 """Web frameworks wired to fastdyn the way their users wire them to Redis.
 
-Django's built-in `RedisCache` backend (settings configured in-process) and Flask-Session's
-Redis backend in a real Flask app driven by its test client. Each test also runs against a
-real redis-server ("redis" ids) as a control.
+Django's built-in `RedisCache` backend (settings configured in-process), cachelib's
+`RedisCache` (what Flask-Caching builds on), and Flask-Session's Redis backend in a real Flask
+app driven by its test client. Each test runs against a single node, against one node of a
+3-node cluster ("cluster" ids), and against a real redis-server ("redis" ids) as a control.
 """
 import time
 from datetime import timedelta
@@ -11,7 +12,8 @@ import pytest
 import redis
 
 from resp_client import RawClient
-from resp_servers import paired_servers, server, start_fastdyn, start_redis  # noqa: F401
+from resp_servers import (checked_server, cluster_node, paired_servers,  # noqa: F401
+                          start_fastdyn, start_redis)
 
 django = pytest.importorskip("django")
 flask = pytest.importorskip("flask")
@@ -29,6 +31,11 @@ def _keys(server) -> list:
     with RawClient(server.port) as c:
         reply = c.call("KEYS", "*")
     return sorted(item[1] for item in reply[1])
+
+
+@pytest.fixture(params=["fastdyn", "cluster", "redis"])
+def server(request, paired_servers):
+    yield from checked_server(request, paired_servers)
 
 
 # --- Django --------------------------------------------------------------------------------
@@ -148,6 +155,27 @@ def test_django_many_and_clear(server, django_cache):
     assert cache.delete("k20") is False
     cache.clear()
     assert cache.get_many(list(data)) == {}
+    assert _keys(server) == []
+
+
+# --- cachelib ------------------------------------------------------------------------------
+
+def test_cachelib_redis_cache(server):
+    cachelib = pytest.importorskip("cachelib")
+    cache = cachelib.RedisCache(port=server.port, key_prefix="app:", default_timeout=60)
+    assert cache.set("user", {"id": 7}) is True
+    assert cache.get("user") == {"id": 7}
+    assert 55 <= _ttl(server, b"app:user") <= 60
+    assert cache.add("user", "other") is False and cache.add("fresh", 1, timeout=20) is True
+    assert 15 <= _ttl(server, b"app:fresh") <= 20
+    assert cache.inc("hits") == 1 and cache.inc("hits", 9) == 10 and cache.dec("hits", 3) == 7
+    assert cache.set_many({"a": 1, "b": [2]}, timeout=0) == ["a", "b"]
+    assert _ttl(server, b"app:a") == -1
+    assert cache.get_many("a", "b", "none") == [1, [2], None]
+    assert cache.has("a") is True and cache.delete("a") is True and cache.has("a") is False
+    assert cache.delete_many("b", "none") == ["b", "none"]
+    assert cache.get_dict("user", "fresh") == {"user": {"id": 7}, "fresh": 1}
+    assert cache.clear() is True
     assert _keys(server) == []
 
 

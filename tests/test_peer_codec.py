@@ -186,8 +186,15 @@ def test_flush_epochs_round_trip_and_refuse_bad_lengths():
             m.unpack_epoch(memoryview(bad))
 
 
+def test_key_listing_requests_round_trip_and_refuse_bad_lengths():
+    assert m.unpack_listing(memoryview(m.pack_listing(2**64 - 1, 10))) == (2**64 - 1, 10)
+    with pytest.raises(ProtocolError):
+        m.unpack_listing(memoryview(b"\0" * 11))
+
+
 def test_every_kind_has_a_record_with_its_code():
-    assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH]
+    assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
+                                m.KEYS]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 

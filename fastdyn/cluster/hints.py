@@ -78,6 +78,9 @@ class HintStore:
             self.refused += 1
             raise HintStoreFull(f"hint store full ({self.bytes} of {self.max_bytes} bytes)")
         self.store.put(hint_key, _STAMP.pack(stamp) + new_obj)
+        # the write this hint stands for may be acknowledged as soon as add() returns: the
+        # hint must survive a kill -9 of this process from then on
+        self.store.flush_buffer()
         if old is not None:
             self._count(owner, len(old) - _STAMP.size, stamp, -1)
         self._count(owner, len(new_obj), stamp)

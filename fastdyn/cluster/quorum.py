@@ -30,7 +30,9 @@ from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import Target, active_targets, effective
 from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
+from fastdyn._hash import hash64
 from fastdyn.cluster.get_core import GetCore
+from fastdyn.cluster.keyspace import live_keys_from, merge_pages
 from fastdyn.cluster.put_core import FAILED, OK, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             ProtocolError, SiblingLimitExceeded, StorageError)
@@ -141,7 +143,11 @@ class QuorumCoordinator:
     def _flush_outbox(self):
         box, self._outbox = self._outbox, {}
         for (node, kind), (items, callbacks, args) in box.items():
-            self.pool.request(self.members.address(node), kind, _PACK[kind](items),
+            if kind == _DURABLE_PUT:
+                kind, payload = m.REPLICA_PUT, m.pack_puts(items, m.PUT_DURABLE)
+            else:
+                payload = _PACK[kind](items)
+            self.pool.request(self.members.address(node), kind, payload,
                               self.timeout_s, _Batch(callbacks, args).split)
 
     def _read(self, key, r=None, answer=None):
@@ -222,6 +228,8 @@ class QuorumCoordinator:
         if core.outcome == FAILED:
             self.stats["quorum_failures"] += 1
             raise CommandError(core.error())
+        durable = write.durable = core.dw > 0   # replicas acknowledge once it is fsynced
+        put_kind = _DURABLE_PUT if durable else m.REPLICA_PUT
         for t in targets:
             if t.node == name:
                 try:
@@ -229,13 +237,16 @@ class QuorumCoordinator:
                         self.replica.merge_in(key, data)
                     else:
                         self.hints.add(t.hint_for, key, data)
-                    core.ack(durable=False)
+                    if durable:
+                        self.store.flush_buffer()
+                        self.store.fsync()
+                    core.ack(durable=durable)
                 except (StorageError, HintStoreFull) as exc:
                     if self.log:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
                     core.fail()
             elif t.hint_for is None:
-                self._send(t.node, m.REPLICA_PUT, (key, data), write.on_ack, t)
+                self._send(t.node, put_kind, (key, data), write.on_ack, t)
             else:
                 self._send(t.node, m.HINT, (t.hint_for, key, data), write.on_ack, t)
         write.settle()
@@ -289,27 +300,63 @@ class QuorumCoordinator:
                     lambda entries: sum(1 for e in entries if e is not None))
 
     def scan(self, cursor: int, count: int):
-        # this node's replicas only (cluster-wide SCAN is not built yet)
-        nxt, keys = self.store.scan(cursor, count)
-        now = self.clock()
-        return nxt, [k for k in keys if self._live_here(k, now)]
-
-    def _live_here(self, key, now):
-        data = self.store.get(key)
-        try:
-            return data is not None and vo.lww_winner(
-                vo.decode(data), now, self.replica.flush_epoch) is not None
-        except BadObject:
-            return False
+        """A page of the cluster's keys in hash order (keyspace.py): (next cursor, keys)."""
+        return self._listing(cursor, count)
 
     def keys(self):
-        return self.replica.live_keys(self.clock())
+        return then(self._listing(0, _ALL), lambda result: result[1])
 
-    def size(self) -> int:
+    def size(self):
+        return then(self.keys(), len)
+
+    def local_size(self) -> int:
+        """Live keys held by this node (INFO's keyspace line)."""
         return sum(1 for _ in self.replica.live_keys(self.clock()))
 
     def expires(self) -> int:
         return 0
+
+    def _listing(self, start: int, limit: int):
+        peers = self.members.peers()
+        asked = [p for p in peers if self.reachable(p)]
+        n = self.quorum().n
+        if len(peers) - len(asked) >= n:
+            raise CommandError(f"ERR cannot list every key: {len(peers) - len(asked)} members "
+                               f"are unreachable, so some keys may have no replica to answer")
+        page = live_keys_from(self.store, start, limit, self.clock(), self.replica.flush_epoch)
+        pages = [page]
+        state = {"exhausted": len(page) < limit, "left": len(asked), "failed": 0}
+        if not asked:
+            return merge_pages(pages, limit, state["exhausted"])
+        pending = Pending()
+
+        def answered(result):
+            if isinstance(result, Exception):
+                state["failed"] += 1
+            else:
+                try:
+                    keys = m.unpack_keys(result)
+                except ProtocolError:
+                    keys = None
+                if keys is None:
+                    state["failed"] += 1
+                else:
+                    pages.append([(hash64(k), k) for k in keys])
+                    state["exhausted"] &= len(keys) < limit
+            state["left"] -= 1
+            if state["left"]:
+                return
+            if len(peers) - len(asked) + state["failed"] >= n:
+                pending.complete(CommandError(
+                    "ERR cannot list every key: members failed to answer during the listing"))
+            else:
+                pending.complete(merge_pages(pages, limit, state["exhausted"]))
+
+        payload = m.pack_listing(start, min(limit, _ALL))
+        for peer in asked:
+            self.pool.request(self.members.address(peer), m.KEYS, payload,
+                              self.timeout_s * 2, answered)
+        return pending
 
     # -- writes ----------------------------------------------------------------------------
     def _lww(self, key, value, expiry_ms=0, tombstone=False, w=None):
@@ -451,7 +498,9 @@ class QuorumCoordinator:
             return then(self._write(key, vo.encode(result.object), w=w, dw=dw),
                         lambda _: encode_context(result.context))
 
-        return then(self._read(key), write)
+        # the read before the write asks as many replicas as the write needs, so a write the
+        # caller allows with W=1 is not refused by a read quorum it did not ask for
+        return then(self._read(key, r=self.quorum(w=w).w), write)
 
 
 class _Read:
@@ -491,7 +540,7 @@ class _Read:
 class _Write:
     """One key's replicated write: acknowledgements feed its PutCore."""
 
-    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets")
+    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets", "durable")
 
     def __init__(self, coord, key, data, core):
         self.coord = coord
@@ -500,11 +549,12 @@ class _Write:
         self.core = core
         self.pending = Pending()
         self.in_targets = False
+        self.durable = False
 
     def on_ack(self, target, result):
         core = self.core
         if not isinstance(result, Exception) and result[0] == m.OK:
-            core.ack(durable=False)
+            core.ack(durable=self.durable)
         elif target.hint_for is None and self.coord._keep_hint(target.node, self.key,
                                                                self.data) \
                 and not self.in_targets:
@@ -530,6 +580,8 @@ def _ignore(_arg, _result) -> None:
 
 
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
+_ALL = (1 << 32) - 1               # a listing "limit" that means every key
+_DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync
 
 
 class _Batch:

@@ -17,6 +17,7 @@ from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.hints import HintStore
 from fastdyn.cluster.hlc import HybridClock
 from fastdyn.cluster.membership import Members
+from fastdyn.cluster.ordering import OrderedCoordinator
 from fastdyn.cluster.quorum import QuorumCoordinator
 from fastdyn.cluster.replica import Replica, record_expiry
 from fastdyn.errors import StorageError
@@ -93,10 +94,11 @@ class Cluster:
         self.faults = Faults()
         self.pool = None
         self.server = None
-        self.coordinator = QuorumCoordinator(
+        self.quorum_coordinator = QuorumCoordinator(
             config.name, self.replica, self.hints, self.members, None, self.hlc,
             n=config.n, r=config.r, w=config.w, timeout_s=config.peer_timeout_ms / 1000,
             log=log)
+        self.coordinator = OrderedCoordinator(self.quorum_coordinator)
         self._unnamed = set(config.seeds)
         self._delivering = set()
         self._timers = []
@@ -106,8 +108,8 @@ class Cluster:
         cfg = self.config
         self.pool = PeerPool(self.name, loop=loop, faults=self.faults,
                              on_reachable=self._reachable_again)
-        self.coordinator.pool = self.pool
-        handler = ReplicaHandler(self.replica, self.hints, lambda: self.members.ring)
+        self.quorum_coordinator.pool = self.pool
+        handler = ReplicaHandler(self.replica, self.hints, cfg.sync == "always")
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
         if sockets:
             for sock in sockets:
@@ -197,7 +199,6 @@ class Cluster:
         members = self.members.names()
         reachable = [n for n in members if n == self.name or pool is None
                      or pool.reachable(self.members.address(n))]
-        q = self.coordinator.quorum()
         # cluster_enabled stays 0 (fastdyn is not a Redis Cluster: no slots, no redirects)
         out = {"cluster_members": len(members), "cluster_reachable": len(reachable),
                "cluster_unreachable": ",".join(sorted(set(members) - set(reachable))),

@@ -3,10 +3,13 @@
 REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
 it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store;
 HINT keeps each object for its intended owner; FLUSH raises the flush epoch and answers the
-epoch it holds then. A key whose object is bad gets an ERROR result
+epoch it holds then; KEYS answers a page of this node's live keys in hash order. A key whose object is bad gets an ERROR result
 of its own; the rest of the batch is served.
 """
+import time
+
 from fastdyn.cluster import object as vo
+from fastdyn.cluster.keyspace import live_keys_from
 from fastdyn.errors import BadObject, HintStoreFull, StorageError
 from fastdyn.peer import messages as m
 
@@ -14,11 +17,11 @@ _OK_EMPTY = (m.OK, b"")
 
 
 class ReplicaHandler:
-    def __init__(self, replica, hints, ring_of):
-        """ring_of() -> the current ring (to find whose hints may hold a key)."""
+    def __init__(self, replica, hints, fsync_writes=False):
+        """fsync_writes: acknowledge replica writes only once fsynced (--sync always)."""
         self.replica = replica
         self.hints = hints
-        self.ring_of = ring_of
+        self.fsync_writes = fsync_writes
         self.served = 0
 
     def handle(self, conn, frame) -> None:
@@ -27,11 +30,18 @@ class ReplicaHandler:
             hinted = bool(self.hints.owners())
             results = [self._get(key, hinted) for key in m.unpack_keys(frame.payload)]
         elif kind == m.REPLICA_PUT:
-            _, items = m.unpack_puts(frame.payload)
-            results = [self._put(key, obj) for key, obj in items]
+            flags, items = m.unpack_puts(frame.payload)
+            results = self._written([self._put(key, obj) for key, obj in items],
+                                    self.fsync_writes or flags & m.PUT_DURABLE)
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
+        elif kind == m.KEYS:
+            start, limit = m.unpack_listing(frame.payload)
+            page = live_keys_from(self.replica.store, start, limit, int(time.time() * 1000),
+                                  self.replica.flush_epoch)
+            conn.reply(frame, m.pack_keys([key for _, key in page]))
+            return
         elif kind == m.FLUSH:
             self.replica.set_flush_epoch(m.unpack_epoch(frame.payload))
             conn.reply(frame, m.pack_epoch(self.replica.flush_epoch))
@@ -65,6 +75,19 @@ class ReplicaHandler:
         except (StorageError, BadObject, ValueError) as exc:
             return (m.ERROR, str(exc).encode())
         return _OK_EMPTY
+
+    def _written(self, results, fsync):
+        """Hand the batch's records to the OS (a kill -9 of this process then loses no write
+        it acknowledges) and, when asked, fsync them (DW, --sync always) before the answer;
+        if that fails, no write of the batch is acknowledged."""
+        store = self.replica.store
+        try:
+            store.flush_buffer()
+            if fsync:
+                store.fsync()
+        except StorageError as exc:
+            return [(m.ERROR, str(exc).encode())] * len(results)
+        return results
 
     def _hint(self, owner, key, obj):
         try:

@@ -11,6 +11,8 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
     HINT         request: batch of (blob owner, blob key, blob object)
                                                      response: results
     FLUSH        request: u64 flush epoch            response: u64 the receiver's epoch
+    KEYS         request: u64 first hash, u32 limit  response: batch of blob key (the
+                 receiver's smallest-hash live keys from there; SCAN, KEYS, DBSIZE)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -30,10 +32,10 @@ from fastdyn._peer import (pack_hints, pack_keys, pack_puts, pack_results, unpac
                            unpack_keys, unpack_puts, unpack_results)
 from fastdyn.errors import ProtocolError
 
-__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KINDS", "MessageKind",
+__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "KINDS", "MessageKind",
            "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
-           "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_empty",
+           "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
 
 PING = 1
@@ -42,6 +44,7 @@ REPLICA_GET = 3
 REPLICA_PUT = 4
 HINT = 5
 FLUSH = 6
+KEYS = 7
 
 # per-key status in results
 OK = 0
@@ -88,6 +91,19 @@ def unpack_epoch(view) -> int:
     return _U64.unpack_from(view)[0]
 
 
+_LISTING = struct.Struct("<QI")
+
+
+def pack_listing(start: int, limit: int) -> bytes:
+    return _LISTING.pack(start, limit)
+
+
+def unpack_listing(view) -> tuple[int, int]:
+    if len(view) != _LISTING.size:
+        raise ProtocolError(f"a key listing request is {_LISTING.size} bytes, got {len(view)}")
+    return _LISTING.unpack_from(view)
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -116,4 +132,5 @@ KINDS = {kind.code: kind for kind in (
                 unpack_results),
     MessageKind(HINT, "HINT", pack_hints, unpack_hints, pack_results, unpack_results),
     MessageKind(FLUSH, "FLUSH", pack_epoch, unpack_epoch, pack_epoch, unpack_epoch),
+    MessageKind(KEYS, "KEYS", pack_listing, unpack_listing, pack_keys, unpack_keys),
 )}

@@ -89,7 +89,8 @@ def info_text(node, wanted) -> str:
                         ("fastdyn_seeds", ",".join(cfg.seeds))]
             + (list(node.cluster.info().items()) if node.cluster is not None else []))
     if everything or "keyspace" in wanted:
-        keys = node.coord.size()
+        # a cluster member counts the keys it holds (DBSIZE counts the whole cluster's)
+        keys = node.coord.local_size() if node.cluster is not None else node.coord.size()
         out.append("# Keyspace")
         if keys:
             out.append(f"db0:keys={keys},expires={node.coord.expires()},avg_ttl=0")

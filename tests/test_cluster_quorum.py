@@ -1,0 +1,105 @@
+"""Quorum parameters through the wire on a real 3-node cluster: DW, R and W overrides, and the
+quorum error when too few replicas are reachable."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resp_client import RawClient
+from test_cluster_cli import consecutive_free_ports, fastdyn
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    base = consecutive_free_ports(3)
+    root = tmp_path_factory.mktemp("quorum")
+    r = fastdyn("cluster", "up", "--nodes", "3", "--base-port", str(base), "--data-dir",
+                str(root), "--detach")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    for i in range(3):
+        while True:
+            with RawClient(base + i) as c:
+                info = c.call("INFO", "cluster")[1].decode()
+            if "cluster_members:3" in info:
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.1)
+    yield base, root
+    fastdyn("cluster", "down", "--data-dir", str(root))
+
+
+def test_durable_writes_and_quorum_overrides(cluster):
+    base, _ = cluster
+    with RawClient(base) as c:
+        ctx = c.call("DYN.PUT", "dw", "", "v1", "W", "3", "DW", "3")
+        assert ctx[0] == "bulk"
+        with RawClient(base + 2) as other:
+            kind, (read_ctx, values) = other.call("DYN.GET", "dw", "R", "3")
+            assert read_ctx[0] == "bulk" and values == ("array", [("bulk", b"v1")])
+        assert c.call("DYN.PUT", "dw", "", "v", "W", "4")[0] == "error"
+        assert c.call("DYN.GET", "dw", "R", "0")[0] == "error"
+
+
+def scan_all(client, count):
+    cursor, seen = b"0", []
+    while True:
+        kind, (cur, keys) = client.call("SCAN", cursor, "COUNT", count)
+        seen += [k for _, k in keys[1]]
+        cursor = cur[1]
+        if cursor == b"0":
+            return seen
+
+
+def test_scan_keys_and_dbsize_cover_the_cluster_once(cluster):
+    base, root = cluster
+    with RawClient(base) as c:
+        c.call("FLUSHDB")
+        for i in range(300):
+            assert c.call("SET", f"list:{i}", "v") == ("simple", b"OK")
+        c.call("DEL", "list:7")
+    want = sorted(f"list:{i}".encode() for i in range(300) if i != 7)
+    with RawClient(base + 1) as c:
+        assert c.call("DBSIZE") == ("int", 299)
+        assert sorted(k for _, k in c.call("KEYS", "list:*")[1]) == want
+        for count in (1, 7, 1000):
+            seen = scan_all(c, count)
+            assert sorted(seen) == want and len(seen) == len(set(seen))
+        # a member down: every key still has a replica that answers
+        nodes = json.loads((root / "cluster.json").read_text())["nodes"]
+        os.kill(nodes[2]["pid"], signal.SIGSTOP)
+        try:
+            seen = scan_all(c, 50)
+            assert sorted(seen) == want
+        finally:
+            os.kill(nodes[2]["pid"], signal.SIGCONT)
+
+
+def test_too_few_replicas_answer_a_quorum_error_then_recover(cluster, tmp_path):
+    base, root = cluster
+    nodes = json.loads((root / "cluster.json").read_text())["nodes"]
+    victims = nodes[1:]
+    for n in victims:
+        os.kill(n["pid"], signal.SIGSTOP)
+    try:
+        with RawClient(base) as c:
+            deadline = time.monotonic() + 30
+            while True:      # until the paused peers' requests time out and they are skipped
+                reply = c.call("SET", "q", "1")
+                if reply[0] == "error":
+                    break
+                assert time.monotonic() < deadline
+            assert b"quorum not reached" in reply[1] and b"of 2 required" in reply[1]
+            assert c.call("DYN.PUT", "q", "", "x", "W", "1")[0] == "bulk"   # W=1 still works
+    finally:
+        for n in victims:
+            os.kill(n["pid"], signal.SIGCONT)
+    with RawClient(base) as c:
+        deadline = time.monotonic() + 30
+        while c.call("SET", "q", "2") != ("simple", b"OK"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
