@@ -103,6 +103,7 @@ __all__ = [
     "TOMBSTONE", "LWW", "MAX_SIBLINGS", "WARN_SIBLINGS", "MAX_CONTEXT_SKEW_US",
     "NOTHING", "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
     "counter_add", "prune", "max_timestamp", "encode", "decode", "decode_legacy",
+    "register_stamp", "register_write",
 ]
 
 TOMBSTONE = 1
@@ -524,6 +525,19 @@ def decode(data) -> VersionedObject:
     """The object encoded in data (bytes, bytearray or memoryview); BadObject if malformed."""
     if not isinstance(data, bytes):
         data = bytes(data)
+    head = register_write(data)
+    if head is not None:
+        node, ts, flags, expiry, offset = head
+        return _register(node, ts, flags, expiry, data[offset:])
+    if data[0] == TAG_OBJECT:
+        return _decode_object(data)
+    raise BadObject(f"unknown object format 0x{data[0]:02x}")
+
+
+def register_write(data):
+    """(node, ts, flags, expiry, offset of the value) of the one write a short-format
+    register holds, checked as `decode` checks it (BadObject); None for any other format.
+    Lets a replica sync a plain write without building its object."""
     if not data:
         raise BadObject("empty object")
     tag = data[0]
@@ -532,22 +546,33 @@ def decode(data) -> VersionedObject:
             raise BadObject("truncated register")
         _, node, ts = _REGISTER.unpack_from(data)
         if 1 <= ts <= MAX_TIMESTAMP:
-            return _register(node, ts, LWW, 0, data[_REGISTER_SIZE:])
+            return node, ts, LWW, 0, _REGISTER_SIZE
         raise BadObject(f"timestamp {ts} is out of range")
     if tag == TAG_REGISTER_TTL:
         node, ts, delta = _register_head(_REGISTER_TTL, data)
         expiry = ts // 1000 + delta
         if not 1 <= expiry <= MAX_EXPIRY_MS:
             raise BadObject(f"expiry {expiry} is out of range")
-        return _register(node, ts, LWW, expiry, data[_REGISTER_TTL.size:])
+        return node, ts, LWW, expiry, _REGISTER_TTL.size
     if tag == TAG_DELETED:
         if len(data) != _REGISTER.size:
             raise BadObject("a deleted register is 17 bytes")
         node, ts = _register_head(_REGISTER, data)
-        return _register(node, ts, LWW | TOMBSTONE, 0, b"")
-    if tag == TAG_OBJECT:
-        return _decode_object(data)
-    raise BadObject(f"unknown object format 0x{tag:02x}")
+        return node, ts, LWW | TOMBSTONE, 0, _REGISTER_SIZE
+    return None
+
+
+_SHORT_TAGS = frozenset((TAG_REGISTER, TAG_REGISTER_TTL, TAG_DELETED))
+
+
+def register_stamp(data):
+    """(ts, node) of a short-format register's one write (its clock's mark), or None for an
+    encoding in the general format. Read from the header alone, unchecked: for canonical
+    bytes, such as the store's, where sync of two registers compares exactly these marks."""
+    if len(data) >= _REGISTER_SIZE and data[0] in _SHORT_TAGS:
+        _, node, ts = _REGISTER.unpack_from(data)
+        return ts, node
+    return None
 
 
 def _register_head(head: struct.Struct, data: bytes) -> tuple:

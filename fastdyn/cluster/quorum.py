@@ -27,7 +27,7 @@ node (docs/cluster.md).
 import logging
 
 from fastdyn.cluster import object as vo
-from fastdyn.cluster.apl import active_targets, effective
+from fastdyn.cluster.apl import Target, active_targets, effective
 from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
@@ -48,8 +48,12 @@ def merge_encoded(items):
     present = [x for x in items if x]
     if not present:
         return None
-    if len(present) == 1 or all(x == present[0] for x in present):
-        return bytes(present[0])
+    first = present[0]
+    for x in present:
+        if x != first:
+            break
+    else:
+        return bytes(first)
     obj = vo.decode(present[0])
     for x in present[1:]:
         obj = vo.sync(obj, vo.decode(x))
@@ -73,7 +77,9 @@ class QuorumCoordinator:
         self.clock = clock
         self.limits = {"max_siblings": max_siblings, "warn_siblings": warn_siblings}
         self.log = log
-        self._outbox = {}    # (node, kind) -> ([items], [callbacks]) of this turn
+        self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
+        self._quorum = (None, None)   # (members, Quorum) of the default R/W
+        self._as_primary = {}         # node -> Target(node, None)
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0}
 
@@ -83,9 +89,15 @@ class QuorumCoordinator:
         return self.replica.write_seq
 
     def quorum(self, r=None, w=None):
-        q = effective(self.n, self.r if r is None else r, self.w if w is None else w,
-                      len(self.members))
-        return q
+        size = len(self.members)
+        if r is None and w is None:
+            cached_size, q = self._quorum
+            if cached_size == size:
+                return q
+            q = effective(self.n, self.r, self.w, size)
+            self._quorum = (size, q)
+            return q
+        return effective(self.n, self.r if r is None else r, self.w if w is None else w, size)
 
     def replication(self) -> dict:
         q = self.quorum()
@@ -96,85 +108,88 @@ class QuorumCoordinator:
         return node == self.name or self.pool.reachable(self.members.address(node))
 
     def _targets(self, key, n):
+        """(primaries, targets): the key's first n ring members, and its active targets (the
+        primaries themselves when all are reachable, the common case)."""
         ring = self.members.ring
-        return active_targets(ring.preference_list(key, len(ring)), n, self.reachable)
+        primaries = ring.preference_list(key, n)
+        reachable = self.reachable
+        for node in primaries:
+            if not reachable(node):
+                return primaries, active_targets(ring.preference_list(key, len(ring)), n,
+                                                 reachable)
+        cache = self._as_primary
+        try:
+            return primaries, [cache[node] for node in primaries]
+        except KeyError:
+            for node in primaries:
+                cache[node] = Target(node, None)
+            return primaries, [cache[node] for node in primaries]
 
     # -- replica requests ----------------------------------------------------------------
-    def _send(self, node, kind, item, callback):
+    def _send(self, node, kind, item, callback, arg):
         """Queue one key's request to node. Every item of a turn for the same node and kind
-        leaves in one batched frame; callback gets that key's (status, blob) or an
-        exception."""
+        leaves in one batched frame; callback(arg, result) gets that key's (status, blob) or
+        an exception."""
         box = self._outbox
         if not box:
             self.pool.loop.call_soon(self._flush_outbox)
         entry = box.get((node, kind))
         if entry is None:
-            box[(node, kind)] = entry = ([], [])
+            box[(node, kind)] = entry = ([], [], [])
         entry[0].append(item)
         entry[1].append(callback)
+        entry[2].append(arg)
 
     def _flush_outbox(self):
         box, self._outbox = self._outbox, {}
-        for (node, kind), (items, callbacks) in box.items():
+        for (node, kind), (items, callbacks, args) in box.items():
             if kind == _DURABLE_PUT:
                 kind, payload = m.REPLICA_PUT, m.pack_puts(items, m.PUT_DURABLE)
             else:
                 payload = _PACK[kind](items)
             self.pool.request(self.members.address(node), kind, payload,
-                              self.timeout_s, lambda res, cbs=callbacks: _split(res, cbs))
+                              self.timeout_s, _Batch(callbacks, args).split)
 
-    def _read(self, key, r=None):
-        """Pending (or direct) merged encoding of key from an R quorum, with read repair."""
+    def _read(self, key, r=None, answer=None):
+        """Pending (or direct) merged encoding of key from an R quorum, with read repair;
+        answer(encoding) in its place when given (a failure of it is the result)."""
         q = self.quorum(r=r)
-        targets = self._targets(key, q.n)
-        core = GetCore(len(targets), q.r, merge_encoded)
+        _, targets = self._targets(key, q.n)
+        read = _Read(self, key, GetCore(len(targets), q.r, merge_encoded), answer)
+        core = read.core
         if core.outcome == FAILED:
             raise CommandError(core.error())
-        pending = Pending()
-        repair = [True]
-
-        def finish():
-            if core.finished and repair[0]:
-                repair[0] = False
-                self._read_repair(key, core)
-
-        def on_reply(node, result):
-            if isinstance(result, Exception):
-                core.fail(node)
-            else:
-                status, blob = result
-                if status == m.OK:
-                    core.reply(node, bytes(blob))
-                elif status == m.NOT_FOUND:
-                    core.reply(node, None)
-                else:
-                    core.fail(node)
-            self._settle_read(core, pending)
-            finish()
-
+        name = self.name
         for t in targets:
-            if t.node == self.name:
+            if t.node == name:
                 try:
                     data = self.replica.get(key)
                     if t.hint_for is not None:
                         hinted = self.hints.get(t.hint_for, key)
                         data = merge_encoded([data, hinted])
-                    core.reply(self.name, data)
+                    core.reply(name, data)
                 except StorageError:
-                    core.fail(self.name)
+                    core.fail(name)
             else:
-                self._send(t.node, m.REPLICA_GET, key,
-                           lambda res, node=t.node: on_reply(node, res))
-        self._settle_read(core, pending)
-        finish()
-        return pending.result if pending.done and not isinstance(pending.result,
-                                                                   CommandError) else pending
+                self._send(t.node, m.REPLICA_GET, key, read.on_reply, t.node)
+        read.settle()
+        pending = read.pending
+        if pending.done and not isinstance(pending.result, Exception):
+            return pending.result
+        return pending
 
-    def _settle_read(self, core, pending):
+    def _settle_read(self, core, pending, answer=None):
         if pending.done:
             return
         if core.outcome == OK:
-            pending.complete(core.result)
+            if answer is None:
+                pending.complete(core.result)
+            else:
+                try:
+                    result = answer(core.result)
+                except Exception as exc:
+                    result = exc
+                pending.complete(result)
         elif core.outcome == FAILED:
             self.stats["quorum_failures"] += 1
             pending.complete(CommandError(core.error()))
@@ -191,50 +206,32 @@ class QuorumCoordinator:
             if node == self.name:
                 self.replica.merge_in(key, merged)
             else:
-                self._send(node, m.REPLICA_PUT, (key, merged), _ignore)
+                self._send(node, m.REPLICA_PUT, (key, merged), _ignore, None)
 
     def _write(self, key, data, w=None, dw=None):
         """Replicate an encoded object to key's targets: Pending(None) or a direct None."""
         q = self.quorum(w=w)
-        targets = self._targets(key, q.n)
+        primaries, targets = self._targets(key, q.n)
         dw = self.dw if dw is None else dw
-        core = PutCore(len(targets), q.w, min(dw, q.n))
-        in_targets = any(t.node == self.name for t in targets)
-        primaries = self.members.ring.preference_list(key, q.n)
-        hinted = {t.hint_for for t in targets if t.hint_for is not None}
-        for owner in primaries:
-            # an unreachable primary no fallback stands in for keeps its hint here
-            if owner != self.name and owner not in hinted and not self.reachable(owner):
-                self._keep_hint(owner, key, data)
+        write = _Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
+        name = self.name
+        if len(targets) != len(primaries) or targets[-1].hint_for is not None:
+            write.in_targets = any(t.node == name for t in targets)
+            hinted = {t.hint_for for t in targets if t.hint_for is not None}
+            for owner in primaries:
+                # an unreachable primary no fallback stands in for keeps its hint here
+                if owner != name and owner not in hinted and not self.reachable(owner):
+                    self._keep_hint(owner, key, data)
+        else:
+            write.in_targets = name in primaries
+        core = write.core
         if core.outcome == FAILED:
             self.stats["quorum_failures"] += 1
             raise CommandError(core.error())
-        pending = Pending()
-
-        def settle():
-            if pending.done:
-                return
-            if core.outcome == OK:
-                pending.complete(None)
-            elif core.outcome == FAILED:
-                self.stats["quorum_failures"] += 1
-                pending.complete(CommandError(core.error()))
-
-        durable = core.dw > 0    # replicas acknowledge only once the write is fsynced
+        durable = write.durable = core.dw > 0   # replicas acknowledge once it is fsynced
         put_kind = _DURABLE_PUT if durable else m.REPLICA_PUT
-
-        def on_ack(target, result):
-            if not isinstance(result, Exception) and result[0] == m.OK:
-                core.ack(durable=durable)
-            elif target.hint_for is None and self._keep_hint(target.node, key, data) \
-                    and not in_targets:
-                core.ack(durable=False)
-            else:
-                core.fail()
-            settle()
-
         for t in targets:
-            if t.node == self.name:
+            if t.node == name:
                 try:
                     if t.hint_for is None:
                         self.replica.merge_in(key, data)
@@ -249,11 +246,11 @@ class QuorumCoordinator:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
                     core.fail()
             elif t.hint_for is None:
-                self._send(t.node, put_kind, (key, data), lambda res, t=t: on_ack(t, res))
+                self._send(t.node, put_kind, (key, data), write.on_ack, t)
             else:
-                self._send(t.node, m.HINT, (t.hint_for, key, data),
-                           lambda res, t=t: on_ack(t, res))
-        settle()
+                self._send(t.node, m.HINT, (t.hint_for, key, data), write.on_ack, t)
+        write.settle()
+        pending = write.pending
         if pending.done:
             if isinstance(pending.result, CommandError):
                 raise pending.result
@@ -285,7 +282,12 @@ class QuorumCoordinator:
         return then(self._read(key), self._winner)
 
     def get(self, key):
-        return then(self.get_entry(key), lambda entry: None if entry is None else entry[0])
+        check_keys([key])
+        return self._read(key, answer=self._value)
+
+    def _value(self, data):
+        entry = self._winner(data)
+        return None if entry is None else entry[0]
 
     def get_many(self, keys):
         return gather([self.get(k) for k in keys])
@@ -501,7 +503,79 @@ class QuorumCoordinator:
         return then(self._read(key, r=self.quorum(w=w).w), write)
 
 
-def _ignore(_result) -> None:
+class _Read:
+    """One key's replicated read: replies feed its GetCore; read repair once all are in."""
+
+    __slots__ = ("coord", "key", "core", "answer", "pending", "repair")
+
+    def __init__(self, coord, key, core, answer):
+        self.coord = coord
+        self.key = key
+        self.core = core
+        self.answer = answer
+        self.pending = Pending()
+        self.repair = True
+
+    def on_reply(self, node, result):
+        core = self.core
+        if isinstance(result, Exception):
+            core.fail(node)
+        else:
+            status, blob = result
+            if status == m.OK:
+                core.reply(node, bytes(blob))
+            elif status == m.NOT_FOUND:
+                core.reply(node, None)
+            else:
+                core.fail(node)
+        self.settle()
+
+    def settle(self):
+        self.coord._settle_read(self.core, self.pending, self.answer)
+        if self.repair and self.core.finished:
+            self.repair = False
+            self.coord._read_repair(self.key, self.core)
+
+
+class _Write:
+    """One key's replicated write: acknowledgements feed its PutCore."""
+
+    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets", "durable")
+
+    def __init__(self, coord, key, data, core):
+        self.coord = coord
+        self.key = key
+        self.data = data
+        self.core = core
+        self.pending = Pending()
+        self.in_targets = False
+        self.durable = False
+
+    def on_ack(self, target, result):
+        core = self.core
+        if not isinstance(result, Exception) and result[0] == m.OK:
+            core.ack(durable=self.durable)
+        elif target.hint_for is None and self.coord._keep_hint(target.node, self.key,
+                                                               self.data) \
+                and not self.in_targets:
+            core.ack(durable=False)
+        else:
+            core.fail()
+        self.settle()
+
+    def settle(self):
+        pending = self.pending
+        if pending.done:
+            return
+        core = self.core
+        if core.outcome == OK:
+            pending.complete(None)
+        elif core.outcome == FAILED:
+            self.coord.stats["quorum_failures"] += 1
+            pending.complete(CommandError(core.error()))
+
+
+def _ignore(_arg, _result) -> None:
     pass
 
 
@@ -510,18 +584,29 @@ _ALL = (1 << 32) - 1               # a listing "limit" that means every key
 _DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync
 
 
-def _split(result, callbacks) -> None:
-    """Hand each key of a batched request its own result (or the request's failure)."""
-    if not isinstance(result, Exception):
-        try:
-            results = m.unpack_results(result)
-        except ProtocolError as exc:
-            result = exc
-        else:
-            if len(results) != len(callbacks):
-                result = ProtocolError(f"{len(results)} results for {len(callbacks)} keys")
-    for i, callback in enumerate(callbacks):
-        try:
-            callback(result if isinstance(result, Exception) else results[i])
-        except Exception:
-            log.exception("replica result callback failed")
+class _Batch:
+    """The keys of one batched request: hands each its own result (or the request's
+    failure)."""
+
+    __slots__ = ("callbacks", "args")
+
+    def __init__(self, callbacks, args):
+        self.callbacks = callbacks
+        self.args = args
+
+    def split(self, result) -> None:
+        callbacks = self.callbacks
+        if not isinstance(result, Exception):
+            try:
+                results = m.unpack_results(result)
+            except ProtocolError as exc:
+                result = exc
+            else:
+                if len(results) != len(callbacks):
+                    result = ProtocolError(f"{len(results)} results for {len(callbacks)} keys")
+        failed = isinstance(result, Exception)
+        for i, (callback, arg) in enumerate(zip(callbacks, self.args)):
+            try:
+                callback(arg, result if failed else results[i])
+            except Exception:
+                log.exception("replica result callback failed")

@@ -199,7 +199,6 @@ class Cluster:
         members = self.members.names()
         reachable = [n for n in members if n == self.name or pool is None
                      or pool.reachable(self.members.address(n))]
-        q = self.coordinator.quorum()
         # cluster_enabled stays 0 (fastdyn is not a Redis Cluster: no slots, no redirects)
         out = {"cluster_members": len(members), "cluster_reachable": len(reachable),
                "cluster_unreachable": ",".join(sorted(set(members) - set(reachable))),

@@ -27,7 +27,8 @@ class ReplicaHandler:
     def handle(self, conn, frame) -> None:
         kind = frame.kind
         if kind == m.REPLICA_GET:
-            results = [self._get(key) for key in m.unpack_keys(frame.payload)]
+            hinted = bool(self.hints.owners())
+            results = [self._get(key, hinted) for key in m.unpack_keys(frame.payload)]
         elif kind == m.REPLICA_PUT:
             flags, items = m.unpack_puts(frame.payload)
             results = self._written([self._put(key, obj) for key, obj in items],
@@ -51,10 +52,10 @@ class ReplicaHandler:
         self.served += len(results)
         conn.reply(frame, m.pack_results(results))
 
-    def _get(self, key):
+    def _get(self, key, hinted):
         try:
             data = self.replica.get(key)
-            if self.hints.owners():
+            if hinted:
                 data = self._with_hints(key, data)
         except (StorageError, BadObject) as exc:
             return (m.ERROR, str(exc).encode())

@@ -1,0 +1,93 @@
+"""A replica write syncs the incoming object into the stored one: whatever the order of the
+writes and whatever path a write takes, the store ends with the sync of all of them, pruned
+at the flush epoch, and the record expiry that object allows."""
+import random
+
+import pytest
+
+from fastdyn.cluster import object as vo
+from fastdyn.cluster.dvv import CausalContext
+from fastdyn.cluster.hlc import HybridClock
+from fastdyn.cluster.replica import Replica, record_expiry
+from fastdyn.errors import BadObject
+
+
+class DictStore:
+    """The part of the storage engine a replica uses, in a dict: key -> (bytes, expiry)."""
+
+    def __init__(self):
+        self.data = {}
+
+    def get(self, key):
+        entry = self.data.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key, value, expiry_ms=0):
+        self.data[key] = (bytes(value), expiry_ms)
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+
+def random_object(rnd):
+    """A plain write (every short register format), now and then a causal object."""
+    node, ts = rnd.choice([1, 2, 3]), rnd.randrange(1, 40) * 1000
+    kind = rnd.randrange(5)
+    if kind == 0:
+        return vo.lww_object(node, b"", ts, tombstone=True)
+    if kind == 1:
+        return vo.lww_object(node, b"v%d" % ts, ts, ts // 1000 + rnd.randrange(1, 50))
+    if kind == 2:
+        return vo.causal_write(vo.NOTHING, CausalContext(), node, b"c%d" % ts, ts).object
+    return vo.lww_object(node, b"v%d.%d" % (node, ts), ts)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_replica_holds_the_pruned_sync_of_every_write(tmp_path, seed):
+    rnd = random.Random(seed)
+    writes = [random_object(rnd) for _ in range(rnd.randrange(1, 8))]
+    epoch = rnd.choice([0, 0, 15_000, 25_000])
+    replica = Replica(DictStore(), str(tmp_path), HybridClock())
+    replica.flush_epoch = epoch
+    for obj in writes:
+        replica.merge_in(b"k", vo.encode(obj))
+
+    expected = writes[0]
+    for obj in writes[1:]:
+        expected = vo.sync(expected, obj)
+    expected = vo.prune(expected, epoch)
+    stored = replica.store.data.get(b"k")
+    if not expected.siblings and expected.counter is None:
+        assert stored is None
+    else:
+        assert stored == (vo.encode(expected), record_expiry(expected))
+
+
+def test_an_older_plain_write_leaves_the_stored_bytes_alone(tmp_path):
+    replica = Replica(DictStore(), str(tmp_path), HybridClock())
+    newer = vo.encode(vo.lww_object(2, b"new", 5000))
+    assert replica.merge_in(b"k", newer) == newer
+    seq = replica.write_seq
+    assert replica.merge_in(b"k", vo.encode(vo.lww_object(1, b"old", 4000))) == newer
+    assert replica.merge_in(b"k", vo.encode(vo.lww_object(1, b"tie", 5000))) == newer
+    assert replica.write_seq == seq
+    assert replica.store.get(b"k") == newer
+
+
+def test_a_bad_object_is_refused_and_nothing_is_written(tmp_path):
+    replica = Replica(DictStore(), str(tmp_path), HybridClock())
+    with pytest.raises(BadObject):
+        replica.merge_in(b"k", b"\xa1" + bytes(8))   # a register cut short
+    assert replica.store.data == {}
+
+
+def test_a_plain_write_stamped_before_the_flush_epoch_is_dropped(tmp_path):
+    replica = Replica(DictStore(), str(tmp_path), HybridClock())
+    replica.merge_in(b"k", vo.encode(vo.lww_object(1, b"old", 4000)))
+    replica.flush_epoch = 5000
+    replica.merge_in(b"k", vo.encode(vo.lww_object(2, b"older", 3000)))
+    replica.merge_in(b"j", vo.encode(vo.lww_object(2, b"older", 3000)))
+    assert replica.store.data == {}
+    newer = vo.encode(vo.lww_object(2, b"new", 6000))
+    assert replica.merge_in(b"k", newer) == newer
+    assert replica.store.data == {b"k": (newer, 0)}
