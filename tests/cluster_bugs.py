@@ -1,4 +1,5 @@
-"""Bugs of the cluster that tests show, each kept visible as a strict xfail until it is fixed.
+"""Bugs of the cluster that tests show, each kept visible as a strict xfail until it is fixed
+(or, where running it would stall the tests after it, skipped with its reason).
 
 A test marked `cluster_bug(REASON)` must fail while the bug is there; once a fix makes it pass,
 pytest reports XPASS(strict) as a failure and the mark goes.
