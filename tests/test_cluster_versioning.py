@@ -315,3 +315,25 @@ def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
                 assert dyn_get(c, key, "R", 3)[1] == [b"large", b"small"], (i, key)
     assert cluster.stop_all() == [0] * 5
     assert cluster.misplaced(lww) == {}
+
+
+def test_a_later_write_wins_through_a_node_whose_clock_is_behind(start_cluster):
+    """VERSIONING.md: a client writes a key, gets the acknowledgement, then writes it again
+    through another node: the second value wins on every replica. Here the second node's wall
+    clock is 10 s behind and the first write has not reached it (its link from the first node
+    is cut), so only the re-stamp can make the second write win."""
+    cluster = start_cluster(3, "--fault-injection", "yes", "--peer-timeout-ms", "1000")
+    a, b = 0, 1
+    assert cluster.call(b, "DYN.FAULT", "CLOCK", "-10000") == ("simple", b"OK")
+    assert cluster.call(a, "DYN.FAULT", "PARTITION", cluster.peer_addresses[b]) == \
+        ("simple", b"OK")
+    assert cluster.call(a, "SET", "skew", "first") == ("simple", b"OK")
+    assert cluster.call(b, "SET", "skew", "second") == ("simple", b"OK")
+    assert cluster.call(a, "DYN.FAULT", "HEAL") == ("simple", b"OK")
+    for i in range(3):
+        assert cluster.call(i, "GET", "skew") == ("bulk", b"second")
+    info = cluster.call(b, "INFO", "cluster")[1].decode()
+    assert "lww_restamps:1" in info
+    cluster.wait_hints_delivered()
+    assert cluster.stop_all() == [0, 0, 0]
+    assert set(cluster.stored_values([b"skew"])[b"skew"].values()) == {b"second"}

@@ -575,6 +575,12 @@ def register_stamp(data):
     return None
 
 
+def newest_stamp(data) -> int:
+    """The greatest timestamp in an encoded object: its newest write."""
+    stamp = register_stamp(data)
+    return stamp[0] if stamp is not None else max_timestamp(decode(data))
+
+
 def _register_head(head: struct.Struct, data: bytes) -> tuple:
     """(node, ts, ...) of a short-format register, its stamp checked."""
     if len(data) < head.size:

@@ -81,7 +81,7 @@ class QuorumCoordinator:
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
         self._as_primary = {}         # node -> Target(node, None)
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
-                      "sibling_warnings": 0}
+                      "sibling_warnings": 0, "lww_restamps": 0}
 
     # -- shape --------------------------------------------------------------------------
     @property
@@ -208,12 +208,14 @@ class QuorumCoordinator:
             else:
                 self._send(node, m.REPLICA_PUT, (key, merged), _ignore, None)
 
-    def _write(self, key, data, w=None, dw=None):
-        """Replicate an encoded object to key's targets: Pending(None) or a direct None."""
+    def _write(self, key, data, w=None, dw=None, restamp=None):
+        """Replicate an encoded object to key's targets: Pending(None) or a direct None.
+        restamp(newer_ts): the write again, once a replica answered a newer one."""
         q = self.quorum(w=w)
         primaries, targets = self._targets(key, q.n)
         dw = self.dw if dw is None else dw
         write = _Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
+        write.restamp = restamp
         name = self.name
         if len(targets) != len(primaries) or targets[-1].hint_for is not None:
             write.in_targets = any(t.node == name for t in targets)
@@ -359,13 +361,22 @@ class QuorumCoordinator:
         return pending
 
     # -- writes ----------------------------------------------------------------------------
-    def _lww(self, key, value, expiry_ms=0, tombstone=False, w=None):
+    def _lww(self, key, value, expiry_ms=0, tombstone=False, w=None, again=True):
+        """A plain write. A replica holding a newer write answers it; the write is then stamped
+        once more, above it: a write made after another was acknowledged wins over it even
+        through a node whose clock is behind and had not seen it (VERSIONING.md)."""
         ts = self.hlc.now()
         try:
             obj = vo.lww_object(self.node, value, ts, expiry_ms, tombstone=tombstone)
         except ValueError as exc:
             raise CommandError(f"ERR {exc}") from None
-        return self._write(key, vo.encode(obj), w=w)
+
+        def restamp(newer):
+            self.hlc.observe(newer)
+            self.stats["lww_restamps"] += 1
+            return self._lww(key, value, expiry_ms, tombstone, w, again=False)
+
+        return self._write(key, vo.encode(obj), w=w, restamp=restamp if again else None)
 
     def put(self, key, value, expiry_ms=0):
         check_keys([key])
@@ -540,7 +551,8 @@ class _Read:
 class _Write:
     """One key's replicated write: acknowledgements feed its PutCore."""
 
-    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets", "durable")
+    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets", "durable",
+                 "restamp", "newer")
 
     def __init__(self, coord, key, data, core):
         self.coord = coord
@@ -550,10 +562,17 @@ class _Write:
         self.pending = Pending()
         self.in_targets = False
         self.durable = False
+        self.restamp = None
+        self.newer = 0       # the newest write a replica answered in place of this one
 
     def on_ack(self, target, result):
         core = self.core
         if not isinstance(result, Exception) and result[0] == m.OK:
+            if result[1] and self.restamp is not None:
+                try:
+                    self.newer = max(self.newer, vo.newest_stamp(result[1]))
+                except BadObject:
+                    pass
             core.ack(durable=self.durable)
         elif target.hint_for is None and self.coord._keep_hint(target.node, self.key,
                                                                self.data) \
@@ -569,10 +588,26 @@ class _Write:
             return
         core = self.core
         if core.outcome == OK:
-            pending.complete(None)
+            if self.newer:
+                if self.restamp is not None:     # once: later acknowledgements find it gone
+                    self._again()
+            else:
+                pending.complete(None)
         elif core.outcome == FAILED:
             self.coord.stats["quorum_failures"] += 1
             pending.complete(CommandError(core.error()))
+
+    def _again(self):
+        restamp, self.restamp = self.restamp, None
+        try:
+            result = restamp(self.newer)
+        except CommandError as exc:
+            self.pending.complete(exc)
+            return
+        if result.__class__ is Pending:
+            result.add_done_callback(self.pending.complete)
+        else:
+            self.pending.complete(None)
 
 
 def _ignore(_arg, _result) -> None:

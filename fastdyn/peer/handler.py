@@ -1,7 +1,8 @@
 """The replica side of the peer protocol: what a node does for another node's coordinator.
 
 REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
-it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store;
+it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store
+(a plain write that lost to a newer value is answered with that value);
 HINT keeps each object for its intended owner; FLUSH raises the flush epoch and answers the
 epoch it holds then; KEYS answers a page of this node's live keys in hash order. A key whose object is bad gets an ERROR result
 of its own; the rest of the batch is served.
@@ -71,7 +72,12 @@ class ReplicaHandler:
 
     def _put(self, key, obj):
         try:
-            self.replica.merge_in(key, obj)
+            plain = vo.register_write(obj)
+            stored = self.replica.merge_in(key, obj)
+            if plain is not None and stored and vo.newest_stamp(stored) > plain[1]:
+                # a plain write that lost to a newer one here: the answer carries the stored
+                # object, so the coordinator can stamp the write again above it
+                return (m.OK, stored)
         except (StorageError, BadObject, ValueError) as exc:
             return (m.ERROR, str(exc).encode())
         return _OK_EMPTY

@@ -5,7 +5,7 @@ DYN.PUT key context value [W n] [DW n] [TTL s]     -> new context
 DYN.DEL key context [W n]                          -> OK
 DYN.RING                                           -> [[partition, [node, ...]], ...]
 DYN.MEMBERS                                        -> [[name, address, status, partitions]...]
-DYN.FAULT PARTITION|DELAY|DROP|HEAL ...            -> OK (only with --fault-injection yes)
+DYN.FAULT PARTITION|DELAY|DROP|HEAL|CLOCK ...      -> OK (only with --fault-injection yes)
 
 A single node (no --seeds) answers them too, as a cluster of one; its context is always empty
 because a single node keeps no versions.
@@ -127,7 +127,8 @@ def cmd_dyn_members(conn, args):
 
 
 @command("dyn.fault", -2, "admin",
-         summary="Drops, delays or cuts this node's traffic to a peer (testing only).")
+         summary="Drops, delays or cuts this node's traffic to a peer, or shifts its clock "
+                 "(testing only).")
 def cmd_dyn_fault(conn, args):
     node = conn.server
     if node.cluster is None or not node.config.fault_injection:
@@ -142,6 +143,8 @@ def cmd_dyn_fault(conn, args):
             faults.delay(args[2].decode(), float(args[3]))
         elif sub == b"drop" and len(args) == 4:
             faults.drop(args[2].decode(), float(args[3]))
+        elif sub == b"clock" and len(args) == 3:
+            node.cluster.clock_skew_us = int(float(args[2]) * 1000)
         elif sub == b"heal" and len(args) <= 3:
             faults.heal(args[2].decode() if len(args) == 3 else None)
         else:
