@@ -18,7 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_server import HOST, free_port, start  # noqa: E402
+from bench_server import HOST, free_port, start, stop  # noqa: E402
 
 
 def benchmark(ports, clients, requests, pipeline, value_size):
@@ -87,14 +87,7 @@ def main() -> int:
                 print(f"| {pipeline} | {test} | {s:,.0f} | {c:,.0f} | {c / s:.2f}x |")
         return 0
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
 
 
 if __name__ == "__main__":

@@ -129,14 +129,19 @@ def main() -> int:
                           f"{ratio_aof} |")
         return 0
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop(procs, tmp)
+
+
+def stop(procs, tmp) -> None:
+    """SIGTERM every server, SIGKILL one that does not exit in 20 s, remove the directory."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

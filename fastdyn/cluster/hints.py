@@ -95,14 +95,17 @@ class HintStore:
         return list(self._owners)
 
     def pending(self, owner: str, limit: int = 1000) -> list[tuple[bytes, bytes]]:
-        """Up to limit (key, object) hints held for owner."""
+        """Up to limit (key, object) hints held for owner. Walks the keys only and reads the
+        values of the ones it returns: other owners' hints cost no disk reads."""
+        prefix = _hint_key(owner, b"")
         out = []
-        for hint_key, value, _ in self.store.items():
-            who, key = _split_key(hint_key)
-            if who == owner:
-                out.append((key, value[_STAMP.size:]))
-                if len(out) >= limit:
-                    break
+        for hint_key in self.store:
+            if hint_key.startswith(prefix):
+                value = self.store.get(hint_key)
+                if value is not None:
+                    out.append((hint_key[len(prefix):], value[_STAMP.size:]))
+                    if len(out) >= limit:
+                        break
         return out
 
     def acknowledged(self, owner: str, key: bytes, obj: bytes) -> bool:
