@@ -63,6 +63,12 @@ class HybridClock:
                     f"(at most {self.max_skew_us} accepted)")
         self._last = ts
 
+    def accept_limit(self) -> int:
+        """The greatest stamp observe() takes now."""
+        if self.max_skew_us is None:
+            return MAX_TIMESTAMP
+        return min(MAX_TIMESTAMP, self._wall() + self.max_skew_us)
+
     @property
     def last(self) -> int:
         """The greatest stamp issued or observed so far (0 before any)."""

@@ -11,6 +11,7 @@ hint nor a stale replica can bring flushed data back.
 """
 import os
 
+from fastdyn._replica import apply_puts, answer_gets
 from fastdyn.cluster import object as vo
 from fastdyn.errors import BadObject
 
@@ -46,6 +47,20 @@ class Replica:
     def get(self, key: bytes):
         """The stored encoding of key, or None."""
         return self.store.get(key)
+
+    def apply_puts(self, payload, slow):
+        """A REPLICA_PUT batch: plain writes synced in C (ext/_replica.pyx), every other key
+        by slow(key, object) (the general merge_in); a PutBatch of per-key results."""
+        batch = apply_puts(self.store, payload, self.flush_epoch, self.hlc.accept_limit(), slow)
+        if batch.max_ts:
+            self.hlc.observe(batch.max_ts)
+        self.write_seq += batch.writes
+        return batch
+
+    def answer_gets(self, payload, slow=None):
+        """A REPLICA_GET batch answered as a results payload; slow(key) -> (status, blob)
+        answers each key instead when given."""
+        return answer_gets(self.store, payload, slow)
 
     def get_object(self, key: bytes):
         data = self.store.get(key)

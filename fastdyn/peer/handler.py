@@ -23,17 +23,16 @@ class ReplicaHandler:
         self.replica = replica
         self.hints = hints
         self.fsync_writes = fsync_writes
-        self.served = 0
 
     def handle(self, conn, frame) -> None:
         kind = frame.kind
         if kind == m.REPLICA_GET:
-            hinted = bool(self.hints.owners())
-            results = [self._get(key, hinted) for key in m.unpack_keys(frame.payload)]
-        elif kind == m.REPLICA_PUT:
-            flags, items = m.unpack_puts(frame.payload)
-            results = self._written([self._put(key, obj) for key, obj in items],
-                                    self.fsync_writes or flags & m.PUT_DURABLE)
+            slow = self._get_hinted if self.hints.owners() else None
+            conn.reply(frame, self.replica.answer_gets(frame.payload, slow))
+            return
+        if kind == m.REPLICA_PUT:
+            batch = self.replica.apply_puts(frame.payload, self._put)
+            results = self._written(batch.results, self.fsync_writes or batch.durable)
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
@@ -50,14 +49,11 @@ class ReplicaHandler:
         else:
             conn.reply_error(frame, f"unknown message kind {kind}")
             return
-        self.served += len(results)
         conn.reply(frame, m.pack_results(results))
 
-    def _get(self, key, hinted):
+    def _get_hinted(self, key):
         try:
-            data = self.replica.get(key)
-            if hinted:
-                data = self._with_hints(key, data)
+            data = self._with_hints(key, self.replica.get(key))
         except (StorageError, BadObject) as exc:
             return (m.ERROR, str(exc).encode())
         return (m.NOT_FOUND, b"") if data is None else (m.OK, data)
