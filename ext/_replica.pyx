@@ -65,6 +65,71 @@ cdef inline int _cmp_mark(const unsigned char *a, const unsigned char *b) noexce
     return 0
 
 
+cdef enum:
+    NOT_DECIDED = -1   # not a plain write over a short register: the general merge decides
+    WRITTEN = 0        # stored
+    KEPT = 1           # the store holds this write already, or a newer one of the same stamp
+    LOST_TO_NEWER = 2  # the store holds a write with a greater stamp
+
+
+cdef object _merge_register(Store store, bytes key, const unsigned char *obj, Py_ssize_t n,
+                            uint64_t flush_epoch, uint64_t ts_limit, uint64_t *max_ts,
+                            int *outcome):
+    """Sync a plain SET register (tag 0xA1) stamped in [flush_epoch, ts_limit] into the
+    stored object when that is absent or another short register: the greater (ts, node) mark
+    wins and the stored bytes become the incoming ones. *outcome: NOT_DECIDED for any other
+    case; returns the stored bytes when they stay (KEPT, LOST_TO_NEWER), else None."""
+    cdef Py_ssize_t kl = PyBytes_GET_SIZE(key)
+    cdef uint64_t ts
+    cdef int64_t slot
+    cdef int c
+    cdef const unsigned char *sp
+    outcome[0] = NOT_DECIDED
+    if (n < REGISTER_SIZE or obj[0] != TAG_REGISTER or not 0 < kl <= 65536
+            or store.closed or store.broken):
+        return None
+    ts = _u64(obj + 9)
+    if not (1 <= ts <= ts_limit and ts <= MAX_TIMESTAMP and ts >= flush_epoch):
+        return None
+    try:
+        slot = store._lookup(PyBytes_AS_STRING(key), kl)
+        stored = None if slot < 0 else store._read_value(kd_entry_at(&store.kd, slot))
+    except StorageError:
+        return None     # unreadable: the general path answers the error
+    if stored is not None:
+        sp = <const unsigned char *>PyBytes_AS_STRING(stored)
+        if not _short(sp, PyBytes_GET_SIZE(stored)):
+            return None
+    if ts > max_ts[0]:
+        max_ts[0] = ts
+    if stored is not None:
+        c = _cmp_mark(sp, obj)
+        if c >= 0:
+            # a newer write with a greater stamp is answered, so the coordinator stamps the
+            # write again above it
+            outcome[0] = LOST_TO_NEWER if _u64(sp + 9) > ts else KEPT
+            return stored
+    store._put(key, PyBytes_FromStringAndSize(<const char *>obj, n), 0)
+    outcome[0] = WRITTEN
+    return None
+
+
+def merge_register(Store store, bytes key, data, uint64_t flush_epoch, uint64_t ts_limit):
+    """One key's _merge_register: (outcome, stamp observed or 0, stored bytes or None);
+    outcome None when the general merge must decide, else True when it wrote."""
+    cdef Py_buffer buf
+    cdef uint64_t max_ts = 0
+    cdef object stored
+    cdef int c
+    PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+    try:
+        stored = _merge_register(store, key, <const unsigned char *>buf.buf, buf.len,
+                                 flush_epoch, ts_limit, &max_ts, &c)
+    finally:
+        PyBuffer_Release(&buf)
+    return (None if c == NOT_DECIDED else c == WRITTEN), max_ts, stored
+
+
 cdef class PutBatch:
     """The outcome of apply_puts: per-key results, and what the caller must account for."""
     cdef readonly list results
@@ -87,12 +152,9 @@ def apply_puts(Store store, payload, uint64_t flush_epoch, uint64_t ts_limit, sl
     cdef PutBatch out = PutBatch()
     cdef const unsigned char *base
     cdef Py_ssize_t end, pos, i, n, kl, vl, kstart, vstart
-    cdef int64_t slot
-    cdef uint64_t ts
-    cdef bytes key, data
-    cdef object stored
+    cdef bytes key
+    cdef object stored = None
     cdef int c
-    cdef const unsigned char *sp
     cdef object view = None
     cdef list results = out.results
     PyObject_GetBuffer(payload, &buf, PyBUF_SIMPLE)
@@ -119,36 +181,17 @@ def apply_puts(Store store, payload, uint64_t flush_epoch, uint64_t ts_limit, sl
                 raise ProtocolError("peer message truncated in object")
             pos = vstart + vl
             key = PyBytes_FromStringAndSize(<const char *>base + kstart, kl)
-            if (vl >= REGISTER_SIZE and base[vstart] == TAG_REGISTER and 0 < kl <= 65536
-                    and not store.closed and not store.broken):
-                ts = _u64(base + vstart + 9)
-                if 1 <= ts <= ts_limit and ts <= MAX_TIMESTAMP and ts >= flush_epoch:
-                    try:
-                        slot = store._lookup(<const char *>base + kstart, kl)
-                        stored = None if slot < 0 else store._read_value(
-                            kd_entry_at(&store.kd, slot))
-                    except StorageError:
-                        stored = b""      # unreadable: the Python path answers the error
-                    if stored is None or _short(<const unsigned char *>PyBytes_AS_STRING(stored),
-                                                PyBytes_GET_SIZE(stored)):
-                        if ts > out.max_ts:
-                            out.max_ts = ts
-                        if stored is not None:
-                            sp = <const unsigned char *>PyBytes_AS_STRING(stored)
-                            c = _cmp_mark(sp, base + vstart)
-                            if c == 0:
-                                results.append(OK_EMPTY)
-                                continue
-                            if c > 0:
-                                # lost to a newer write: answer it when its stamp is greater,
-                                # so the coordinator stamps the write again above it
-                                results.append((OK, stored) if _u64(sp + 9) > ts else OK_EMPTY)
-                                continue
-                        data = PyBytes_FromStringAndSize(<const char *>base + vstart, vl)
-                        store._put(key, data, 0)
-                        out.writes += 1
-                        results.append(OK_EMPTY)
-                        continue
+            stored = _merge_register(store, key, base + vstart, vl, flush_epoch, ts_limit,
+                                     &out.max_ts, &c)
+            if c != NOT_DECIDED:
+                if c == WRITTEN:
+                    out.writes += 1
+                    results.append(OK_EMPTY)
+                elif c == LOST_TO_NEWER:
+                    results.append((OK, stored))
+                else:
+                    results.append(OK_EMPTY)
+                continue
             if view is None:
                 view = memoryview(payload)
             results.append(slow(key, view[vstart:vstart + vl]))

@@ -8,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 from fastdyn.cluster.dvv import EMPTY, CausalContext, node_id, pack_clock
 from fastdyn.cluster.hlc import HybridClock
 from fastdyn.cluster.object import (LWW, NOTHING, TOMBSTONE, causal_write, counter_add,
-                                    decode, decode_legacy, delete, encode, lww_object,
-                                    lww_winner, lww_write, max_timestamp, prune, read, sync)
+                                    decode, decode_legacy, delete, encode, encode_lww, lww_object,
+                                    lww_winner, lww_write, max_timestamp, plain_value, prune, read,
+                                    sync)
 from fastdyn.errors import (BadObject, CounterOverflow, NotAnInteger, ProtocolError,
                             SiblingLimitExceeded, StorageCorruption)
 
@@ -412,3 +413,26 @@ def test_a_delete_removes_what_it_read_and_keeps_a_concurrent_write():
     merged = sync(deleted, concurrent)
     assert read(merged, 0).values == [b"concurrent"]
     assert sum(1 for s in merged.siblings if s.flags & TOMBSTONE) == 1
+
+
+@pytest.mark.parametrize("value, expiry, tombstone", [
+    (b"x", 0, False), (b"", 0, False), (bytearray(b"ba"), 0, False),
+    (b"t", T0 // 1000 + 5, False), (b"", 0, True), (b"far", T0 // 1000 + (1 << 33), False)])
+def test_encode_lww_is_the_encoding_of_the_lww_object(value, expiry, tombstone):
+    assert encode_lww(A, value, T0, expiry, tombstone=tombstone) == \
+        encode(lww_object(A, value, T0, expiry, tombstone=tombstone))
+
+
+@pytest.mark.parametrize("obj", [
+    lww_object(A, b"plain", T0), lww_object(A, b"", T0), lww_object(A, b"ttl", T0, T0 // 1000 + 9),
+    lww_object(A, b"", T0, tombstone=True),
+    causal_write(NOTHING, CausalContext(), A, b"causal", T0).object])
+@pytest.mark.parametrize("epoch", [0, T0, T0 + 1])
+def test_plain_value_reads_what_lww_winner_reads_or_defers(obj, epoch):
+    data = encode(obj)
+    winner = lww_winner(decode(data), T0 // 1000, epoch)
+    value = plain_value(data, epoch)
+    if value is not None:
+        assert winner is not None and value == winner[0]
+    elif data[0] == 0xA1:
+        assert winner is None   # only a flushed plain register is left to the general path

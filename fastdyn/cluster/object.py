@@ -236,6 +236,14 @@ def lww_object(node: int, value, ts: int, expiry_ms: int = 0, *,
     return _register(node, ts, LWW | TOMBSTONE if tombstone else LWW, expiry_ms, value)
 
 
+def encode_lww(node: int, value, ts: int, expiry_ms: int = 0, *,
+               tombstone: bool = False) -> bytes:
+    """encode(lww_object(...)): for a plain SET, the register's bytes without the object."""
+    if value.__class__ is bytes and not (expiry_ms or tombstone) and 1 <= ts <= MAX_TIMESTAMP:
+        return _REGISTER.pack(TAG_REGISTER, node, ts) + value
+    return encode(lww_object(node, value, ts, expiry_ms, tombstone=tombstone))
+
+
 def lww_write(obj: VersionedObject, node: int, value, ts: int, expiry_ms: int = 0, *,
               tombstone: bool = False, max_siblings: int = MAX_SIBLINGS,
               warn_siblings: int = WARN_SIBLINGS) -> WriteResult:
@@ -406,6 +414,17 @@ def read(obj: VersionedObject, now_ms: int, flush_epoch: int = 0) -> ReadResult:
     if total is not None and base is None:
         values.append(b"%d" % total)
     return ReadResult(values, obj.clock)
+
+
+def plain_value(data, flush_epoch: int = 0):
+    """The value a plain GET reads from a plain SET register (tag 0xA1, no expiry) that the
+    flush epoch leaves visible, read from its header alone; None for any other encoding
+    (lww_winner(decode(data)) decides). data: canonical bytes, as a quorum read merges."""
+    if len(data) >= _REGISTER_SIZE and data[0] == TAG_REGISTER:
+        _, _, ts = _REGISTER.unpack_from(data)
+        if flush_epoch <= ts <= MAX_TIMESTAMP and ts:
+            return data[_REGISTER_SIZE:]
+    return None
 
 
 def lww_winner(obj: VersionedObject, now_ms: int, flush_epoch: int = 0):

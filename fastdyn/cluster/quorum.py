@@ -288,6 +288,11 @@ class QuorumCoordinator:
         return self._read(key, answer=self._value)
 
     def _value(self, data):
+        if data is None:
+            return None
+        value = vo.plain_value(data, self.replica.flush_epoch)
+        if value is not None:
+            return value
         entry = self._winner(data)
         return None if entry is None else entry[0]
 
@@ -365,9 +370,9 @@ class QuorumCoordinator:
         """A plain write. A replica holding a newer write answers it; the write is then stamped
         once more, above it: a write made after another was acknowledged wins over it even
         through a node whose clock is behind and had not seen it (VERSIONING.md)."""
-        ts = self.hlc.now()
         try:
-            obj = vo.lww_object(self.node, value, ts, expiry_ms, tombstone=tombstone)
+            data = vo.encode_lww(self.node, value, self.hlc.now(), expiry_ms,
+                                 tombstone=tombstone)
         except ValueError as exc:
             raise CommandError(f"ERR {exc}") from None
 
@@ -376,7 +381,7 @@ class QuorumCoordinator:
             self.stats["lww_restamps"] += 1
             return self._lww(key, value, expiry_ms, tombstone, w, again=False)
 
-        return self._write(key, vo.encode(obj), w=w, restamp=restamp if again else None)
+        return self._write(key, data, w=w, restamp=restamp if again else None)
 
     def put(self, key, value, expiry_ms=0):
         check_keys([key])
