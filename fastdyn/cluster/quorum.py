@@ -33,6 +33,7 @@ from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
+from fastdyn._quorum import Batch, Write
 from fastdyn.cluster.put_core import FAILED, OK, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             ProtocolError, SiblingLimitExceeded, StorageError)
@@ -129,7 +130,7 @@ class QuorumCoordinator:
     def _send(self, node, kind, item, callback, arg):
         """Queue one key's request to node. Every item of a turn for the same node and kind
         leaves in one batched frame; callback(arg, result) gets that key's (status, blob) or
-        an exception."""
+        an exception (a Write as callback: its acknowledgement from target arg)."""
         box = self._outbox
         if not box:
             self.pool.loop.call_soon(self._flush_outbox)
@@ -148,7 +149,7 @@ class QuorumCoordinator:
             else:
                 payload = _PACK[kind](items)
             self.pool.request(self.members.address(node), kind, payload,
-                              self.timeout_s, _Batch(callbacks, args).split)
+                              self.timeout_s, Batch(callbacks, args).split)
 
     def _read(self, key, r=None, answer=None):
         """Pending (or direct) merged encoding of key from an R quorum, with read repair;
@@ -214,7 +215,7 @@ class QuorumCoordinator:
         q = self.quorum(w=w)
         primaries, targets = self._targets(key, q.n)
         dw = self.dw if dw is None else dw
-        write = _Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
+        write = Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
         write.restamp = restamp
         name = self.name
         if len(targets) != len(primaries) or targets[-1].hint_for is not None:
@@ -248,9 +249,9 @@ class QuorumCoordinator:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
                     core.fail()
             elif t.hint_for is None:
-                self._send(t.node, put_kind, (key, data), write.on_ack, t)
+                self._send(t.node, put_kind, (key, data), write, t)
             else:
-                self._send(t.node, m.HINT, (t.hint_for, key, data), write.on_ack, t)
+                self._send(t.node, m.HINT, (t.hint_for, key, data), write, t)
         write.settle()
         pending = write.pending
         if pending.done:
@@ -553,68 +554,6 @@ class _Read:
             self.coord._read_repair(self.key, self.core)
 
 
-class _Write:
-    """One key's replicated write: acknowledgements feed its PutCore."""
-
-    __slots__ = ("coord", "key", "data", "core", "pending", "in_targets", "durable",
-                 "restamp", "newer")
-
-    def __init__(self, coord, key, data, core):
-        self.coord = coord
-        self.key = key
-        self.data = data
-        self.core = core
-        self.pending = Pending()
-        self.in_targets = False
-        self.durable = False
-        self.restamp = None
-        self.newer = 0       # the newest write a replica answered in place of this one
-
-    def on_ack(self, target, result):
-        core = self.core
-        if not isinstance(result, Exception) and result[0] == m.OK:
-            if result[1] and self.restamp is not None:
-                try:
-                    self.newer = max(self.newer, vo.newest_stamp(result[1]))
-                except BadObject:
-                    pass
-            core.ack(durable=self.durable)
-        elif target.hint_for is None and self.coord._keep_hint(target.node, self.key,
-                                                               self.data) \
-                and not self.in_targets:
-            core.ack(durable=False)
-        else:
-            core.fail()
-        self.settle()
-
-    def settle(self):
-        pending = self.pending
-        if pending.done:
-            return
-        core = self.core
-        if core.outcome == OK:
-            if self.newer:
-                if self.restamp is not None:     # once: later acknowledgements find it gone
-                    self._again()
-            else:
-                pending.complete(None)
-        elif core.outcome == FAILED:
-            self.coord.stats["quorum_failures"] += 1
-            pending.complete(CommandError(core.error()))
-
-    def _again(self):
-        restamp, self.restamp = self.restamp, None
-        try:
-            result = restamp(self.newer)
-        except CommandError as exc:
-            self.pending.complete(exc)
-            return
-        if result.__class__ is Pending:
-            result.add_done_callback(self.pending.complete)
-        else:
-            self.pending.complete(None)
-
-
 def _ignore(_arg, _result) -> None:
     pass
 
@@ -622,31 +561,3 @@ def _ignore(_arg, _result) -> None:
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
 _ALL = (1 << 32) - 1               # a listing "limit" that means every key
 _DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync
-
-
-class _Batch:
-    """The keys of one batched request: hands each its own result (or the request's
-    failure)."""
-
-    __slots__ = ("callbacks", "args")
-
-    def __init__(self, callbacks, args):
-        self.callbacks = callbacks
-        self.args = args
-
-    def split(self, result) -> None:
-        callbacks = self.callbacks
-        if not isinstance(result, Exception):
-            try:
-                results = m.unpack_results(result)
-            except ProtocolError as exc:
-                result = exc
-            else:
-                if len(results) != len(callbacks):
-                    result = ProtocolError(f"{len(results)} results for {len(callbacks)} keys")
-        failed = isinstance(result, Exception)
-        for i, (callback, arg) in enumerate(zip(callbacks, self.args)):
-            try:
-                callback(arg, result if failed else results[i])
-            except Exception:
-                log.exception("replica result callback failed")

@@ -1,0 +1,228 @@
+# cython: language_level=3
+"""The quorum coordinator's per-key hot objects (fastdyn/cluster/quorum.py,
+fastdyn/cluster/put_core.py): the write's decision core, the replicated write it drives, and
+the batch that hands each key of a peer's answer its own result.
+
+Every replicated write makes one of each and every acknowledgement passes through them; as
+Python classes they were a third of a coordinator's CPU per write. Here an acknowledgement is
+read from the answer's bytes and counted without building a tuple per key.
+"""
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+
+import logging
+
+from fastdyn.cluster.object import newest_stamp
+from fastdyn.errors import BadObject, CommandError, ProtocolError
+from fastdyn.pending import Pending
+
+log = logging.getLogger("fastdyn.cluster")
+
+PENDING, OK, FAILED = 0, 1, 2
+cdef enum:
+    _PENDING = 0
+    _OK = 1
+    _FAILED = 2
+    STATUS_OK = 0
+    MAX_STATUS = 2
+
+
+cdef class PutCore:
+    """Acknowledgements of one write until W (and DW durable ones) are met or out of reach:
+    the decision half of a replicated write (riak_kv's put_core), pure, no I/O."""
+    cdef public int asked, w, dw, acks, durable, failed, outcome
+
+    def __init__(self, int asked, int w, int dw=0):
+        self.asked = asked
+        self.w = w
+        self.dw = dw
+        self.acks = self.durable = self.failed = 0
+        self.outcome = _PENDING
+        self._decide()
+
+    cpdef int ack(self, bint durable=False):
+        self.acks += 1
+        self.durable += durable
+        return self._decide()
+
+    cpdef int fail(self):
+        self.failed += 1
+        return self._decide()
+
+    cdef int _decide(self):
+        cdef int left
+        if self.outcome == _PENDING:
+            if self.acks >= self.w and self.durable >= self.dw:
+                self.outcome = _OK
+            else:
+                left = self.asked - self.acks - self.failed
+                if self.acks + left < self.w or self.durable + left < self.dw:
+                    self.outcome = _FAILED
+        return self.outcome
+
+    def error(self) -> str:
+        """The client's error line for a failed write: who answered out of how many needed."""
+        if self.acks < self.w:
+            return (f"ERR quorum not reached: {self.acks} of {self.w} required replicas "
+                    f"acknowledged the write ({self.asked} reachable)")
+        return (f"ERR quorum not reached: {self.durable} of {self.dw} required replicas "
+                f"made the write durable ({self.asked} reachable)")
+
+
+cdef class Write:
+    """One key's replicated write: acknowledgements feed its PutCore. A primary that fails
+    gets a hint kept by the coordinator (counting toward W only when the coordinator is not
+    itself one of the write's replicas); a replica that answers a newer plain write makes the
+    write run once more through `restamp(newer stamp)`."""
+    cdef public object coord, key, data, pending, restamp
+    cdef public PutCore core
+    cdef public bint in_targets, durable
+    cdef public object newer
+
+    def __init__(self, coord, key, data, PutCore core):
+        self.coord = coord
+        self.key = key
+        self.data = data
+        self.core = core
+        self.pending = Pending()
+        self.in_targets = False
+        self.durable = False
+        self.restamp = None
+        self.newer = 0       # the newest write a replica answered in place of this one
+
+    def on_ack(self, target, result):
+        """result: (status, blob) from the target, or an exception."""
+        if isinstance(result, Exception):
+            self._answered(target, -1, None)
+        else:
+            self._answered(target, result[0], result[1])
+
+    cdef int _answered(self, object target, int status, object blob) except -1:
+        cdef PutCore core = self.core
+        if status == STATUS_OK:
+            if blob and self.restamp is not None:
+                try:
+                    self.newer = max(self.newer, newest_stamp(blob))
+                except BadObject:
+                    pass
+            core.ack(self.durable)
+        elif target.hint_for is None and self.coord._keep_hint(target.node, self.key,
+                                                               self.data) \
+                and not self.in_targets:
+            core.ack(False)
+        else:
+            core.fail()
+        self.settle()
+        return 0
+
+    cpdef settle(self):
+        pending = self.pending
+        if pending.done:
+            return
+        cdef PutCore core = self.core
+        if core.outcome == _OK:
+            if self.newer:
+                if self.restamp is not None:     # once: later acknowledgements find it gone
+                    self._again()
+            else:
+                pending.complete(None)
+        elif core.outcome == _FAILED:
+            self.coord.stats["quorum_failures"] += 1
+            pending.complete(CommandError(core.error()))
+
+    cdef _again(self):
+        restamp, self.restamp = self.restamp, None
+        try:
+            result = restamp(self.newer)
+        except CommandError as exc:
+            self.pending.complete(exc)
+            return
+        if result.__class__ is Pending:
+            result.add_done_callback(self.pending.complete)
+        else:
+            self.pending.complete(None)
+
+
+cdef class Batch:
+    """The keys of one batched request: hands each its own result (or the request's
+    failure). A key is either a Write's acknowledgement (owner a Write, arg its target), read
+    straight from the answer's bytes, or callback(arg, (status, blob)) for anything else."""
+    cdef list owners, args
+
+    def __init__(self, list owners, list args):
+        self.owners = owners
+        self.args = args
+
+    def split(self, result) -> None:
+        cdef list owners = self.owners, args = self.args
+        cdef Py_ssize_t i, n = len(owners)
+        if isinstance(result, Exception):
+            for i in range(n):
+                self._deliver(owners[i], args[i], -1, None, result)
+            return
+        cdef Py_buffer buf
+        cdef const unsigned char *p
+        cdef Py_ssize_t pos, end, size
+        cdef int status
+        cdef object view = None, blob
+        PyObject_GetBuffer(result, &buf, PyBUF_SIMPLE)
+        try:
+            p = <const unsigned char *>buf.buf
+            end = buf.len
+            error = _check_results(p, end, n)
+            if error is not None:
+                for i in range(n):
+                    self._deliver(owners[i], args[i], -1, None, error)
+                return
+            pos = 4
+            for i in range(n):
+                status = p[pos]
+                size = <Py_ssize_t>_u32(p + pos + 1)
+                pos += 5
+                if size == 0:
+                    blob = b""
+                else:
+                    if view is None:
+                        view = memoryview(result)
+                    blob = view[pos:pos + size]
+                pos += size
+                self._deliver(owners[i], args[i], status, blob, None)
+        finally:
+            PyBuffer_Release(&buf)
+
+    cdef _deliver(self, owner, arg, int status, blob, failure):
+        try:
+            if type(owner) is Write:
+                (<Write>owner)._answered(arg, status, blob)
+            elif failure is not None:
+                owner(arg, failure)
+            else:
+                owner(arg, (status, blob))
+        except Exception:
+            log.exception("replica result callback failed")
+
+
+cdef inline size_t _u32(const unsigned char *p) noexcept:
+    return <size_t>p[0] | (<size_t>p[1] << 8) | (<size_t>p[2] << 16) | (<size_t>p[3] << 24)
+
+
+cdef object _check_results(const unsigned char *p, Py_ssize_t end, Py_ssize_t expected):
+    """None when p holds `expected` well-formed results (messages.pack_results layout), else
+    the ProtocolError every key of the batch gets."""
+    cdef Py_ssize_t pos = 4, i, n, size
+    if end < 4:
+        return ProtocolError("peer message truncated in batch count")
+    n = <Py_ssize_t>_u32(p)
+    if n != expected:
+        return ProtocolError(f"{n} results for {expected} keys")
+    for i in range(n):
+        if end - pos < 5:
+            return ProtocolError("peer message truncated in result")
+        if p[pos] > MAX_STATUS:
+            return ProtocolError(f"peer result has unknown status {p[pos]}")
+        size = <Py_ssize_t>_u32(p + pos + 1)
+        if size > end - pos - 5:
+            return ProtocolError("peer message truncated in result")
+        pos += 5 + size
+    if pos != end:
+        return ProtocolError(f"peer message has {end - pos} unexpected trailing bytes")
+    return None
