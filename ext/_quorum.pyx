@@ -1,11 +1,11 @@
 # cython: language_level=3
-"""The quorum coordinator's per-key hot objects (fastdyn/cluster/quorum.py,
-fastdyn/cluster/put_core.py): the write's decision core, the replicated write it drives, and
-the batch that hands each key of a peer's answer its own result.
+"""The quorum coordinator's per-key hot objects (fastdyn/cluster/quorum.py, put_core.py,
+get_core.py): the decision cores of a write and a read, the replicated write and read they
+drive, and the batch that hands each key of a peer's answer its own result.
 
-Every replicated write makes one of each and every acknowledgement passes through them; as
-Python classes they were a third of a coordinator's CPU per write. Here an acknowledgement is
-read from the answer's bytes and counted without building a tuple per key.
+Every replicated operation makes one of each and every replica's answer passes through them;
+as Python classes they were a third of a coordinator's CPU per operation. Here an answer is
+read from the peer's bytes and handed on without building a tuple per key.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 
@@ -23,6 +23,7 @@ cdef enum:
     _OK = 1
     _FAILED = 2
     STATUS_OK = 0
+    STATUS_NOT_FOUND = 1
     MAX_STATUS = 2
 
 
@@ -142,10 +143,121 @@ cdef class Write:
             self.pending.complete(None)
 
 
+cdef class GetCore:
+    """The decision half of a replicated read (riak_kv's get_core): pure, no I/O.
+
+    Replies are canonical object encodings (bytes; None when a replica holds nothing), so two
+    replicas agree exactly when their bytes are equal. The read answers as soon as R replicas
+    have replied, with the merge of what they sent; replies that arrive afterwards still count
+    for read repair: once every asked replica has answered (or the deadline passed), every
+    replica whose object differs from the merge of all replies is sent that merge."""
+    cdef public int asked, r, failed, outcome
+    cdef public object merge, result
+    cdef public dict replies
+
+    def __init__(self, int asked, int r, merge):
+        """merge(list of bytes or None) -> bytes or None: the sync of every reply."""
+        self.asked = asked
+        self.r = r
+        self.merge = merge
+        self.replies = {}
+        self.failed = 0
+        self.outcome = _PENDING
+        self.result = None
+        self._decide()
+
+    cpdef int reply(self, node, obj) except -1:
+        self.replies[node] = obj
+        return self._decide()
+
+    cpdef int fail(self, node) except -1:
+        self.failed += 1
+        return self._decide()
+
+    @property
+    def finished(self) -> bool:
+        """Every asked replica has answered or failed: read repair can run."""
+        return len(self.replies) + self.failed >= self.asked
+
+    cdef int _decide(self) except -1:
+        if self.outcome == _PENDING:
+            if len(self.replies) >= self.r:
+                self.outcome = _OK
+                self.result = self.merge(list(self.replies.values()))
+            elif self.asked - self.failed < self.r:
+                self.outcome = _FAILED
+        return self.outcome
+
+    def repairs(self):
+        """(merged, [nodes whose reply differs]) over every reply received so far."""
+        merged = self.merge(list(self.replies.values()))
+        if merged is None:
+            return None, []
+        return merged, [node for node, obj in self.replies.items() if obj != merged]
+
+    def error(self) -> str:
+        return (f"ERR quorum not reached: {len(self.replies)} of {self.r} required replicas "
+                f"answered the read ({self.asked} reachable)")
+
+
+cdef class Read:
+    """One key's replicated read: replies feed its GetCore; the result (or answer(result))
+    completes `pending` at R replies; read repair once every asked replica has answered."""
+    cdef public object coord, key, answer, pending
+    cdef public GetCore core
+    cdef bint repair
+
+    def __init__(self, coord, key, GetCore core, answer):
+        self.coord = coord
+        self.key = key
+        self.core = core
+        self.answer = answer
+        self.pending = Pending()
+        self.repair = True
+
+    def on_reply(self, node, result):
+        """result: (status, blob) from node, or an exception."""
+        if isinstance(result, Exception):
+            self._answered(node, -1, None)
+        else:
+            self._answered(node, result[0], result[1])
+
+    cdef int _answered(self, node, int status, blob) except -1:
+        if status == STATUS_OK:
+            self.core.reply(node, bytes(blob))
+        elif status == STATUS_NOT_FOUND:
+            self.core.reply(node, None)
+        else:
+            self.core.fail(node)
+        self.settle()
+        return 0
+
+    cpdef settle(self):
+        cdef GetCore core = self.core
+        pending = self.pending
+        if not pending.done:
+            if core.outcome == _OK:
+                if self.answer is None:
+                    pending.complete(core.result)
+                else:
+                    try:
+                        result = self.answer(core.result)
+                    except Exception as exc:
+                        result = exc
+                    pending.complete(result)
+            elif core.outcome == _FAILED:
+                self.coord.stats["quorum_failures"] += 1
+                pending.complete(CommandError(core.error()))
+        if self.repair and len(core.replies) + core.failed >= core.asked:
+            self.repair = False
+            self.coord._read_repair(self.key, core)
+
+
 cdef class Batch:
     """The keys of one batched request: hands each its own result (or the request's
-    failure). A key is either a Write's acknowledgement (owner a Write, arg its target), read
-    straight from the answer's bytes, or callback(arg, (status, blob)) for anything else."""
+    failure). A key is a Write's acknowledgement (owner a Write, arg its target), read
+    straight from the answer's bytes, a Read's reply (arg the replica's name), or
+    callback(arg, (status, blob)) for anything else."""
     cdef list owners, args
 
     def __init__(self, list owners, list args):
@@ -193,6 +305,8 @@ cdef class Batch:
         try:
             if type(owner) is Write:
                 (<Write>owner)._answered(arg, status, blob)
+            elif type(owner) is Read:
+                (<Read>owner)._answered(arg, status, blob)
             elif failure is not None:
                 owner(arg, failure)
             else:

@@ -33,8 +33,8 @@ from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
-from fastdyn._quorum import Batch, Write
-from fastdyn.cluster.put_core import FAILED, OK, PutCore
+from fastdyn._quorum import Batch, Read, Write
+from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             ProtocolError, SiblingLimitExceeded, StorageError)
 from fastdyn.peer import messages as m
@@ -130,7 +130,7 @@ class QuorumCoordinator:
     def _send(self, node, kind, item, callback, arg):
         """Queue one key's request to node. Every item of a turn for the same node and kind
         leaves in one batched frame; callback(arg, result) gets that key's (status, blob) or
-        an exception (a Write as callback: its acknowledgement from target arg)."""
+        an exception (a Write or Read as callback: its answer from target arg)."""
         box = self._outbox
         if not box:
             self.pool.loop.call_soon(self._flush_outbox)
@@ -156,7 +156,7 @@ class QuorumCoordinator:
         answer(encoding) in its place when given (a failure of it is the result)."""
         q = self.quorum(r=r)
         _, targets = self._targets(key, q.n)
-        read = _Read(self, key, GetCore(len(targets), q.r, merge_encoded), answer)
+        read = Read(self, key, GetCore(len(targets), q.r, merge_encoded), answer)
         core = read.core
         if core.outcome == FAILED:
             raise CommandError(core.error())
@@ -172,28 +172,12 @@ class QuorumCoordinator:
                 except StorageError:
                     core.fail(name)
             else:
-                self._send(t.node, m.REPLICA_GET, key, read.on_reply, t.node)
+                self._send(t.node, m.REPLICA_GET, key, read, t.node)
         read.settle()
         pending = read.pending
         if pending.done and not isinstance(pending.result, Exception):
             return pending.result
         return pending
-
-    def _settle_read(self, core, pending, answer=None):
-        if pending.done:
-            return
-        if core.outcome == OK:
-            if answer is None:
-                pending.complete(core.result)
-            else:
-                try:
-                    result = answer(core.result)
-                except Exception as exc:
-                    result = exc
-                pending.complete(result)
-        elif core.outcome == FAILED:
-            self.stats["quorum_failures"] += 1
-            pending.complete(CommandError(core.error()))
 
     def _read_repair(self, key, core):
         try:
@@ -518,40 +502,6 @@ class QuorumCoordinator:
         # the read before the write asks as many replicas as the write needs, so a write the
         # caller allows with W=1 is not refused by a read quorum it did not ask for
         return then(self._read(key, r=self.quorum(w=w).w), write)
-
-
-class _Read:
-    """One key's replicated read: replies feed its GetCore; read repair once all are in."""
-
-    __slots__ = ("coord", "key", "core", "answer", "pending", "repair")
-
-    def __init__(self, coord, key, core, answer):
-        self.coord = coord
-        self.key = key
-        self.core = core
-        self.answer = answer
-        self.pending = Pending()
-        self.repair = True
-
-    def on_reply(self, node, result):
-        core = self.core
-        if isinstance(result, Exception):
-            core.fail(node)
-        else:
-            status, blob = result
-            if status == m.OK:
-                core.reply(node, bytes(blob))
-            elif status == m.NOT_FOUND:
-                core.reply(node, None)
-            else:
-                core.fail(node)
-        self.settle()
-
-    def settle(self):
-        self.coord._settle_read(self.core, self.pending, self.answer)
-        if self.repair and self.core.finished:
-            self.repair = False
-            self.coord._read_repair(self.key, self.core)
 
 
 def _ignore(_arg, _result) -> None:
