@@ -189,7 +189,7 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
             await server.wait_closed()
             await eventually(lambda: waiting.calls == 20)
             assert len(waiting.of_type(PeerUnreachable)) == 20
-            assert not pool.reachable(peer)
+            assert not pool.reachable(peer) and pool.down == 1
             assert events == [("down", peer)]
             [status] = pool.describe().values()
             assert status["reachable"] is False and status["in_flight"] == 0
@@ -203,7 +203,7 @@ def test_a_closed_server_fails_pending_requests_with_unreachable_and_reconnect_w
             await again.start(HOST, split_address(peer)[1])
             try:
                 await eventually(lambda: pool.reachable(peer))
-                assert events == [("down", peer), ("up", peer)]
+                assert events == [("down", peer), ("up", peer)] and pool.down == 0
                 assert await call(pool, peer, m.PING, b"") == b""
             finally:
                 again.close()
@@ -278,7 +278,9 @@ def test_nothing_listening_is_unreachable():
             assert isinstance(result, PeerUnreachable)
             assert "cannot connect" in str(result)
             assert not pool.reachable(f"{HOST}:{port}")
-            assert pool.unreachable() == [f"{HOST}:{port}"]
+            assert pool.unreachable() == [f"{HOST}:{port}"] and pool.down == 1
+            pool.remove(f"{HOST}:{port}")
+            assert pool.down == 0
             bad = await call(pool, "no-port", m.PING, b"")
             assert isinstance(bad, PeerUnreachable) and "host:port" in str(bad)
         finally:

@@ -113,11 +113,12 @@ class QuorumCoordinator:
         primaries themselves when all are reachable, the common case)."""
         ring = self.members.ring
         primaries = ring.preference_list(key, n)
-        reachable = self.reachable
-        for node in primaries:
-            if not reachable(node):
-                return primaries, active_targets(ring.preference_list(key, len(ring)), n,
-                                                 reachable)
+        if self.pool.down:
+            reachable = self.reachable
+            for node in primaries:
+                if not reachable(node):
+                    return primaries, active_targets(ring.preference_list(key, len(ring)), n,
+                                                     reachable)
         cache = self._as_primary
         try:
             return primaries, [cache[node] for node in primaries]

@@ -77,6 +77,7 @@ class PeerPool:
         self.on_reachable = on_reachable
         self.on_unreachable = on_unreachable
         self._links: dict[str, _Link] = {}
+        self.down = 0        # links marked unreachable now: 0 lets a coordinator skip asking
         self._closed = False
         # timer wheel: slot number -> [(conn, req_id)], a heap of the slots in use, and the
         # one loop timer, set for the earliest slot
@@ -229,6 +230,7 @@ class PeerPool:
     def _mark_down(self, link, reason) -> None:
         if link.reachable:
             link.reachable = False
+            self.down += 1
             link.down_reason = reason
             log.info("peer %s unreachable: %s", link.peer, reason)
             self._notify(self.on_unreachable, link.peer)
@@ -241,6 +243,7 @@ class PeerPool:
             link.probe_timer = None
         if not link.reachable:
             link.reachable = True
+            self.down -= 1
             log.info("peer %s reachable again", link.peer)
             self._notify(self.on_reachable, link.peer)
 
@@ -283,6 +286,8 @@ class PeerPool:
         link = self._links.pop(peer, None)
         if link is None:
             return
+        if not link.reachable:
+            self.down -= 1
         if link.probe_timer is not None:
             link.probe_timer.cancel()
         if link.dial_task is not None:
