@@ -1,37 +1,12 @@
 """The one deferred-result type: a result that a quorum (or any callback) completes later.
 
 No asyncio Task or Future is made per request: a `Pending` is a small object whose callbacks
-run once, in order, when `complete` is called. `then` chains a step after a result that may or
-may not be pending, `gather` waits for several; a failure (an exception instance as the
-result) passes through both unchanged.
+run once, in order, when `complete` is called (a C class, ext/_pending.pyx: every quorum
+operation makes one). `then` chains a step after a result that may or may not be pending,
+`gather` waits for several; a failure (an exception instance as the result) passes through
+both unchanged.
 """
-
-
-class Pending:
-    """A result that completes later; callbacks run in completion order, once."""
-
-    __slots__ = ("_callbacks", "done", "result")
-
-    def __init__(self):
-        self._callbacks = []
-        self.done = False
-        self.result = None
-
-    def add_done_callback(self, fn) -> None:
-        if self.done:
-            fn(self.result)
-        else:
-            self._callbacks.append(fn)
-
-    def complete(self, result) -> None:
-        """result is the operation's value, or an exception instance for a failure."""
-        if self.done:
-            return
-        self.done = True
-        self.result = result
-        callbacks, self._callbacks = self._callbacks, None
-        for fn in callbacks:
-            fn(result)
+from fastdyn._pending import Pending
 
 
 def then(result, fn):
