@@ -392,7 +392,8 @@ class QuorumCoordinator:
         check_keys(keys)
 
         def remove(entries):
-            present = [k for k, e in zip(keys, entries) if e is not None]
+            # a key named twice is deleted (and counted) once, as in Redis
+            present = list(dict.fromkeys(k for k, e in zip(keys, entries) if e is not None))
             return then(gather([self._lww(k, b"", tombstone=True) for k in present]),
                         lambda _: len(present))
 
