@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from cluster_bugs import NO_EXPIRES, cluster_bug
 from fastdyn.cluster.coordinator import (DELETE, KEEP, MAX_KEY_BYTES, ClusterCoordinator,
                                          Coordinator, LocalCoordinator)
 from fastdyn.cluster.runtime import Cluster
@@ -233,12 +232,18 @@ def test_sweep_expired(env):
     assert env.call("get", b"stays") == b"x"
 
 
-def test_expires_counts_keys_with_a_ttl(env, request):
-    if env.coord.__class__ is not LocalCoordinator:
-        request.applymarker(cluster_bug(NO_EXPIRES))
-    env.call("put", b"a", b"1", env.coord.clock() + 60_000)
+def test_expires_counts_keys_with_a_ttl(env):
+    now = env.coord.clock()
+    env.call("put", b"a", b"1", now + 60_000)
     env.call("put", b"b", b"2")
+    env.call("incr", b"c", 1)
     assert env.call("expires") == 1
+    env.call("put", b"short", b"3", now + 30)
+    assert env.call("expires") == 2
+    wait_past(env, now + 30)
+    assert env.call("expires") == 1
+    env.call("update", b"b", lambda v, e, now: ((v, now + 60_000), None))
+    assert env.call("expires") == 2
 
 
 def test_put_many_get_many(env):

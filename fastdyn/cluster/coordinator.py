@@ -110,7 +110,7 @@ class Coordinator(Protocol):
         """The number of live keys."""
 
     def expires(self) -> int:
-        """The number of keys with a TTL (INFO's keyspace line)."""
+        """Keys with a TTL, of those INFO's keyspace line counts (a cluster member's own)."""
 
     # -- writes --------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes, expiry_ms: int = 0) -> None | Pending:

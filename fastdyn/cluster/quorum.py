@@ -313,10 +313,12 @@ class QuorumCoordinator:
 
     def local_size(self) -> int:
         """Live keys held by this node (INFO's keyspace line)."""
-        return sum(1 for _ in self.replica.live_keys(self.clock()))
+        return sum(1 for _ in self.replica.live_entries(self.clock()))
 
     def expires(self) -> int:
-        return 0
+        """Live keys held by this node that carry a TTL (INFO's keyspace line, with
+        local_size)."""
+        return sum(1 for _, expiry in self.replica.live_entries(self.clock()) if expiry)
 
     def _listing(self, start: int, limit: int):
         peers = self.members.peers()
