@@ -52,7 +52,7 @@ import weakref
 import fcntl
 import lz4.block
 
-from fastdyn.errors import (DurabilityLost, PersistFailed, StorageCorruption, StorageError,
+from fastdyn.errors import (BadKey, DurabilityLost, PersistFailed, StorageCorruption, StorageError,
                             StoreLocked)
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
@@ -465,7 +465,7 @@ cdef bytes key_bytes(object key):
     else:
         raise TypeError(f"keys must be bytes or str, not {type(key).__name__}")
     if PyBytes_GET_SIZE(b) == 0 or PyBytes_GET_SIZE(b) > MAX_KEY:
-        raise ValueError(f"key must be 1 to {MAX_KEY} bytes long, got {PyBytes_GET_SIZE(b)}")
+        raise BadKey(f"key must be 1 to {MAX_KEY} bytes long, got {PyBytes_GET_SIZE(b)}")
     return b
 
 

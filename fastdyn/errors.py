@@ -115,3 +115,7 @@ class CounterOverflow(CommandError):
 
     def __init__(self, message: str = "ERR increment or decrement would overflow"):
         super().__init__(message)
+
+
+class BadKey(FastdynError, ValueError):
+    """A key that is empty or longer than the storage engine's limit (64 KiB)."""

@@ -12,7 +12,6 @@ import pytest
 import redis
 
 from conftest import HOST, free_port
-from fastdyn.cluster.coordinator import DELETE, KEEP, LocalCoordinator
 from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
 from resp_client import RawClient
@@ -134,33 +133,7 @@ def test_empty_key_gets_a_clear_error(r):
     assert r.ping()
 
 
-# -- the coordinator contract ----------------------------------------------------------------
-
-def test_local_coordinator_update_and_incr(tmp_path):
-    from fastdyn.storage import Store
-
-    clock = [1_000_000]
-    with Store(str(tmp_path / "d"), clock=lambda: clock[0]) as store:
-        coord = LocalCoordinator(store, clock=lambda: clock[0])
-        assert coord.replication()["n_effective"] == 1
-        assert coord.update(b"k", lambda v, e, now: ((b"v1", now + 500), "set")) == "set"
-        assert store.get_entry(b"k") == (b"v1", 1_000_500)
-        assert coord.update(b"k", lambda v, e, now: (KEEP, v)) == b"v1"
-        # only the TTL changes: the value object is passed back unchanged
-        assert coord.update(b"k", lambda v, e, now: ((v, 0), None)) is None
-        assert coord.expiry(b"k") == 0
-        assert coord.update(b"k", lambda v, e, now: (DELETE, v)) == b"v1"
-        assert coord.get(b"k") is None
-        assert coord.incr(b"n", 5) == 5 and coord.incr(b"n", -7) == -2
-        assert coord.get(b"n") == b"-2"
-        coord.put(b"t", b"x", clock[0] - 1)  # expiry in the past: a delete
-        assert coord.get(b"t") is None
-        with pytest.raises(CommandError, match="not an integer"):
-            coord.update(b"k2", lambda v, e, now: ((b"abc", 0), None)) or coord.incr(b"k2", 1)
-        seq = coord.write_seq
-        coord.get(b"n")
-        assert coord.write_seq == seq  # reads are not writes
-
+# -- replies of results that arrive later ----------------------------------------------------
 
 class DelayedCoordinator:
     """A coordinator whose GET results arrive later, in reverse order of the requests, as a

@@ -4,37 +4,14 @@ The RESP command layer never touches a store; it asks a coordinator. A single no
 `LocalCoordinator` below (a direct call into the storage engine); the cluster replaces it with a
 coordinator that runs quorums over the preference list, without changing the command layer.
 
-The interface
--------------
-Every operation returns its result directly **or** a `Pending` when the result arrives later
-(a quorum in progress). The command layer gives each command a reply slot: a direct result is
-encoded at once, a `Pending` keeps its slot open and later replies queue behind it, so replies
-leave in request order however they complete. No asyncio Task or Future is made per request:
-a `Pending` is a small object completed by a callback. An operation that fails raises an
-exception (or completes its `Pending` with one): `CommandError` with Redis' text, or the
-store's `ValueError` for an argument it refuses (an empty or oversized key or value); the
-command layer's dispatcher turns either into the error reply. A write the storage cannot
-persist (full disk, failed fsync) fails with Redis' `MISCONF` error and changes nothing.
-
-Reads:  get(key) -> value | None;  get_entry(key) -> (value, expiry_ms) | None;
-        get_many(keys) -> [value | None];  expiry(key) -> expiry_ms (0 = none) | None;
-        exists(keys) -> count;  scan(cursor, count) -> (cursor, keys);  keys() -> iterator;
-        size() -> int;  expires() -> number of keys with a TTL.
-Writes (last-writer-wins): put(key, value, expiry_ms=0);  put_many(pairs);
-        delete(keys) -> count;  flush().
-Read-modify-write: update(key, fn) -> reply, where fn(value, expiry_ms, now_ms) is called with
-        the current state (value None when absent) and returns (new_state, reply): new_state is
-        KEEP, DELETE or (value, expiry_ms). The cluster runs it as read quorum -> fn -> write
-        quorum; fn must be a pure function of its arguments.
-Counters: incr(key, delta) -> new value (a PN-counter operation in the cluster).
-Time: clock() -> now in Unix ms (the base of relative expiries).
-Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
+The interface every coordinator implements is the `Coordinator` Protocol below.
 """
 import time
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 from fastdyn._resp import parse_int
-from fastdyn.errors import CommandError, PersistFailed
-from fastdyn.pending import Pending  # noqa: F401  (the interface's deferred result)
+from fastdyn.errors import BadKey, CommandError, CounterOverflow, NotAnInteger, PersistFailed
+from fastdyn.pending import Pending
 
 KEEP = None
 DELETE = object()
@@ -52,7 +29,7 @@ def parse_counter(value: bytes) -> int:
     """A stored counter's integer value under Redis' rules (strict decimal, fits in 64 bits)."""
     n = parse_int(value)
     if n is None:
-        raise CommandError("ERR value is not an integer or out of range")
+        raise NotAnInteger()
     return n
 
 
@@ -66,11 +43,117 @@ def check_keys(keys) -> None:
     so an error reply means nothing happened."""
     for key in keys:
         if not 0 < len(key) <= MAX_KEY_BYTES:
-            raise CommandError(f"ERR key must be 1 to {MAX_KEY_BYTES} bytes long, got {len(key)}")
+            raise BadKey(f"key must be 1 to {MAX_KEY_BYTES} bytes long, got {len(key)}")
+
+
+# update's fn(value | None, expiry_ms, now_ms) -> (KEEP | DELETE | (value, expiry_ms), reply)
+UpdateFn = Callable[[bytes | None, int, int], tuple[Any, Any]]
+
+
+@runtime_checkable
+class Coordinator(Protocol):
+    """What the command layer asks of every coordinator (and nothing else).
+
+    Every operation returns its result directly **or** a `Pending` when the result arrives
+    later (a quorum in progress). The command layer gives each command a reply slot: a direct
+    result is encoded at once, a `Pending` keeps its slot open and later replies queue behind
+    it, so replies leave in request order however they complete. No asyncio Task or Future is
+    made per request: a `Pending` is a small object completed by a callback.
+
+    An operation that fails raises an exception (or completes its `Pending` with one):
+    `CommandError` (or a subclass: `NotAnInteger`, `CounterOverflow`) with Redis' text,
+    `BadKey` (a `ValueError`) for an empty or oversized key, or the store's `ValueError` for a
+    value it refuses; the command layer's dispatcher turns either into the error reply. A
+    write the storage cannot persist (full disk, failed fsync) fails with Redis' `MISCONF`
+    error and changes nothing.
+
+    Writes are last-writer-wins. `update(key, fn)` is a read-modify-write: fn(value,
+    expiry_ms, now_ms) is called with the current state (value None when absent) and returns
+    (new_state, reply), new_state being KEEP, DELETE or (value, expiry_ms); the cluster runs it
+    as read quorum -> fn -> write quorum, so fn must be a pure function of its arguments.
+    Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
+    """
+
+    write_seq: int
+    """Mutations so far: replies after a write wait until it is persisted (group commit)."""
+
+    def replication(self) -> dict:
+        """Configured and effective n, r, w and the members (INFO, DYN.* commands)."""
+
+    def clock(self) -> int:
+        """Now in Unix ms: the base of relative expiries."""
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, key: bytes) -> bytes | None | Pending:
+        """The value of key, None when absent."""
+
+    def get_entry(self, key: bytes) -> tuple[bytes, int] | None | Pending:
+        """(value, expiry_ms) of key, None when absent."""
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None] | Pending:
+        """The value (or None) of each key, in order."""
+
+    def expiry(self, key: bytes) -> int | None | Pending:
+        """The expiry of key (0 = none), None when absent."""
+
+    def exists(self, keys: list[bytes]) -> int | Pending:
+        """How many of keys exist, a key named twice counted twice (as Redis does)."""
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]] | Pending:
+        """(next cursor, about count keys): a walk from cursor 0 until 0 comes back returns
+        every key once (the cursor's meaning is the implementation's)."""
+
+    def keys(self) -> Iterable[bytes] | Pending:
+        """Every live key, once."""
+
+    def size(self) -> int | Pending:
+        """The number of live keys."""
+
+    def expires(self) -> int:
+        """Keys with a TTL, of those INFO's keyspace line counts (a cluster member's own)."""
+
+    # -- writes --------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes, expiry_ms: int = 0) -> None | Pending:
+        """Write value (an expiry already past makes the write a delete)."""
+
+    def put_many(self, pairs: list[tuple[bytes, bytes]]) -> None | Pending:
+        """Write every (key, value), without expiry; no key is written if one is bad."""
+
+    def delete(self, keys: list[bytes]) -> int | Pending:
+        """Delete keys; how many existed (a key named twice is deleted once)."""
+
+    def flush(self) -> None | Pending:
+        """Delete every key."""
+
+    def sweep_expired(self, max_keys: int) -> int:
+        """Active expiry: drop up to max_keys expired keys here; how many were dropped."""
+
+    # -- read-modify-write ---------------------------------------------------------------
+    def update(self, key: bytes, fn: UpdateFn) -> Any | Pending:
+        """Apply fn to key's state (see above); fn's reply."""
+
+    def incr(self, key: bytes, delta: int) -> int | Pending:
+        """Add delta to the integer at key (absent = 0) keeping its TTL (a PN-counter in the
+        cluster); the new value."""
+
+
+@runtime_checkable
+class ClusterCoordinator(Coordinator, Protocol):
+    """A cluster member's coordinator: the DYN.* causal commands and its own share of keys."""
+
+    def dyn_get(self, key: bytes, r: int | None = None) -> list | Pending:
+        """[context, [values]]: every live sibling of key, from an R quorum."""
+
+    def dyn_put(self, key: bytes, context: bytes, value: bytes, **options) -> bytes | Pending:
+        """A causal write of value (or a tombstone) after context; the new context."""
+
+    def local_size(self) -> int:
+        """Live keys held by this node (INFO's keyspace line)."""
 
 
 class LocalCoordinator:
-    """A single node: min(N, 1) = 1 replica, every operation a direct call into the Store.
+    """The `Coordinator` of a single node: min(N, 1) = 1 replica, every operation a direct
+    call into the Store.
 
     Results are always direct (never Pending). `write_seq` counts mutations so the server can
     tell whether a reply depends on data not yet fsynced (group commit)."""
@@ -210,7 +293,7 @@ class LocalCoordinator:
             current, expiry = parse_counter(entry[0]), entry[1]
         result = current + delta
         if not _LLONG_MIN <= result <= _LLONG_MAX:
-            raise CommandError("ERR increment or decrement would overflow")
+            raise CounterOverflow()
         try:
             self.store.put(key, b"%d" % result, expiry)
         except PersistFailed as exc:

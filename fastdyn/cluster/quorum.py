@@ -304,10 +304,12 @@ class QuorumCoordinator:
 
     def local_size(self) -> int:
         """Live keys held by this node (INFO's keyspace line)."""
-        return sum(1 for _ in self.replica.live_keys(self.clock()))
+        return sum(1 for _ in self.replica.live_entries(self.clock()))
 
     def expires(self) -> int:
-        return 0
+        """Live keys held by this node that carry a TTL (INFO's keyspace line, with
+        local_size)."""
+        return sum(1 for _, expiry in self.replica.live_entries(self.clock()) if expiry)
 
     def _listing(self, start: int, limit: int):
         peers = self.members.peers()
@@ -383,7 +385,8 @@ class QuorumCoordinator:
         check_keys(keys)
 
         def remove(entries):
-            present = [k for k, e in zip(keys, entries) if e is not None]
+            # a key named twice is deleted (and counted) once, as in Redis
+            present = list(dict.fromkeys(k for k, e in zip(keys, entries) if e is not None))
             return then(gather([self._lww(k, b"", tombstone=True) for k in present]),
                         lambda _: len(present))
 
