@@ -16,13 +16,3 @@ NO_EXPIRES = ("INFO keyspace reports expires=0 on a cluster node (QuorumCoordina
               "returns 0)")
 EXPIRY_RANGE = ("a cluster node refuses PEXPIREAT k 9223372036854775807 ('ERR expiry ... out of "
                 "range': object.py keeps expiries below 2**63 us), which redis-server accepts")
-
-# ordering of several coordinator operations
-COMPOUND_UNORDERED = (
-    "MSETNX, RENAME, RENAMENX, COPY and RANDOMKEY are chains of several coordinator operations "
-    "(a read, then writes): in a pipeline, the operations of the next command on the same keys "
-    "can run between them, so that command misses their writes")
-HOT_KEY_OVERLOAD = (
-    "16 pipelines of read-modify-writes on three hot keys (9,600 operations) run one after "
-    "another per key; under that load replica requests pass the 2 s peer deadline, the peers "
-    "are marked unreachable and some commands answer quorum errors")

@@ -27,6 +27,10 @@ Read-modify-write: update(key, fn) -> reply, where fn(value, expiry_ms, now_ms) 
         KEEP, DELETE or (value, expiry_ms). The cluster runs it as read quorum -> fn -> write
         quorum; fn must be a pure function of its arguments.
 Counters: incr(key, delta) -> new value (a PN-counter operation in the cluster).
+Compound commands: compound(keys, fn) -> fn(coordinator): a command made of several of the
+        operations above (MSETNX, RENAME, COPY: a read, a decision, writes) runs them on the
+        coordinator fn is given, as one unit on keys (None: the whole keyspace): after every
+        earlier operation on them and before every later one, as Redis runs one command.
 Time: clock() -> now in Unix ms (the base of relative expiries).
 Expiry times are absolute Unix times in milliseconds; 0 means "no expiry".
 """
@@ -200,6 +204,10 @@ class LocalCoordinator:
             raise misconf(exc) from None
         self.write_seq += 1
         return reply
+
+    def compound(self, keys, fn):
+        """One command's steps: every operation here is already direct and in order."""
+        return fn(self)
 
     def incr(self, key, delta: int) -> int:
         """Add delta to the counter at key (absent = 0), keeping its TTL; Redis' overflow rule."""

@@ -472,6 +472,10 @@ class QuorumCoordinator:
 
         return then(self._read(key), add)
 
+    def compound(self, keys, fn):
+        """fn(self): the steps of one command (ordered by OrderedCoordinator)."""
+        return fn(self)
+
     # -- causal (DYN.*) ----------------------------------------------------------------------
     def dyn_get(self, key, r=None):
         """[context bytes, [values]] of every live sibling."""
