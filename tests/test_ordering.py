@@ -78,6 +78,39 @@ def test_other_keys_are_not_held():
     assert inner.names() == [("incr", b"a"), ("get", b"b")]
 
 
+def test_queued_read_modify_writes_of_a_key_run_as_one_batch_in_order():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    first = coord.incr(b"n", 1)
+    queued = [coord.incr(b"n", d) for d in (2, 3, 4)]
+    coord.get(b"n")
+    after = coord.incr(b"n", 5)
+    assert inner.names() == [("incr", b"n")]
+    inner.finish(0, 1)
+    assert first.result == 1
+    assert inner.started[1] == ("incr_many", b"n", [2, 3, 4])
+    inner.finish(1, [3, 6, CommandError("ERR overflow")])
+    assert [p.result for p in queued[:2]] == [3, 6]
+    assert isinstance(queued[2].result, CommandError)
+    assert inner.names()[2:] == [("get", b"n")]
+    inner.finish(2)
+    assert inner.started[3] == ("incr_many", b"n", [5])
+    inner.finish(3, [11])
+    assert after.result == 11
+
+
+def test_a_failed_batch_fails_each_of_its_commands():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    coord.update(b"k", "first")
+    queued = [coord.update(b"k", f) for f in ("second", "third")]
+    inner.finish(0)
+    assert inner.started[1] == ("update_many", b"k", ["second", "third"])
+    failure = CommandError("ERR quorum")
+    inner.finish(1, failure)
+    assert [p.result for p in queued] == [failure, failure]
+
+
 def test_a_compound_command_holds_its_keys_for_its_whole_chain():
     inner = Scripted()
     coord = OrderedCoordinator(inner)

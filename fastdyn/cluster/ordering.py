@@ -20,15 +20,18 @@ keeps the order that matters per key on each coordinator:
 The operations of a key form a queue of groups, each waiting for the one before it: a group of
 reads, a group of plain writes, or one read-modify-write. Reads of a key run in parallel with
 each other, plain writes too, and operations on different keys always do; an operation on an
-idle key starts at once.
+idle key starts at once. Read-modify-writes of one kind queued behind the same group (a hot
+key's INCRs, its SET NX or GETSETs) run as one: one read, each command's decision in arrival
+order, one write, so a key's throughput does not fall to one command per two round trips.
 Multi-key commands without a decision (MGET, MSET, DEL) run per key, each in its key's order;
 all their per-key operations are queued at once, so no later command comes between them.
 """
 from fastdyn.cluster.coordinator import check_keys
 from fastdyn.pending import Pending, gather, then
 
-READ, PLAIN_WRITE, EXCLUSIVE = range(3)
+READ, PLAIN_WRITE, UPDATE, INCR, EXCLUSIVE = range(5)
 _SHARED = (READ, PLAIN_WRITE)     # a later one joins its group, running or waiting
+_BATCHED = (UPDATE, INCR)         # a later one joins its group until it starts
 
 
 class _Group:
@@ -65,23 +68,29 @@ class OrderedCoordinator:
 
     # -- queueing --------------------------------------------------------------------------
     def _in_order(self, key, kind, arg):
-        """The result of one operation on key (arg: the function that runs it); direct when
-        the key is idle."""
+        """The result of one operation on key (arg: a function to call, or for a batched kind
+        what the batch needs); direct when the key is idle."""
         tail = self._tails.get(key)
         if tail is None and self._barrier is None:
-            result = arg()
+            if kind == UPDATE:
+                result = self.inner.update(key, arg)
+            elif kind == INCR:
+                result = self.inner.incr(key, arg)
+            else:
+                result = arg()
             if result.__class__ is Pending and not result.done:
                 self._watch(self._running(kind, (key,)), result)
             return result
         pending = Pending()
-        if tail is not None and tail.kind == kind and kind in _SHARED:
+        if tail is not None and tail.kind == kind and kind != EXCLUSIVE:
             if not tail.started:
                 tail.ops.append((arg, pending))
                 return pending
-            result = arg()
-            if result.__class__ is Pending and not result.done:
-                self._watch(tail, result)
-            return result
+            if kind in _SHARED:
+                result = arg()
+                if result.__class__ is Pending and not result.done:
+                    self._watch(tail, result)
+                return result
         self._queue(kind, (key,), (tail or self._barrier,), arg, pending)
         return pending
 
@@ -166,8 +175,14 @@ class OrderedCoordinator:
         group.started = True
         ops, group.ops = group.ops, []
         group.unfinished += 1     # held until every operation has started
-        for fn, pending in ops:
-            self._deliver(group, fn, pending.complete)
+        if group.kind in _BATCHED:
+            run = self.inner.update_many if group.kind == UPDATE else self.inner.incr_many
+            pendings = [pending for _, pending in ops]
+            self._deliver(group, lambda: run(group.keys[0], [arg for arg, _ in ops]),
+                          lambda results: _hand_out(pendings, results))
+        else:
+            for fn, pending in ops:
+                self._deliver(group, fn, pending.complete)
         self._one_finished(group)
 
     def _deliver(self, group, fn, complete):
@@ -203,10 +218,10 @@ class OrderedCoordinator:
         return self._in_order(key, PLAIN_WRITE, lambda: self.inner.put(key, value, expiry_ms))
 
     def update(self, key, fn):
-        return self._in_order(key, EXCLUSIVE, lambda: self.inner.update(key, fn))
+        return self._in_order(key, UPDATE, fn)
 
     def incr(self, key, delta):
-        return self._in_order(key, EXCLUSIVE, lambda: self.inner.incr(key, delta))
+        return self._in_order(key, INCR, delta)
 
     def dyn_get(self, key, r=None):
         return self._in_order(key, READ, lambda: self.inner.dyn_get(key, r))
@@ -247,3 +262,9 @@ class OrderedCoordinator:
     def size(self):
         return self.compound(None, lambda inner: inner.size())
 
+
+def _hand_out(pendings, results):
+    """Each operation of a batch its own result, or the batch's failure."""
+    failed = isinstance(results, Exception)
+    for i, pending in enumerate(pendings):
+        pending.complete(results if failed else results[i])
