@@ -14,5 +14,3 @@ def cluster_bug(reason: str):
 # replies unlike redis-server
 NO_EXPIRES = ("INFO keyspace reports expires=0 on a cluster node (QuorumCoordinator.expires "
               "returns 0)")
-EXPIRY_RANGE = ("a cluster node refuses PEXPIREAT k 9223372036854775807 ('ERR expiry ... out of "
-                "range': object.py keeps expiries below 2**63 us), which redis-server accepts")

@@ -14,7 +14,7 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cluster_bugs import EXPIRY_RANGE, NO_EXPIRES, cluster_bug
+from cluster_bugs import NO_EXPIRES, cluster_bug
 from resp_servers import (alive, start_cluster_node as _start_cluster_node,
                           start_fastdyn as _start_fastdyn, start_redis as _start_redis)
 from resp_cases import (CASES, FUTURE_MS, FUTURE_S, I64_MAX, I64_MIN, PAST_MS, PAST_S, ScanAll,
@@ -253,7 +253,7 @@ PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}")
 
 
 ON_A_CLUSTER = {(mode, case): reason for mode in MODES for case, reason in [
-    ("info_and_command", NO_EXPIRES), ("expire_errors", EXPIRY_RANGE)]}
+    ("info_and_command", NO_EXPIRES)]}
 
 
 @pytest.mark.parametrize("case,mode", PARAMS)
