@@ -313,10 +313,11 @@ class QuorumCoordinator:
 
     def local_size(self) -> int:
         """Live keys held by this node (INFO's keyspace line)."""
-        return sum(1 for _ in self.replica.live_keys(self.clock()))
+        return sum(1 for _ in self.replica.live_expiries(self.clock()))
 
     def expires(self) -> int:
-        return 0
+        """Of the live keys held by this node, those with a TTL (INFO's keyspace line)."""
+        return sum(1 for expiry in self.replica.live_expiries(self.clock()) if expiry)
 
     def _listing(self, start: int, limit: int):
         peers = self.members.peers()

@@ -117,12 +117,14 @@ class Replica:
         self.write_seq += 1
         return True
 
-    def live_keys(self, now_ms: int):
-        """Keys whose object has a visible value here (for KEYS/SCAN/DBSIZE on this node)."""
+    def live_expiries(self, now_ms: int):
+        """The expiry (0: none) of each key whose object has a visible value here, as a plain
+        GET reads it (INFO's keyspace line on this node)."""
         epoch = self.flush_epoch
-        for key, data, _ in self.store.items():
+        for _, data, _ in self.store.items():
             try:
-                if vo.lww_winner(vo.decode(data), now_ms, epoch) is not None:
-                    yield key
+                entry = vo.lww_winner(vo.decode(data), now_ms, epoch)
             except BadObject:
                 continue
+            if entry is not None:
+                yield entry[1]
