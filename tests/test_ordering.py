@@ -175,3 +175,22 @@ def test_an_idle_key_answers_directly():
     assert coord.get(b"a") == b"v"
     assert coord.compound([b"a"], lambda c: c.get(b"a")) == b"v"
 
+
+
+def test_a_failing_reply_callback_does_not_hold_the_key():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    coord.put(b"k", b"1")
+    queued = coord.get(b"k")
+
+    def broken(_):
+        raise RuntimeError("reply encoding failed")
+
+    queued.add_done_callback(broken)
+    coord.put(b"k", b"2")
+    inner.finish(0)
+    try:
+        inner.finish(1)
+    except RuntimeError:
+        pass
+    assert inner.names()[2:] == [("put", b"k")]

@@ -175,15 +175,17 @@ class OrderedCoordinator:
         group.started = True
         ops, group.ops = group.ops, []
         group.unfinished += 1     # held until every operation has started
-        if group.kind in _BATCHED:
-            run = self.inner.update_many if group.kind == UPDATE else self.inner.incr_many
-            pendings = [pending for _, pending in ops]
-            self._deliver(group, lambda: run(group.keys[0], [arg for arg, _ in ops]),
-                          lambda results: _hand_out(pendings, results))
-        else:
-            for fn, pending in ops:
-                self._deliver(group, fn, pending.complete)
-        self._one_finished(group)
+        try:
+            if group.kind in _BATCHED:
+                run = self.inner.update_many if group.kind == UPDATE else self.inner.incr_many
+                pendings = [pending for _, pending in ops]
+                self._deliver(group, lambda: run(group.keys[0], [arg for arg, _ in ops]),
+                              lambda results: _hand_out(pendings, results))
+            else:
+                for fn, pending in ops:
+                    self._deliver(group, fn, pending.complete)
+        finally:
+            self._one_finished(group)
 
     def _deliver(self, group, fn, complete):
         """complete(result of fn()), an exception it raises included, once it is there."""
@@ -199,8 +201,10 @@ class OrderedCoordinator:
             group.unfinished += 1
 
             def finished(value):
-                complete(value)
-                self._one_finished(group)
+                try:
+                    complete(value)
+                finally:          # a failing reply callback must not hold the key forever
+                    self._one_finished(group)
 
             result.add_done_callback(finished)
 
