@@ -1,11 +1,13 @@
 """A 3-node cluster (N=3, R=2, W=2) against a single node, with redis-benchmark, in one run.
 
     python bench/bench_cluster.py [--requests 100000] [--clients 48] [--rounds 3]
+                                  [--tests set,get,incr]
 
 Both run `--sync interval`. The single node gets all the clients on its port; the cluster the
 same total, split evenly over its three ports (one redis-benchmark per port, run at once, their
 req/s summed). The rounds interleave the two, and the medians and the cluster/single ratio per
-pipeline depth and command are printed. Every node runs on this machine, so the cluster's three
+pipeline depth and command are printed. redis-benchmark's INCR (`--tests incr`) increments one
+key from every client: a hot key's read-modify-writes. Every node runs on this machine, so the cluster's three
 processes share its cores with each other and with the load generators.
 """
 import argparse
@@ -21,12 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_server import HOST, free_port, start, stop  # noqa: E402
 
 
-def benchmark(ports, clients, requests, pipeline, value_size):
-    """Run one redis-benchmark per port at once; (SET, GET) req/s summed over them."""
+def benchmark(ports, clients, requests, pipeline, value_size, tests):
+    """Run one redis-benchmark per port at once; req/s of each test summed over them."""
     each = max(1, clients // len(ports))
     procs = [subprocess.Popen(
         ["redis-benchmark", "-h", HOST, "-p", str(p), "-c", str(each),
-         "-n", str(requests // len(ports)), "-d", str(value_size), "-t", "set,get",
+         "-n", str(requests // len(ports)), "-d", str(value_size), "-t", tests,
          "-P", str(pipeline), "--csv"], stdout=subprocess.PIPE, text=True) for p in ports]
     totals = {}
     for proc in procs:
@@ -44,6 +46,7 @@ def main() -> int:
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pipelines", default="1,16")
+    ap.add_argument("--tests", default="set,get", help="redis-benchmark tests (-t)")
     args = ap.parse_args()
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark is not installed", file=sys.stderr)
@@ -73,7 +76,7 @@ def main() -> int:
             for _ in range(args.rounds):
                 for name, target in (("single", [single]), ("cluster", ports)):
                     for test, rps in benchmark(target, args.clients, args.requests, pipeline,
-                                               args.value_size).items():
+                                               args.value_size, args.tests).items():
                         results.setdefault((name, pipeline, test), []).append(rps)
         print(f"redis-benchmark, {args.clients} clients in all, -n {args.requests} -d "
               f"{args.value_size}, median of {args.rounds} interleaved rounds")
@@ -81,7 +84,7 @@ def main() -> int:
         print("| pipeline | test | single node req/s | 3-node cluster req/s | cluster / single |")
         print("|---|---|---|---|---|")
         for pipeline in pipelines:
-            for test in ("SET", "GET"):
+            for test in args.tests.upper().split(","):
                 s = statistics.median(results[("single", pipeline, test)])
                 c = statistics.median(results[("cluster", pipeline, test)])
                 print(f"| {pipeline} | {test} | {s:,.0f} | {c:,.0f} | {c / s:.2f}x |")
