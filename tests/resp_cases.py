@@ -194,6 +194,16 @@ CASES = {
         ("EXPIRE", "k", 99999999999999999999),
         ("TTL", "k"), ("PERSIST",), ("PERSIST", "a", "b"), ("TTL",), ("PTTL", "a", "b"),
         ("EXPIRETIME",), ("GET", "k")],
+    "expiry_at_the_limit": [
+        ("SET", "k", "v", "PXAT", I64_MAX), ("PEXPIRETIME", "k"), ("GET", "k"),
+        ("SET", "k", "v", "PXAT", I64_MAX + 1), ("SET", "s", "v", "EXAT", I64_MAX // 1000),
+        ("PEXPIRETIME", "s"), ("SET", "s", "v", "EXAT", I64_MAX // 1000 + 1),
+        ("SET", "n", 1), ("PEXPIREAT", "n", I64_MAX), ("INCR", "n"), ("PEXPIRETIME", "n"),
+        ("APPEND", "n", 0), ("PEXPIRETIME", "n"), ("GETEX", "g", "PXAT", I64_MAX),
+        ("SET", "g", "v"), ("GETEX", "g", "PXAT", I64_MAX), ("PEXPIRETIME", "g"),
+        ("RENAME", "g", "h"), ("PEXPIRETIME", "h"), ("COPY", "h", "i"), ("PEXPIRETIME", "i"),
+        ("PEXPIREAT", "i", I64_MAX, "LT"), ("PEXPIREAT", "i", I64_MAX, "GT"),
+        ("EXPIREAT", "i", I64_MAX // 1000, "LT"), ("PEXPIRETIME", "i"), ("DBSIZE",)],
     "expire_nx_xx_gt_lt": [
         ("SET", "k", "v"), ("EXPIRE", "k", 100, "XX"), ("TTL", "k"), ("EXPIRE", "k", 100, "GT"),
         ("TTL", "k"), ("EXPIRE", "k", 100, "LT"), ("TTL", "k"), ("EXPIRE", "k", 200, "NX"),

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import info_fields, wait_until
 from resp_client import RawClient
 from test_cluster_cli import consecutive_free_ports, fastdyn
 
@@ -75,6 +76,24 @@ def test_scan_keys_and_dbsize_cover_the_cluster_once(cluster):
             assert sorted(seen) == want
         finally:
             os.kill(nodes[2]["pid"], signal.SIGCONT)
+
+
+def test_info_keyspace_counts_the_keys_a_node_holds_and_those_with_a_ttl(cluster):
+    base, _ = cluster
+    with RawClient(base) as c:
+        c.call("FLUSHDB")
+        for i in range(12):
+            c.call("SET", f"ttl:{i}", i, *(("EX", 100) if i < 5 else ()))
+        c.call("PERSIST", "ttl:0")
+        c.call("PEXPIREAT", "ttl:5", 9223372036854775807)
+        assert c.call("INCR", "ttl:5") == ("int", 6)   # a counter keeps its value's TTL
+        c.call("SET", "gone", "v", "PX", 1)
+        c.call("DEL", "ttl:11")
+        time.sleep(0.05)
+    # N = 3 on 3 nodes: every node holds every key once the writes have reached it
+    for port in (base, base + 1, base + 2):
+        wait_until(lambda: info_fields(port, "keyspace").get("db0")
+                   == "keys=11,expires=5,avg_ttl=0", 10, f"INFO keyspace on {port}")
 
 
 def test_too_few_replicas_answer_a_quorum_error_then_recover(cluster, tmp_path):

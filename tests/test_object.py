@@ -319,6 +319,27 @@ def test_a_ttl_too_far_from_the_write_uses_the_general_format():
     assert encode(obj)[0] == 0xA3 and decode(encode(obj)) == obj
 
 
+def test_the_greatest_expiry_redis_accepts_round_trips_and_one_past_it_is_refused():
+    limit = (1 << 63) - 1
+    obj = lww_object(A, b"5", T0, limit)
+    assert encode(obj)[0] == 0xA3 and decode(encode(obj)) == obj
+    assert lww_winner(obj, T0 // 1000) == (b"5", limit)
+    counting = counter_add(obj, B, 2, T0 // 1000).object
+    assert decode(encode(counting)) == counting
+    assert lww_winner(counting, T0 // 1000) == (b"7", limit)
+    with pytest.raises(ValueError):
+        lww_object(A, b"x", T0, limit + 1)
+    one_past = encode(obj).replace(struct.pack("<Q", limit), struct.pack("<Q", limit + 1))
+    with pytest.raises(BadObject, match="expiry"):
+        decode(one_past)
+
+
+def test_a_value_expired_in_the_far_future_still_stamps_within_range():
+    obj = lww_object(A, b"5", T0, (1 << 63) - 1)
+    counting = counter_add(obj, B, 1, (1 << 63) - 1).object
+    assert decode(encode(counting)) == counting
+
+
 def test_the_general_format_refuses_a_plain_register():
     # the same register spelled in the general format: a second encoding of one value
     parts = [b"\xa3"]

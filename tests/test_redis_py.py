@@ -14,22 +14,13 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cluster_bugs import HOT_KEY_OVERLOAD
 from resp_client import RawClient
 from resp_servers import (alive, checked_server, cluster_node, paired_servers,  # noqa: F401
                           start_fastdyn, start_redis)
 
-# What a cluster node does not yet do as redis-server does (cluster_bugs.py). Skipped, not
-# run as an expected failure: the backlog it leaves on the module's shared cluster node would
-# stall the tests after it.
-SKIP_ON_A_CLUSTER = {"test_concurrent_counters_and_set_nx": HOT_KEY_OVERLOAD}
-
 
 @pytest.fixture(params=["fastdyn", "cluster", "redis"])
 def server(request, paired_servers):
-    reason = SKIP_ON_A_CLUSTER.get(request.function.__name__)
-    if request.param == "cluster" and reason:
-        pytest.skip(f"known cluster limitation: {reason}")
     yield from checked_server(request, paired_servers)
 
 

@@ -14,7 +14,6 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cluster_bugs import COMPOUND_UNORDERED, EXPIRY_RANGE, cluster_bug
 from resp_servers import (alive, start_cluster_node as _start_cluster_node,
                           start_fastdyn as _start_fastdyn, start_redis as _start_redis)
 from resp_cases import (CASES, FUTURE_MS, FUTURE_S, I64_MAX, I64_MIN, PAST_MS, PAST_S, ScanAll,
@@ -51,11 +50,6 @@ class _Servers:
     def stop(self):
         self.redis.kill()
         self.fastdyn.kill()
-
-
-def xfail_on_a_cluster(servers, request, reason):
-    if servers.target == "cluster" and reason:
-        request.applymarker(cluster_bug(reason))
 
 
 @pytest.fixture(scope="module", params=["single", "cluster"])
@@ -252,14 +246,8 @@ PARAMS = [pytest.param(name, mode, id=f"{mode}-{name}")
           if mode != "inline" or _inline_case(CASES[name])]
 
 
-ON_A_CLUSTER = {(mode, "expire_errors"): EXPIRY_RANGE for mode in MODES}
-ON_A_CLUSTER.update({("pipelined", case): COMPOUND_UNORDERED
-                     for case in ("mget_mset_msetnx", "rename_renamenx", "copy", "randomkey")})
-
-
 @pytest.mark.parametrize("case,mode", PARAMS)
-def test_case_matches_redis(servers, case, mode, request):
-    xfail_on_a_cluster(servers, request, ON_A_CLUSTER.get((mode, case)))
+def test_case_matches_redis(servers, case, mode):
     crash_log = servers.ensure_alive()
     assert crash_log is None, f"fastdyn had died before this case:\n{crash_log}"
     mismatches = run_differential(servers.redis.port, servers.fastdyn.port, CASES[case], mode)

@@ -136,6 +136,13 @@ class Coordinator(Protocol):
         """Add delta to the integer at key (absent = 0) keeping its TTL (a PN-counter in the
         cluster); the new value."""
 
+    def compound(self, keys: list[bytes] | None,
+                 fn: Callable[["Coordinator"], Any]) -> Any | Pending:
+        """fn(coordinator): a command made of several operations (MSETNX, RENAME, COPY: a
+        read, a decision, writes) run on the coordinator fn is given, as one unit on keys
+        (None: the whole keyspace), after every earlier operation on them and before every
+        later one, as Redis runs one command."""
+
 
 @runtime_checkable
 class ClusterCoordinator(Coordinator, Protocol):
@@ -283,6 +290,10 @@ class LocalCoordinator:
             raise misconf(exc) from None
         self.write_seq += 1
         return reply
+
+    def compound(self, keys, fn):
+        """One command's steps: every operation here is already direct and in order."""
+        return fn(self)
 
     def incr(self, key, delta: int) -> int:
         """Add delta to the counter at key (absent = 0), keeping its TTL; Redis' overflow rule."""

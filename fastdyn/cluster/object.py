@@ -116,7 +116,7 @@ WARN_SIBLINGS = 25
 # A client context stamped further ahead of the coordinator's clock than this was not issued
 # by this cluster (and would drag every later stamp of the key into the future).
 MAX_CONTEXT_SKEW_US = 300_000_000
-MAX_EXPIRY_MS = MAX_TIMESTAMP // 1000   # so an expiry as a timestamp (µs) fits 63 bits
+MAX_EXPIRY_MS = (1 << 63) - 1           # Redis' greatest expiry: a signed 64-bit Unix ms time
 
 _LLONG_MIN, _LLONG_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -369,7 +369,8 @@ def _winner(obj: VersionedObject, now_ms: int, flush_epoch: int):
         if ts < flush_epoch:
             continue
         if expiry and expiry <= now_ms:
-            key, dead = (expiry * 1000, node, ts), True
+            # the expiry as a timestamp (µs), within the stamps' range even for a far now_ms
+            key, dead = (min(expiry * 1000, MAX_TIMESTAMP), node, ts), True
         else:
             key, dead = (ts, node, ts), flags & TOMBSTONE
         if best_key is None or key > best_key:

@@ -304,12 +304,11 @@ class QuorumCoordinator:
 
     def local_size(self) -> int:
         """Live keys held by this node (INFO's keyspace line)."""
-        return sum(1 for _ in self.replica.live_entries(self.clock()))
+        return sum(1 for _ in self.replica.live_expiries(self.clock()))
 
     def expires(self) -> int:
-        """Live keys held by this node that carry a TTL (INFO's keyspace line, with
-        local_size)."""
-        return sum(1 for _, expiry in self.replica.live_entries(self.clock()) if expiry)
+        """Of the live keys held by this node, those with a TTL (INFO's keyspace line)."""
+        return sum(1 for expiry in self.replica.live_expiries(self.clock()) if expiry)
 
     def _listing(self, start: int, limit: int):
         peers = self.members.peers()
@@ -435,36 +434,74 @@ class QuorumCoordinator:
 
     # -- read-modify-write -----------------------------------------------------------------
     def update(self, key, fn):
+        return then(self.update_many(key, [fn]), _only)
+
+    def update_many(self, key, fns):
+        """update(key, fn) of each fn in turn as one read and at most one write: each fn
+        decides on the state the ones before it left. A list of replies (an exception in place
+        of the reply of a fn that raised one)."""
         check_keys([key])
 
         def decide(entry):
             value, expiry = entry if entry is not None else (None, 0)
             now = self.clock()
-            state, reply = fn(value, expiry, now)
-            if state is KEEP:
-                return reply
-            if state is DELETE or (state[1] and state[1] <= now):
-                if value is None:
-                    return reply
-                return then(self._lww(key, b"", tombstone=True), lambda _: reply)
-            new_value, new_expiry = state
-            return then(self._lww(key, new_value, new_expiry), lambda _: reply)
+            replies = []
+            changed = False
+            for fn in fns:
+                try:
+                    state, reply = fn(value, expiry, now)
+                except Exception as exc:
+                    replies.append(exc)
+                    continue
+                replies.append(reply)
+                if state is KEEP:
+                    continue
+                if state is DELETE or (state[1] and state[1] <= now):
+                    if value is not None:
+                        value, expiry, changed = None, 0, True
+                else:
+                    (value, expiry), changed = state, True
+            if not changed:
+                return replies
+            if value is None:
+                return then(self._lww(key, b"", tombstone=True), lambda _: replies)
+            return then(self._lww(key, value, expiry), lambda _: replies)
 
         return then(self.get_entry(key), decide)
 
     def incr(self, key, delta: int):
+        return then(self.incr_many(key, [delta]), _only)
+
+    def incr_many(self, key, deltas):
+        """incr(key, delta) of each delta in turn as one read and one write: a list of the
+        new values (a CommandError in place of an increment refused)."""
         check_keys([key])
 
         def add(data):
             obj = self._object(data)
-            try:
-                result = vo.counter_add(obj, self.node, delta, self.clock(),
-                                        self.replica.flush_epoch)
-            except (ValueError, BadObject) as exc:
-                raise CommandError(f"ERR {exc}") from None
-            return then(self._write(key, vo.encode(result.object)), lambda _: result.value)
+            now, epoch = self.clock(), self.replica.flush_epoch
+            replies = []
+            added = False
+            for delta in deltas:
+                try:
+                    result = vo.counter_add(obj, self.node, delta, now, epoch)
+                except CommandError as exc:       # not an integer, or an overflow
+                    replies.append(exc)
+                    continue
+                except (ValueError, BadObject) as exc:
+                    replies.append(CommandError(f"ERR {exc}"))
+                    continue
+                obj, added = result.object, True
+                replies.append(result.value)
+            if not added:
+                return replies
+            return then(self._write(key, vo.encode(obj)), lambda _: replies)
 
         return then(self._read(key), add)
+
+    def compound(self, keys, fn):
+        """fn(self): the steps of one command (ordered by OrderedCoordinator)."""
+        return fn(self)
 
     # -- causal (DYN.*) ----------------------------------------------------------------------
     def dyn_get(self, key, r=None):
@@ -510,6 +547,14 @@ class QuorumCoordinator:
 
 def _ignore(_arg, _result) -> None:
     pass
+
+
+def _only(replies):
+    """The reply of a batch of one operation (raised when it is an error)."""
+    reply = replies[0]
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
 
 
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}

@@ -127,14 +127,14 @@ class Replica:
         self.write_seq += 1
         return True
 
-    def live_entries(self, now_ms: int):
-        """(key, expiry_ms) of every key whose object has a visible value here (INFO's
-        keyspace line on this node)."""
+    def live_expiries(self, now_ms: int):
+        """The expiry (0: none) of each key whose object has a visible value here, as a plain
+        GET reads it (INFO's keyspace line on this node)."""
         epoch = self.flush_epoch
-        for key, data, _ in self.store.items():
+        for _, data, _ in self.store.items():
             try:
                 entry = vo.lww_winner(vo.decode(data), now_ms, epoch)
             except BadObject:
                 continue
             if entry is not None:
-                yield key, entry[1]
+                yield entry[1]

@@ -98,24 +98,25 @@ def cmd_scan(conn, args):
 
 @command("randomkey", 1, "readonly", summary="Returns a random key name from the database.")
 def cmd_randomkey(conn, args):
-    coord = conn.coord
     # SCAN cursors are hash values: start at a random one, wrap around to 0 past the end
     start = random.getrandbits(64)
 
-    def found(result):
-        keys = result[1]
-        if keys or start == 0:
-            return keys[0] if keys else None
-        return then(coord.scan(0, 1), lambda r: r[1][0] if r[1] else None)
+    def pick(coord):
+        def found(result):
+            keys = result[1]
+            if keys or start == 0:
+                return keys[0] if keys else None
+            return then(coord.scan(0, 1), lambda r: r[1][0] if r[1] else None)
 
-    reply_result(conn, then(coord.scan(start, 1), found), lambda out, key: out.bulk(key))
+        return then(coord.scan(start, 1), found)
+
+    reply_result(conn, conn.coord.compound(None, pick), lambda out, key: out.bulk(key))
 
 
 def _rename(conn, args, nx):
-    coord = conn.coord
     src, dst = args[1], args[2]
 
-    def move(entry):
+    def move(coord, entry):
         if entry is None:
             raise CommandError("ERR no such key")
         if src == dst:
@@ -137,7 +138,8 @@ def _rename(conn, args, nx):
         else:
             out.ok()
 
-    reply_result(conn, then(coord.get_entry(src), move), encode)
+    reply_result(conn, conn.coord.compound(
+        (src, dst), lambda coord: then(coord.get_entry(src), lambda e: move(coord, e))), encode)
 
 
 @command("rename", 3, "write", TWO_KEYS, "Renames a key and overwrites the destination.")
@@ -153,7 +155,6 @@ def cmd_renamenx(conn, args):
 
 @command("copy", -3, "write denyoom", TWO_KEYS, "Copies the value of a key to a new key.")
 def cmd_copy(conn, args):
-    coord = conn.coord
     src, dst = args[1], args[2]
     replace, i = False, 3
     while i < len(args):
@@ -174,7 +175,7 @@ def cmd_copy(conn, args):
     if src == dst:
         raise CommandError("ERR source and destination objects are the same")
 
-    def copy(entry):
+    def copy(coord, entry):
         count_lookups((entry,))
         if entry is None:
             return 0
@@ -187,7 +188,8 @@ def cmd_copy(conn, args):
 
         return write(None) if replace else then(coord.expiry(dst), write)
 
-    reply_result(conn, then(coord.get_entry(src), copy), integer)
+    reply_result(conn, conn.coord.compound(
+        (src, dst), lambda coord: then(coord.get_entry(src), lambda e: copy(coord, e))), integer)
 
 
 # -- expiry -----------------------------------------------------------------------------------

@@ -215,10 +215,13 @@ def cmd_mset(conn, args):
          "exist.")
 def cmd_msetnx(conn, args):
     pairs = _pairs(conn, args, "msetnx")
-    coord = conn.coord
-    result = then(coord.exists([k for k, _ in pairs]),
-                  lambda found: 0 if found else then(coord.put_many(pairs), lambda _: 1))
-    reply_result(conn, result, integer)
+    keys = [k for k, _ in pairs]
+
+    def set_all(coord):
+        return then(coord.exists(keys),
+                    lambda found: 0 if found else then(coord.put_many(pairs), lambda _: 1))
+
+    reply_result(conn, conn.coord.compound(keys, set_all), integer)
 
 
 @command("append", 3, "write denyoom fast", ONE_KEY,
