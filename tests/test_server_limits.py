@@ -142,9 +142,9 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
     client pipelining big reads must be paused, not have every reply buffered."""
     from fastdyn.server.config import ServerConfig
     from fastdyn.server.protocol import ClientConnection
-    from fastdyn.server.server import Node
+    from fastdyn.server.assemble import assemble
 
-    node = Node(ServerConfig(data_dir=str(tmp_path / "data"), sync="always").finish())
+    node = assemble(ServerConfig(data_dir=str(tmp_path / "data"), sync="always").finish())
     value = b"x" * 20_000
     node.coord.put(b"v", value)
     gate = threading.Event()

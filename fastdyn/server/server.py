@@ -14,16 +14,13 @@ from then on the store refuses writes, which clients see as `-MISCONF`, while re
 import asyncio
 import collections
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 
 from fastdyn import __version__
 from fastdyn._commands import configure as configure_dispatcher
-from fastdyn.cluster.coordinator import LocalCoordinator
-from fastdyn.errors import ListenError, PersistFailed
+from fastdyn.errors import PersistFailed
 from fastdyn.server.commands import REGISTRY
 
 log = logging.getLogger("fastdyn.server")
@@ -36,39 +33,20 @@ BACKLOG = 511
 
 
 class Node:
-    def __init__(self, config):
-        from fastdyn.storage import Store
+    """One node: what `assemble` built from the configuration (fastdyn/server/assemble.py) -
+    the open store, the coordinator over it, the cluster runtime of a member (else None) and
+    the bound listening sockets, client and peer - served by serve() until stopped."""
 
+    def __init__(self, config, store, coordinator, *, cluster=None, sockets=(),
+                 peer_sockets=()):
         self.config = config
         self.redis_version = REDIS_VERSION
-        # bind first: a busy port must fail before the data directory is created or locked
-        self.sockets = listen_sockets(config.host, config.port)
-        self.peer_sockets = []
-        try:
-            if config.seeds:
-                self.peer_sockets = listen_sockets(config.host, config.peer_port)
-            os.makedirs(config.data_dir, exist_ok=True)
-            self.group_commit = config.sync == "always"
-            # a cluster member stores objects: a value plus its version, or several siblings
-            self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
-                               sync_interval_ms=config.sync_interval_ms,
-                               max_value_bytes=config.max_bulk_bytes if config.seeds
-                               else config.max_value_bytes)
-        except BaseException:
-            for sock in self.sockets + self.peer_sockets:
-                sock.close()
-            raise
-        self.cluster = None
-        if config.seeds:
-            from fastdyn.cluster.runtime import Cluster
-
-            self.cluster = Cluster(config, self.store)
-            self.coord = self.cluster.coordinator
-        else:
-            from fastdyn.cluster.runtime import check_single_node_format
-
-            check_single_node_format(config.data_dir)
-            self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.store = store
+        self.coord = coordinator
+        self.cluster = cluster
+        self.sockets = list(sockets)
+        self.peer_sockets = list(peer_sockets)
+        self.group_commit = config.sync == "always"
         self.commands = REGISTRY
         configure_dispatcher(REGISTRY)
         self.clients = set()
@@ -253,27 +231,3 @@ class Node:
         log.info("data flushed and closed")
         return 0
 
-
-def listen_sockets(host, port):
-    """Listening sockets for every address `host` resolves to, as loop.create_server would
-    bind them (connections wait in the backlog until serve()); raises ListenError with nothing
-    left open."""
-    sockets = []
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        for family, type_, proto, _, address in dict.fromkeys(infos):  # without repeats
-            sock = socket.socket(family, type_, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-    except BaseException as exc:
-        for sock in sockets:
-            sock.close()
-        if isinstance(exc, OSError):
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        raise
-    return sockets
