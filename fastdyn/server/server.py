@@ -1,11 +1,11 @@
 """A running node: the store, the coordinator, the client listener and the node's timers.
 
-Durability: the node decides when the log is written. Replies produced after a write are held
-until the end of the event-loop turn, when one write() hands every connection's records to the
-OS. With `--sync always` the store is opened without its own fsync and the node does group
-commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
-parsing and executing; one fsync covers every write made before it started. `--sync interval`
-leaves the periodic fsync to the store.
+Durability: the node decides when the log is written (fastdyn/server/group_commit.py).
+Replies produced after a write are held until the end of the event-loop turn, when one write()
+hands every connection's records to the OS. With `--sync always` the store is opened without
+its own fsync and the node does group commit: the held replies wait for one fsync, run in a
+worker thread so the event loop keeps parsing and executing; one fsync covers every write made
+before it started. `--sync interval` leaves the periodic fsync to the store.
 
 When the data directory cannot take a turn's records (disk full, I/O error, failed fsync), the
 writers of that turn are disconnected unanswered (their writes may or may not persist), and
@@ -22,6 +22,7 @@ from fastdyn import __version__
 from fastdyn._commands import configure as configure_dispatcher
 from fastdyn.errors import PersistFailed
 from fastdyn.server.commands import REGISTRY
+from fastdyn.server.group_commit import GroupCommit
 
 log = logging.getLogger("fastdyn.server")
 
@@ -46,20 +47,17 @@ class Node:
         self.cluster = cluster
         self.sockets = list(sockets)
         self.peer_sockets = list(peer_sockets)
-        self.group_commit = config.sync == "always"
+        # Replies that follow a write leave only once that write is handed to the OS (sync
+        # interval/never: a killed process loses no acknowledged write) or fsynced (sync
+        # always); one write() and at most one fsync serve every connection of a turn, and
+        # the replica writes of a cluster member's peer listener too.
+        self.commits = GroupCommit(store, coordinator, config.sync == "always")
         self.commands = REGISTRY
         configure_dispatcher(REGISTRY)
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
         self._client_ids = 0
-        # Replies that follow a write leave only once that write is handed to the OS (sync
-        # interval/never: a killed process loses no acknowledged write) or fsynced (sync
-        # always); one write() and at most one fsync serve every connection of a turn.
-        self.acked_seq = 0                   # write_seq up to which replies may leave
-        self.waiting = collections.deque()   # (write_seq, connection, reply bytes, close)
-        self.commit_scheduled = False
-        self.fsync_running = False
         self.commands_processed = 0
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
         self.expired_base = 0                # the store's expiry count at CONFIG RESETSTAT
@@ -103,60 +101,6 @@ class Node:
                                  "never": "no"}[c.sync],
                 b"maxmemory": "0", b"maxmemory-policy": "noeviction", b"dir": c.data_dir}
 
-    # -- replies after writes --------------------------------------------------------------
-    def hold_reply(self, conn, data, close=False):
-        """Keep a reply that may depend on writes not yet released (see release rule below);
-        `close`: close the connection once it is sent."""
-        self.waiting.append((self.coord.write_seq, conn, data, close))
-        if not self.commit_scheduled:
-            self.commit_scheduled = True
-            self.loop.call_soon(self._commit)
-
-    def _commit(self):
-        """Once per event-loop turn: one write() of the turn's records, then release replies
-        (sync interval/never), or one fsync in a worker thread first (sync always)."""
-        self.commit_scheduled = False
-        seq = self.coord.write_seq
-        try:
-            self.store.flush_buffer()
-        except Exception as exc:
-            log.error("write to the data directory failed: %s", exc)
-            self._drop_waiting()
-            return
-        if not self.group_commit:
-            self.acked_seq = seq
-            self._release(seq)
-        elif not self.fsync_running:
-            self.fsync_running = True
-            fut = self.loop.run_in_executor(None, self.store.fsync)
-            fut.add_done_callback(lambda f: self._fsync_done(f, seq))
-
-    def _fsync_done(self, fut, seq):
-        self.fsync_running = False
-        if fut.exception() is not None:
-            log.error("fsync failed: %s", fut.exception())
-            self._drop_waiting()
-            return
-        self.acked_seq = max(self.acked_seq, seq)
-        self._release(seq)
-        if self.waiting and not self.commit_scheduled:
-            self._commit()
-
-    def _release(self, seq):
-        waiting = self.waiting
-        while waiting and waiting[0][0] <= seq:
-            _, conn, data, close = waiting.popleft()
-            conn.write_held(data, close)
-
-    def _drop_waiting(self):
-        # the writes may be lost: never acknowledge them; drop those clients instead.  The
-        # store refuses writes until it can persist again, so later replies need not wait.
-        while self.waiting:
-            conn = self.waiting.popleft()[1]
-            if conn.transport is not None:
-                conn.transport.abort()
-        self.acked_seq = self.coord.write_seq
-
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
         """Every 100 ms: sweep expired keys (bounded work) and sample the command rate."""
@@ -189,7 +133,7 @@ class Node:
                           for sock in self.sockets]
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         if self.cluster is not None:
-            await self.cluster.start(self.loop, self.peer_sockets)
+            await self.cluster.start(self.loop, self.commits, self.peer_sockets)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
                  "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
@@ -214,7 +158,7 @@ class Node:
             conn.closing = True
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.pause_reading()
-        while self.fsync_running or self.commit_scheduled:
+        while self.commits.busy:
             await asyncio.sleep(0.01)
         for conn in list(self.clients):
             if conn.transport is not None:
