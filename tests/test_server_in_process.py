@@ -84,3 +84,32 @@ def test_a_busy_port_fails_before_the_data_directory_exists(tmp_path):
     with serving(node):
         with redis.Redis(HOST, cfg.port) as r:
             assert r.ping()
+
+
+def keyspace_counts(r):
+    stats = r.info("stats")
+    return stats["keyspace_hits"], stats["keyspace_misses"]
+
+
+def test_each_node_counts_its_own_keyspace_hits_and_misses(tmp_path):
+    a = assemble(node_config(tmp_path, "a"))
+    b = assemble(node_config(tmp_path, "b"))
+    with serving(a, b), redis.Redis(HOST, a.config.port) as ra, \
+            redis.Redis(HOST, b.config.port) as rb:
+        ra.set("k", "1")
+        rb.set("k", "1")
+        ra.get("k")                                 # the fast path: a hit
+        ra.get("nokey")                             # a miss
+        ra.mget("k", "k", "nokey")                  # a command's encoder: 2 hits, 1 miss
+        assert ra.pipeline().get("k").getrange("k", 0, 0).strlen("nokey").execute() \
+            == [b"1", b"1", 0]                      # pipelined, through EXEC: 2 hits, 1 miss
+        rb.get("nokey")
+        assert keyspace_counts(ra) == (5, 3)
+        assert keyspace_counts(rb) == (0, 1)
+        rb.config_resetstat()
+        assert keyspace_counts(rb) == (0, 0)
+        assert keyspace_counts(ra) == (5, 3)
+        rb.get("k")
+        ra.config_resetstat()
+        assert keyspace_counts(ra) == (0, 0)
+        assert keyspace_counts(rb) == (1, 0)

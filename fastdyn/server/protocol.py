@@ -45,7 +45,7 @@ def is_loopback(peername) -> bool:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("server", "coord", "commits", "out", "parser", "transport", "id", "name", "lib",
+    __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id", "name", "lib",
                  "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
                  "backlog", "write_paused", "eof", "held", "drain_scheduled")
 
@@ -53,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         self.server = server
         self.coord = server.coord
         self.commits = server.commits
+        self.keyspace = server.keyspace
         cfg = server.config
         self.out = ReplyWriter()
         self.authenticated = not cfg.requirepass

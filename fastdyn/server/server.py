@@ -19,7 +19,7 @@ import threading
 import time
 
 from fastdyn import __version__
-from fastdyn._commands import configure as configure_dispatcher
+from fastdyn._commands import KeyspaceStats, configure as configure_dispatcher
 from fastdyn.errors import PersistFailed
 from fastdyn.server.commands import REGISTRY
 from fastdyn.server.group_commit import GroupCommit
@@ -57,6 +57,7 @@ class Node:
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
+        self.keyspace = KeyspaceStats()      # INFO keyspace_hits/misses, counted by commands
         self._client_ids = 0
         self.commands_processed = 0
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
@@ -72,13 +73,11 @@ class Node:
         return self._client_ids
 
     def reset_stats(self):
-        from fastdyn._commands import keyspace_stats
-
         self.stats.clear()
         self.commands_processed = 0
         self.expired_base = self.store.stats()["expired_removed"]
         self.ops_samples.clear()
-        keyspace_stats(reset=True)
+        self.keyspace.reset()
 
     def ops_per_sec(self) -> int:
         """Commands per second over the last ~1.6 s (INFO's instantaneous_ops_per_sec)."""
