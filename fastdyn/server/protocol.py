@@ -45,9 +45,9 @@ def is_loopback(peername) -> bool:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id", "name", "lib",
-                 "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
-                 "backlog", "write_paused", "eof", "held", "drain_scheduled")
+    __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id",
+                 "name", "lib", "authenticated", "slots", "closing", "peer", "multi",
+                 "multi_failed", "backlog", "write_paused", "eof", "held", "drain_scheduled")
 
     def __init__(self, server):
         self.server = server
