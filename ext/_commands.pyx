@@ -181,7 +181,7 @@ def execute(conn, list cmds):
     many ran: fewer than len(cmds) when the replies passed the high-water mark or the
     connection is closing."""
     cdef ReplyWriter out = conn.out
-    cdef KeyspaceStats keyspace = conn.keyspace
+    cdef KeyspaceStats keyspace = None     # looked up at the batch's first GET
     cdef object coord = conn.coord
     cdef object coord_get = coord.get
     cdef object coord_put = coord.put
@@ -235,6 +235,8 @@ def execute(conn, list cmds):
             except Exception as exc:
                 out.error(error_reply(exc, spec.name))
                 continue
+            if keyspace is None:
+                keyspace = conn.keyspace
             if type(result) is _Pending:
                 conn.defer(result, keyspace.bulk_lookup)
             else:

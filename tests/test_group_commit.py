@@ -59,10 +59,10 @@ def run(store, coro):
 async def write_around_an_fsync_start(store, coord, commits, done):
     """Write "a" and wait for it; once its fsync has begun, write "b" and wait for it."""
     coord.put(b"a", b"1")
-    commits.wait(done, "a")
+    commits.wait(done, "a", None)
     await until(lambda: store.started == 1, "no fsync started")
     coord.put(b"b", b"2")               # written while that fsync runs
-    commits.wait(done, "b")
+    commits.wait(done, "b", None)
 
 
 def test_an_fsync_releases_the_writes_made_before_it_started(parts):
@@ -70,12 +70,12 @@ def test_an_fsync_releases_the_writes_made_before_it_started(parts):
     commits = GroupCommit(store, coord, fsync_all=True)
     released = []
 
-    def done(error, name):
+    def done(error, name, _):
         released.append((name, error))
 
     async def scenario():
         await write_around_an_fsync_start(store, coord, commits, done)
-        commits.wait_synced(done, "b too")
+        commits.wait_synced(done, "b too", None)
         await asyncio.sleep(0.05)
         assert released == [] and commits.busy
         store.gate.release()                # the first fsync ends: it covers "a" only
@@ -97,7 +97,7 @@ def test_a_failed_fsync_is_reported_to_every_waiter(parts):
     errors = {}
 
     async def scenario():
-        await write_around_an_fsync_start(store, coord, commits, lambda error, name:
+        await write_around_an_fsync_start(store, coord, commits, lambda error, name, _:
                                           errors.setdefault(name, error))
         store.failure = PersistFailed("disk gone")
         store.gate.release()
@@ -114,13 +114,13 @@ def test_without_fsync_all_only_wait_synced_waits_for_the_fsync(parts):
     commits = GroupCommit(store, coord, fsync_all=False)
     released = []
 
-    def done(error, name):
+    def done(error, name, _):
         released.append(name)
 
     async def scenario():
         coord.put(b"a", b"1")
-        commits.wait_synced(done, "durable")
-        commits.wait(done, "written")
+        commits.wait_synced(done, "durable", None)
+        commits.wait(done, "written", None)
         await until(lambda: released == ["written"], "a written reply waited")
         assert commits.acked_seq == coord.write_seq
         await until(lambda: store.started == 1, "no fsync for the durable waiter")

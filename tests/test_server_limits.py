@@ -158,7 +158,7 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
 
     def held_bytes():
         async def measure():
-            return sum(len(args[0]) for _, _, args in node.commits.waiting)
+            return sum(len(data) for _, _, data, _ in node.commits.waiting)
         return asyncio.run_coroutine_threadsafe(measure(), loop).result(5)
 
     try:

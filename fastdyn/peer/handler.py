@@ -38,7 +38,7 @@ class ReplicaHandler:
             results = [self._put(key, obj) for key, obj in items]
             self.served += len(results)
             wait = self.commits.wait_synced if flags & m.PUT_DURABLE else self.commits.wait
-            wait(self._answer_put, conn, frame, results)
+            wait(self._answer_put, conn, (frame, results))
             return
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
@@ -89,10 +89,11 @@ class ReplicaHandler:
         return _OK_EMPTY
 
     @staticmethod
-    def _answer_put(error, conn, frame, results):
+    def _answer_put(error, conn, answer):
         """The batch's records are handed to the OS (a kill -9 of this process then loses no
         write it acknowledges) and, when asked, fsynced; if that failed, no write of the
         batch is acknowledged."""
+        frame, results = answer
         if error is not None:
             results = [(m.ERROR, str(error).encode())] * len(results)
         conn.reply(frame, m.pack_results(results))

@@ -7,9 +7,9 @@ One GroupCommit serves a node's client listener and its peer listener: client re
 `--sync always` and replica writes that must be durable (--sync always, or a DW put) share
 the fsync of their turn.
 """
-import asyncio
 import collections
 import logging
+from asyncio import get_running_loop
 
 log = logging.getLogger("fastdyn.server")
 
@@ -17,12 +17,13 @@ log = logging.getLogger("fastdyn.server")
 class GroupCommit:
     """Over `store` (flush_buffer(), fsync()) whose writes `source.write_seq` counts.
 
-    `wait(done, *args)` holds an answer until the writes made so far are written (fsynced
-    too with `fsync_all`, --sync always); `wait_synced(done, *args)` until they are fsynced
-    whatever the mode. Then `done(None, *args)` runs; if the store cannot take them (disk
-    full, I/O error, failed fsync), `done(exc, *args)` runs for every waiter instead: those
+    `wait(done, a, b)` holds an answer until the writes made so far are written (fsynced too
+    with `fsync_all`, --sync always); `wait_synced(done, a, b)` until they are fsynced
+    whatever the mode. Then `done(None, a, b)` runs; if the store cannot take them (disk
+    full, I/O error, failed fsync), `done(exc, a, b)` runs for every waiter instead: those
     writes may or may not persist, and from then on the store refuses writes, so no later
-    answer depends on them.
+    answer depends on them. (Two arguments, not *args: a client's held replies pass here
+    after every write.) The group commit runs on the event loop it is used in.
 
     The client listener checks `acked_seq` and `waiting` itself (source.write_seq ==
     acked_seq and no waiting means a reply may leave at once): they are plain attributes."""
@@ -32,29 +33,28 @@ class GroupCommit:
         self.source = source
         self.fsync_all = fsync_all
         self.acked_seq = 0                    # write_seq up to which wait() is released
-        self.waiting = collections.deque()    # (write_seq, done, args) for wait()
+        self.waiting = collections.deque()    # (write_seq, done, a, b) for wait()
         # for wait_synced(); the same queue when every answer waits for the fsync
         self.waiting_synced = self.waiting if fsync_all else collections.deque()
         self.commit_scheduled = False
         self.fsync_running = False
 
-    def wait(self, done, *args) -> None:
-        self.waiting.append((self.source.write_seq, done, args))
-        self._schedule()
+    def wait(self, done, a, b) -> None:
+        self.waiting.append((self.source.write_seq, done, a, b))
+        if not self.commit_scheduled:
+            self.commit_scheduled = True
+            get_running_loop().call_soon(self._commit)
 
-    def wait_synced(self, done, *args) -> None:
-        self.waiting_synced.append((self.source.write_seq, done, args))
-        self._schedule()
+    def wait_synced(self, done, a, b) -> None:
+        self.waiting_synced.append((self.source.write_seq, done, a, b))
+        if not self.commit_scheduled:
+            self.commit_scheduled = True
+            get_running_loop().call_soon(self._commit)
 
     @property
     def busy(self) -> bool:
         """Whether a commit is scheduled or an fsync runs (shutdown waits for them)."""
         return self.commit_scheduled or self.fsync_running
-
-    def _schedule(self) -> None:
-        if not self.commit_scheduled:
-            self.commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit)
 
     def _commit(self) -> None:
         """Once per event-loop turn: one write() of the turn's records, then release what
@@ -73,7 +73,7 @@ class GroupCommit:
             _release(self.waiting, seq)
         if self.waiting_synced and not self.fsync_running:
             self.fsync_running = True
-            fut = asyncio.get_running_loop().run_in_executor(None, self.store.fsync)
+            fut = get_running_loop().run_in_executor(None, self.store.fsync)
             fut.add_done_callback(lambda f: self._fsync_done(f, seq))
 
     def _fsync_done(self, fut, seq) -> None:
@@ -94,13 +94,13 @@ class GroupCommit:
         # it can persist again, so answers after this need not wait.
         for queue in (self.waiting,) if self.fsync_all else (self.waiting, self.waiting_synced):
             while queue:
-                _, done, args = queue.popleft()
-                done(exc, *args)
+                _, done, a, b = queue.popleft()
+                done(exc, a, b)
         self.acked_seq = self.source.write_seq
 
 
 def _release(queue, seq) -> None:
     """Answer the waiters whose writes were made up to write_seq `seq`, in order."""
     while queue and queue[0][0] <= seq:
-        _, done, args = queue.popleft()
-        done(None, *args)
+        _, done, a, b = queue.popleft()
+        done(None, a, b)
