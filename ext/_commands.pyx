@@ -9,6 +9,7 @@ their own. Everything else calls its Python function. A result that is a `Pendin
 reply slot through `conn.defer`. Whatever a command raises becomes its error reply in one
 place, `error_reply`.
 """
+cimport cython
 from cpython.list cimport PyList_GET_SIZE
 from fastdyn._resp cimport ReplyWriter, RequestParser
 
@@ -34,28 +35,37 @@ FAST_GET = OP_GET
 FAST_SET = OP_SET
 
 
-# INFO's keyspace_hits / keyspace_misses: lookups of keys by reading commands, as Redis counts
-cdef long long keyspace_hits = 0
-cdef long long keyspace_misses = 0
+@cython.final
+cdef class KeyspaceStats:
+    """INFO's keyspace_hits / keyspace_misses of one node: lookups of keys by reading commands,
+    as Redis counts them. The node makes one and its connections share it (conn.keyspace);
+    `execute` counts GET at C level, the other commands through count() or the encoders."""
+    cdef public long long hits, misses
 
-
-def count_lookups(values):
-    """Count the results of key lookups (None = a miss) into the keyspace statistics."""
-    global keyspace_hits, keyspace_misses
-    for v in values:
-        if v is None:
-            keyspace_misses += 1
+    cdef inline void tally(self, object value) noexcept:
+        if value is None:
+            self.misses += 1
         else:
-            keyspace_hits += 1
+            self.hits += 1
 
+    def count(self, values):
+        """Count the results of key lookups (None = a miss)."""
+        for v in values:
+            self.tally(v)
 
-def keyspace_stats(bint reset=False):
-    """(hits, misses) since start or the last reset (CONFIG RESETSTAT)."""
-    global keyspace_hits, keyspace_misses
-    stats = (keyspace_hits, keyspace_misses)
-    if reset:
-        keyspace_hits = keyspace_misses = 0
-    return stats
+    def bulk_lookup(self, out, value):
+        """Encoder of a reading command's one value: counts it, then answers it."""
+        self.tally(value)
+        out.bulk(value)
+
+    def bulks_lookup(self, out, values):
+        """Encoder of a reading command's values (MGET): counts them, then answers them."""
+        self.count(values)
+        out.bulks(values)
+
+    def reset(self):
+        """CONFIG RESETSTAT."""
+        self.hits = self.misses = 0
 
 
 cdef class CommandSpec:
@@ -109,11 +119,6 @@ def error_reply(exc, name=None) -> str:
         return "ERR " + str(exc)
     log.error("command %r failed", name, exc_info=exc)
     return "ERR internal error in '%s': %s" % (name, exc)
-
-
-def _encode_lookup(out, value):
-    count_lookups((value,))
-    out.bulk(value)
 
 
 def _encode_ok(out, _):
@@ -175,8 +180,8 @@ def execute(conn, list cmds):
     """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out. Returns how
     many ran: fewer than len(cmds) when the replies passed the high-water mark or the
     connection is closing."""
-    global keyspace_hits, keyspace_misses
     cdef ReplyWriter out = conn.out
+    cdef KeyspaceStats keyspace = None     # looked up at the batch's first GET
     cdef object coord = conn.coord
     cdef object coord_get = coord.get
     cdef object coord_put = coord.put
@@ -230,13 +235,12 @@ def execute(conn, list cmds):
             except Exception as exc:
                 out.error(error_reply(exc, spec.name))
                 continue
+            if keyspace is None:
+                keyspace = conn.keyspace
             if type(result) is _Pending:
-                conn.defer(result, _encode_lookup)
+                conn.defer(result, keyspace.bulk_lookup)
             else:
-                if result is None:
-                    keyspace_misses += 1
-                else:
-                    keyspace_hits += 1
+                keyspace.tally(result)
                 out.bulk(result)
         elif fast == OP_SET and n == 3 and len(<bytes>args[2]) <= max_value:
             try:

@@ -70,9 +70,9 @@ def test_a_busy_port_fails_before_the_data_directory_is_created(tmp_path):
 
 def test_a_node_serves_and_stops_in_a_thread_without_signal_errors(tmp_path):
     from fastdyn.server.config import ServerConfig
-    from fastdyn.server.server import Node
+    from fastdyn.server.assemble import assemble
 
-    node = Node(ServerConfig(port=free_port(), data_dir=str(tmp_path / "d")).finish())
+    node = assemble(ServerConfig(port=free_port(), data_dir=str(tmp_path / "d")).finish())
     loop = asyncio.new_event_loop()
     failures = []
 

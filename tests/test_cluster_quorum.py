@@ -120,3 +120,23 @@ def test_too_few_replicas_answer_a_quorum_error_then_recover(cluster, tmp_path):
         while c.call("SET", "q", "2") != ("simple", b"OK"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
+
+
+def test_a_cluster_under_sync_always_acknowledges_durable_and_plain_writes(start_cluster):
+    """--sync always: every replica answers a write once its group commit has fsynced it. With
+    W=3 each write waits for all three replicas' answers, so every acknowledged write is on all
+    three stores after a kill -9 of the whole cluster."""
+    cluster = start_cluster(3, "--sync", "always", "--w", "3")
+    expected = {}
+    for i in range(3):
+        with cluster.client(i) as c:
+            key = f"dw:{i}"
+            reply = c.call("DYN.PUT", key, "", f"durable {i}", "DW", "3")
+            assert reply[0] == "bulk", reply
+            expected[key.encode()] = f"durable {i}".encode()
+            batch = {f"set:{i}:{j}".encode(): f"plain {i} {j}".encode() for j in range(50)}
+            replies = c.pipeline([("SET", k, v) for k, v in batch.items()])
+            assert replies == [("simple", b"OK")] * len(batch)
+            expected.update(batch)
+    cluster.kill_all()
+    assert cluster.misplaced(expected) == {}

@@ -181,11 +181,11 @@ class DelayedCoordinator:
 
 def test_replies_keep_request_order_when_results_complete_out_of_order(tmp_path):
     from fastdyn.server.config import ServerConfig
-    from fastdyn.server.server import Node
+    from fastdyn.server.assemble import assemble
 
     port = free_port()
     cfg = ServerConfig(port=port, data_dir=str(tmp_path / "d")).finish()
-    node = Node(cfg)
+    node = assemble(cfg)
     started = threading.Event()
     loop = asyncio.new_event_loop()
 

@@ -24,7 +24,8 @@ from fastdyn.cluster.runtime import Cluster
 from fastdyn.errors import BadKey, CounterOverflow, NotAnInteger
 from fastdyn.pending import Pending
 from fastdyn.server.config import ServerConfig
-from fastdyn.server.server import listen_sockets
+from fastdyn.server.assemble import listen_sockets
+from fastdyn.server.group_commit import GroupCommit
 from fastdyn.storage import Store
 
 HOST = "127.0.0.1"
@@ -81,8 +82,8 @@ def _cluster(tmp_path, runner, ordered=True):
 
     async def start():
         loop = asyncio.get_running_loop()
-        for member, socks in zip(members, sockets):
-            await member.start(loop, socks)
+        for member, store, socks in zip(members, stores, sockets):
+            await member.start(loop, GroupCommit(store, member.coordinator, False), socks)
         deadline = loop.time() + 10
         while any(len(m.members) < MEMBERS for m in members):
             assert loop.time() < deadline, "the members did not learn each other's names"

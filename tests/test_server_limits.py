@@ -142,13 +142,13 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
     client pipelining big reads must be paused, not have every reply buffered."""
     from fastdyn.server.config import ServerConfig
     from fastdyn.server.protocol import ClientConnection
-    from fastdyn.server.server import Node
+    from fastdyn.server.assemble import assemble
 
-    node = Node(ServerConfig(data_dir=str(tmp_path / "data"), sync="always").finish())
+    node = assemble(ServerConfig(data_dir=str(tmp_path / "data"), sync="always").finish())
     value = b"x" * 20_000
     node.coord.put(b"v", value)
     gate = threading.Event()
-    node.store = _StalledFsync(node.store, gate)
+    node.commits.store = _StalledFsync(node.store, gate)
     loop = node.loop = asyncio.new_event_loop()
     listener = loop.run_until_complete(
         loop.create_server(lambda: ClientConnection(node), HOST, 0))
@@ -158,7 +158,7 @@ def test_replies_held_for_a_group_commit_pause_a_client_that_does_not_read(tmp_p
 
     def held_bytes():
         async def measure():
-            return sum(len(entry[2]) for entry in node.waiting)
+            return sum(len(data) for _, _, data, _ in node.commits.waiting)
         return asyncio.run_coroutine_threadsafe(measure(), loop).result(5)
 
     try:

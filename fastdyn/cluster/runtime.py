@@ -104,13 +104,14 @@ class Cluster:
         self._delivering = set()
         self._timers = []
 
-    async def start(self, loop, sockets=()) -> None:
-        """Serve peers on `sockets` (bound by the caller), or bind the peer port here."""
+    async def start(self, loop, commits, sockets=()) -> None:
+        """Serve peers on `sockets` (bound by the caller), or bind the peer port here; replica
+        writes are answered through the node's group commit `commits`."""
         cfg = self.config
         self.pool = PeerPool(self.name, loop=loop, faults=self.faults,
                              on_reachable=self._reachable_again)
         self.quorum_coordinator.pool = self.pool
-        handler = ReplicaHandler(self.replica, self.hints, cfg.sync == "always")
+        handler = ReplicaHandler(self.replica, self.hints, commits)
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
         if sockets:
             for sock in sockets:

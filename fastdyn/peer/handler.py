@@ -2,10 +2,12 @@
 
 REPLICA_GET answers the stored object of each key, merged with any hint this node keeps for
 it (a fallback answers what it stands in for); REPLICA_PUT syncs each object into the store
-(a plain write that lost to a newer value is answered with that value);
-HINT keeps each object for its intended owner; FLUSH raises the flush epoch and answers the
-epoch it holds then; KEYS answers a page of this node's live keys in hash order. A key whose object is bad gets an ERROR result
-of its own; the rest of the batch is served.
+(a plain write that lost to a newer value is answered with that value) and answers once the
+node's group commit has written the records, fsynced for a DW put or under --sync always (one
+fsync covers the turn's client and replica writes); HINT keeps each object for its intended
+owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
+this node's live keys in hash order. A key whose object is bad gets an ERROR result of its
+own; the rest of the batch is served.
 """
 import time
 
@@ -18,11 +20,12 @@ _OK_EMPTY = (m.OK, b"")
 
 
 class ReplicaHandler:
-    def __init__(self, replica, hints, fsync_writes=False):
-        """fsync_writes: acknowledge replica writes only once fsynced (--sync always)."""
+    def __init__(self, replica, hints, commits):
+        """commits: the node's GroupCommit (fastdyn/server/group_commit.py), which answers a
+        REPLICA_PUT once its records are written, or fsynced for a DW put or --sync always."""
         self.replica = replica
         self.hints = hints
-        self.fsync_writes = fsync_writes
+        self.commits = commits
 
     def handle(self, conn, frame) -> None:
         kind = frame.kind
@@ -32,7 +35,9 @@ class ReplicaHandler:
             return
         if kind == m.REPLICA_PUT:
             batch = self.replica.apply_puts(frame.payload, self._put)
-            results = self._written(batch.results, self.fsync_writes or batch.durable)
+            wait = self.commits.wait_synced if batch.durable else self.commits.wait
+            wait(self._answer_put, conn, (frame, batch.results))
+            return
         elif kind == m.HINT:
             results = [self._hint(owner, key, obj)
                        for owner, key, obj in m.unpack_hints(frame.payload)]
@@ -78,18 +83,15 @@ class ReplicaHandler:
             return (m.ERROR, str(exc).encode())
         return _OK_EMPTY
 
-    def _written(self, results, fsync):
-        """Hand the batch's records to the OS (a kill -9 of this process then loses no write
-        it acknowledges) and, when asked, fsync them (DW, --sync always) before the answer;
-        if that fails, no write of the batch is acknowledged."""
-        store = self.replica.store
-        try:
-            store.flush_buffer()
-            if fsync:
-                store.fsync()
-        except StorageError as exc:
-            return [(m.ERROR, str(exc).encode())] * len(results)
-        return results
+    @staticmethod
+    def _answer_put(error, conn, answer):
+        """The batch's records are handed to the OS (a kill -9 of this process then loses no
+        write it acknowledges) and, when asked, fsynced; if that failed, no write of the
+        batch is acknowledged."""
+        frame, results = answer
+        if error is not None:
+            results = [(m.ERROR, str(error).encode())] * len(results)
+        conn.reply(frame, m.pack_results(results))
 
     def _hint(self, owner, key, obj):
         try:

@@ -28,10 +28,10 @@ def run(args) -> int:
     import uvloop
 
     from fastdyn.errors import ListenError, StorageError
-    from fastdyn.server.server import Node
+    from fastdyn.server.assemble import assemble
 
     try:
-        node = Node(cfg)
+        node = assemble(cfg)
     except (ListenError, StorageError) as exc:
         print(f"fastdyn serve: {exc}", file=sys.stderr)
         return 1

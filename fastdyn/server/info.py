@@ -6,7 +6,6 @@ import sys
 import time
 
 from fastdyn import __version__
-from fastdyn._commands import keyspace_stats
 
 SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cluster",
             "keyspace")
@@ -69,7 +68,6 @@ def info_text(node, wanted) -> str:
                             ("aof_enabled", 0 if cfg.sync == "never" else 1),
                             ("fastdyn_sync", cfg.sync), ("fastdyn_data_dir", cfg.data_dir)])
     stats = node.stats
-    hits, misses = keyspace_stats()
     # lazy, swept and merged away: counted once per key, as Redis counts
     expired = store_stats["expired_removed"] - node.expired_base
     section("stats", [("total_connections_received", stats["total_connections_received"]),
@@ -77,7 +75,8 @@ def info_text(node, wanted) -> str:
                       ("instantaneous_ops_per_sec", node.ops_per_sec()),
                       ("rejected_connections", stats["rejected_connections"]),
                       ("expired_keys", expired), ("evicted_keys", 0),
-                      ("keyspace_hits", hits), ("keyspace_misses", misses)])
+                      ("keyspace_hits", node.keyspace.hits),
+                      ("keyspace_misses", node.keyspace.misses)])
     section("replication", [("role", "master"), ("connected_slaves", 0)])
     rep = node.coord.replication()
     section("cluster", [("cluster_enabled", 0), ("fastdyn_n", rep["n"]), ("fastdyn_r", rep["r"]),

@@ -45,13 +45,15 @@ def is_loopback(peername) -> bool:
 
 
 class ClientConnection(asyncio.Protocol):
-    __slots__ = ("server", "coord", "out", "parser", "transport", "id", "name", "lib",
-                 "authenticated", "slots", "closing", "peer", "multi", "multi_failed",
-                 "backlog", "write_paused", "eof", "held", "drain_scheduled")
+    __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id",
+                 "name", "lib", "authenticated", "slots", "closing", "peer", "multi",
+                 "multi_failed", "backlog", "write_paused", "eof", "held", "drain_scheduled")
 
     def __init__(self, server):
         self.server = server
         self.coord = server.coord
+        self.commits = server.commits
+        self.keyspace = server.keyspace
         cfg = server.config
         self.out = ReplyWriter()
         self.authenticated = not cfg.requirepass
@@ -68,7 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
         self.backlog = None        # parsed commands waiting for the client to read replies
         self.write_paused = False
-        self.held = 0              # bytes of this client's replies the node holds (hold_reply)
+        self.held = 0              # bytes of this client's replies held for a commit (send)
         self.eof = False           # the client half-closed: close once every reply is out
         self.multi_failed = False  # a queued command was refused: EXEC must abort
 
@@ -177,8 +179,8 @@ class ClientConnection(asyncio.Protocol):
             if self.slots is None and self.backlog is None and not self.closing \
                     and self.parser.error is None:
                 # the common case, inline: nothing deferred, no write waiting for the log
-                server = self.server
-                if server.coord.write_seq == server.acked_seq and not server.waiting:
+                commits = self.commits
+                if self.coord.write_seq == commits.acked_seq and not commits.waiting:
                     data = self.out.take()
                     if data:
                         self.transport.write(data)
@@ -302,17 +304,24 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def send(self, data, close=False):
-        server = self.server
-        if server.coord.write_seq != server.acked_seq or server.waiting:
+        """Send replies; `close`: close the connection once they are out. Replies that may
+        depend on writes not yet committed wait for the group commit."""
+        commits = self.commits
+        if self.coord.write_seq != commits.acked_seq or commits.waiting:
             if self.held + len(data) > HELD_HIGH_WATER and self.over_output_limit(len(data)):
                 return
             self.held += len(data)
-            server.hold_reply(self, data, close)
+            commits.wait(self.write_held, data, close)
         else:
             self.write_now(data, close)
 
-    def write_held(self, data, close=False):
-        """A reply the node held for a commit leaves; go on if the client was blocked by it."""
+    def write_held(self, error, data, close):
+        """The group commit of a held reply ended: it leaves, and the client goes on if it was
+        blocked by it; or the writes may be lost (`error`): the client is dropped unanswered."""
+        if error is not None:
+            if self.transport is not None:
+                self.transport.abort()
+            return
         was_blocked = self.held > HELD_HIGH_WATER
         self.held -= len(data)
         self.write_now(data, close)

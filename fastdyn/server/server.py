@@ -1,11 +1,11 @@
 """A running node: the store, the coordinator, the client listener and the node's timers.
 
-Durability: the node decides when the log is written. Replies produced after a write are held
-until the end of the event-loop turn, when one write() hands every connection's records to the
-OS. With `--sync always` the store is opened without its own fsync and the node does group
-commit: the held replies wait for one fsync, run in a worker thread so the event loop keeps
-parsing and executing; one fsync covers every write made before it started. `--sync interval`
-leaves the periodic fsync to the store.
+Durability: the node decides when the log is written (fastdyn/server/group_commit.py).
+Replies produced after a write are held until the end of the event-loop turn, when one write()
+hands every connection's records to the OS. With `--sync always` the store is opened without
+its own fsync and the node does group commit: the held replies wait for one fsync, run in a
+worker thread so the event loop keeps parsing and executing; one fsync covers every write made
+before it started. `--sync interval` leaves the periodic fsync to the store.
 
 When the data directory cannot take a turn's records (disk full, I/O error, failed fsync), the
 writers of that turn are disconnected unanswered (their writes may or may not persist), and
@@ -14,17 +14,15 @@ from then on the store refuses writes, which clients see as `-MISCONF`, while re
 import asyncio
 import collections
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 
 from fastdyn import __version__
-from fastdyn._commands import configure as configure_dispatcher
-from fastdyn.cluster.coordinator import LocalCoordinator
-from fastdyn.errors import ListenError, PersistFailed
+from fastdyn._commands import KeyspaceStats, configure as configure_dispatcher
+from fastdyn.errors import PersistFailed
 from fastdyn.server.commands import REGISTRY
+from fastdyn.server.group_commit import GroupCommit
 
 log = logging.getLogger("fastdyn.server")
 
@@ -36,52 +34,31 @@ BACKLOG = 511
 
 
 class Node:
-    def __init__(self, config):
-        from fastdyn.storage import Store
+    """One node: what `assemble` built from the configuration (fastdyn/server/assemble.py) -
+    the open store, the coordinator over it, the cluster runtime of a member (else None) and
+    the bound listening sockets, client and peer - served by serve() until stopped."""
 
+    def __init__(self, config, store, coordinator, *, cluster=None, sockets=(),
+                 peer_sockets=()):
         self.config = config
         self.redis_version = REDIS_VERSION
-        # bind first: a busy port must fail before the data directory is created or locked
-        self.sockets = listen_sockets(config.host, config.port)
-        self.peer_sockets = []
-        try:
-            if config.seeds:
-                self.peer_sockets = listen_sockets(config.host, config.peer_port)
-            os.makedirs(config.data_dir, exist_ok=True)
-            self.group_commit = config.sync == "always"
-            # a cluster member stores objects: a value plus its version, or several siblings
-            self.store = Store(config.data_dir, sync="never" if self.group_commit else config.sync,
-                               sync_interval_ms=config.sync_interval_ms,
-                               max_value_bytes=config.max_bulk_bytes if config.seeds
-                               else config.max_value_bytes)
-        except BaseException:
-            for sock in self.sockets + self.peer_sockets:
-                sock.close()
-            raise
-        self.cluster = None
-        if config.seeds:
-            from fastdyn.cluster.runtime import Cluster
-
-            self.cluster = Cluster(config, self.store)
-            self.coord = self.cluster.coordinator
-        else:
-            from fastdyn.cluster.runtime import check_single_node_format
-
-            check_single_node_format(config.data_dir)
-            self.coord = LocalCoordinator(self.store, config.n, config.r, config.w, config.name)
+        self.store = store
+        self.coord = coordinator
+        self.cluster = cluster
+        self.sockets = list(sockets)
+        self.peer_sockets = list(peer_sockets)
+        # Replies that follow a write leave only once that write is handed to the OS (sync
+        # interval/never: a killed process loses no acknowledged write) or fsynced (sync
+        # always); one write() and at most one fsync serve every connection of a turn, and
+        # the replica writes of a cluster member's peer listener too.
+        self.commits = GroupCommit(store, coordinator, config.sync == "always")
         self.commands = REGISTRY
         configure_dispatcher(REGISTRY)
         self.clients = set()
         self.started = time.time()
         self.stats = collections.Counter()
+        self.keyspace = KeyspaceStats()      # INFO keyspace_hits/misses, counted by commands
         self._client_ids = 0
-        # Replies that follow a write leave only once that write is handed to the OS (sync
-        # interval/never: a killed process loses no acknowledged write) or fsynced (sync
-        # always); one write() and at most one fsync serve every connection of a turn.
-        self.acked_seq = 0                   # write_seq up to which replies may leave
-        self.waiting = collections.deque()   # (write_seq, connection, reply bytes, close)
-        self.commit_scheduled = False
-        self.fsync_running = False
         self.commands_processed = 0
         self.ops_samples = collections.deque(maxlen=16)  # (time, commands) every 100 ms
         self.expired_base = 0                # the store's expiry count at CONFIG RESETSTAT
@@ -96,13 +73,11 @@ class Node:
         return self._client_ids
 
     def reset_stats(self):
-        from fastdyn._commands import keyspace_stats
-
         self.stats.clear()
         self.commands_processed = 0
         self.expired_base = self.store.stats()["expired_removed"]
         self.ops_samples.clear()
-        keyspace_stats(reset=True)
+        self.keyspace.reset()
 
     def ops_per_sec(self) -> int:
         """Commands per second over the last ~1.6 s (INFO's instantaneous_ops_per_sec)."""
@@ -124,60 +99,6 @@ class Node:
                 b"appendfsync": {"always": "always", "interval": "everysec",
                                  "never": "no"}[c.sync],
                 b"maxmemory": "0", b"maxmemory-policy": "noeviction", b"dir": c.data_dir}
-
-    # -- replies after writes --------------------------------------------------------------
-    def hold_reply(self, conn, data, close=False):
-        """Keep a reply that may depend on writes not yet released (see release rule below);
-        `close`: close the connection once it is sent."""
-        self.waiting.append((self.coord.write_seq, conn, data, close))
-        if not self.commit_scheduled:
-            self.commit_scheduled = True
-            self.loop.call_soon(self._commit)
-
-    def _commit(self):
-        """Once per event-loop turn: one write() of the turn's records, then release replies
-        (sync interval/never), or one fsync in a worker thread first (sync always)."""
-        self.commit_scheduled = False
-        seq = self.coord.write_seq
-        try:
-            self.store.flush_buffer()
-        except Exception as exc:
-            log.error("write to the data directory failed: %s", exc)
-            self._drop_waiting()
-            return
-        if not self.group_commit:
-            self.acked_seq = seq
-            self._release(seq)
-        elif not self.fsync_running:
-            self.fsync_running = True
-            fut = self.loop.run_in_executor(None, self.store.fsync)
-            fut.add_done_callback(lambda f: self._fsync_done(f, seq))
-
-    def _fsync_done(self, fut, seq):
-        self.fsync_running = False
-        if fut.exception() is not None:
-            log.error("fsync failed: %s", fut.exception())
-            self._drop_waiting()
-            return
-        self.acked_seq = max(self.acked_seq, seq)
-        self._release(seq)
-        if self.waiting and not self.commit_scheduled:
-            self._commit()
-
-    def _release(self, seq):
-        waiting = self.waiting
-        while waiting and waiting[0][0] <= seq:
-            _, conn, data, close = waiting.popleft()
-            conn.write_held(data, close)
-
-    def _drop_waiting(self):
-        # the writes may be lost: never acknowledge them; drop those clients instead.  The
-        # store refuses writes until it can persist again, so later replies need not wait.
-        while self.waiting:
-            conn = self.waiting.popleft()[1]
-            if conn.transport is not None:
-                conn.transport.abort()
-        self.acked_seq = self.coord.write_seq
 
     # -- timers -----------------------------------------------------------------------------
     def _active_expire(self):
@@ -211,7 +132,7 @@ class Node:
                           for sock in self.sockets]
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         if self.cluster is not None:
-            await self.cluster.start(self.loop, self.peer_sockets)
+            await self.cluster.start(self.loop, self.commits, self.peer_sockets)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "
                  "n=%d r=%d w=%d)", __version__, cfg.host, cfg.port, cfg.data_dir, cfg.sync,
@@ -236,7 +157,7 @@ class Node:
             conn.closing = True
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.pause_reading()
-        while self.fsync_running or self.commit_scheduled:
+        while self.commits.busy:
             await asyncio.sleep(0.01)
         for conn in list(self.clients):
             if conn.transport is not None:
@@ -253,27 +174,3 @@ class Node:
         log.info("data flushed and closed")
         return 0
 
-
-def listen_sockets(host, port):
-    """Listening sockets for every address `host` resolves to, as loop.create_server would
-    bind them (connections wait in the backlog until serve()); raises ListenError with nothing
-    left open."""
-    sockets = []
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        for family, type_, proto, _, address in dict.fromkeys(infos):  # without repeats
-            sock = socket.socket(family, type_, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(BACKLOG)
-    except BaseException as exc:
-        for sock in sockets:
-            sock.close()
-        if isinstance(exc, OSError):
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        raise
-    return sockets

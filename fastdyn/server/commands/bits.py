@@ -1,6 +1,5 @@
 """Bit operations on strings: GETBIT, SETBIT, BITCOUNT, BITPOS (Redis' bitops.c). Bit 0 is the
 most significant bit of the first byte."""
-from fastdyn._commands import count_lookups
 from fastdyn._resp import parse_int
 from fastdyn.cluster.coordinator import KEEP
 from fastdyn.errors import CommandError
@@ -32,7 +31,7 @@ def cmd_getbit(conn, args):
     offset = _bit_offset(conn, args[2])
 
     def encode(out, value):
-        count_lookups((value,))
+        conn.keyspace.count((value,))
         out.integer(_bit(value, offset) if value is not None else 0)
 
     reply_result(conn, conn.coord.get(args[1]), encode)
@@ -99,7 +98,7 @@ def _bits_in(value: bytes, lo: int, hi: int) -> int:
          "Counts the number of set bits (population counting) in a string.")
 def cmd_bitcount(conn, args):
     def count(value):
-        count_lookups((value,))
+        conn.keyspace.count((value,))
         # Redis looks the key up first: a missing key counts 0 whatever the arguments say
         if value is None:
             return 0
@@ -125,7 +124,7 @@ def cmd_bitpos(conn, args):
         raise CommandError("ERR The bit argument must be 1 or 0.")
 
     def find(value):
-        count_lookups((value,))
+        conn.keyspace.count((value,))
         # a missing key is an endless run of clear bits
         if value is None:
             return -1 if bit else 0

@@ -2,7 +2,6 @@
 and expire.c)."""
 import random
 
-from fastdyn._commands import count_lookups
 from fastdyn._glob import GlobPattern
 from fastdyn._resp import parse_int
 from fastdyn.cluster.coordinator import DELETE, KEEP
@@ -30,7 +29,7 @@ generic.add("unlink", cmd_del, -2, "write fast", ALL_KEYS,
 @command("exists", -2, "readonly fast", ALL_KEYS, "Determines whether one or more keys exist.")
 def cmd_exists(conn, args):
     def encode(out, found):
-        count_lookups([b""] * found + [None] * (len(args) - 1 - found))
+        conn.keyspace.count([b""] * found + [None] * (len(args) - 1 - found))
         out.integer(found)
 
     reply_result(conn, conn.coord.exists(args[1:]), encode)
@@ -44,7 +43,7 @@ generic.add("touch", cmd_exists, -2, "readonly fast", ALL_KEYS,
 @command("type", 2, "readonly fast", ONE_KEY, "Determines the type of value stored at a key.")
 def cmd_type(conn, args):
     def encode(out, expiry):
-        count_lookups((expiry,))
+        conn.keyspace.count((expiry,))
         out.simple("none" if expiry is None else "string")
 
     reply_result(conn, conn.coord.expiry(args[1]), encode)
@@ -176,7 +175,7 @@ def cmd_copy(conn, args):
         raise CommandError("ERR source and destination objects are the same")
 
     def copy(coord, entry):
-        count_lookups((entry,))
+        conn.keyspace.count((entry,))
         if entry is None:
             return 0
         value, expiry = entry
@@ -266,7 +265,7 @@ def _ttl(conn, key, relative, ms):
     now = conn.coord.clock()
 
     def encode(out, expiry):
-        count_lookups((expiry,))
+        conn.keyspace.count((expiry,))
         if expiry is None:
             out.integer(-2)
         elif not expiry:

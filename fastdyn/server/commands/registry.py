@@ -10,7 +10,7 @@ dispatcher (fastdyn._commands.error_reply) makes every error reply.
 Each module declares its commands in a `CommandGroup`; the package joins the groups into one
 `Registry` of CommandSpec records.
 """
-from fastdyn._commands import FAST_NONE, CommandSpec, count_lookups
+from fastdyn._commands import FAST_NONE, CommandSpec
 from fastdyn._resp import parse_int
 from fastdyn.pending import Pending, then  # noqa: F401  (re-exported for the command modules)
 from fastdyn.errors import CommandError
@@ -120,15 +120,3 @@ def integer(out, n):
 
 def ok(out, _):
     out.ok()
-
-
-# Encoders of reading commands also count keyspace hits and misses, as Redis does.
-def bulk_lookup(out, value):
-    count_lookups((value,))
-    out.bulk(value)
-
-
-def bulks_lookup(out, values):
-    count_lookups(values)
-    out.bulks(values)
-

@@ -1,14 +1,13 @@
 """Strings and counters: GET, SET and their variants, APPEND, ranges, LCS, INCR ... (Redis'
 t_string.c)."""
-from fastdyn._commands import FAST_GET, FAST_SET, count_lookups
+from fastdyn._commands import FAST_GET, FAST_SET
 from fastdyn._lcs import lcs
 from fastdyn._resp import incr_float
 from fastdyn.cluster.coordinator import DELETE, KEEP
 from fastdyn.pending import Pending
 from fastdyn.errors import CommandError
 from fastdyn.server.commands.registry import (ERR_SYNTAX, LLONG_MAX, LLONG_MIN, CommandGroup,
-                                              bulk, bulk_lookup, bulks_lookup, int_arg,
-                                              integer, ok, reply_result, then,
+                                              bulk, int_arg, integer, ok, reply_result, then,
                                               wrong_arity_error)
 
 string = CommandGroup("string")
@@ -49,13 +48,13 @@ def _expire_at(cmd: str, amount: bytes, unit_ms: int, absolute: bool, now: int) 
 
 @command("get", 2, "readonly fast", ONE_KEY, "Returns the string value of a key.", FAST_GET)
 def cmd_get(conn, args):
-    reply_result(conn, conn.coord.get(args[1]), bulk_lookup)
+    reply_result(conn, conn.coord.get(args[1]), conn.keyspace.bulk_lookup)
 
 
 @command("mget", -2, "readonly fast", ALL_KEYS,
          "Atomically returns the string values of one or more keys.")
 def cmd_mget(conn, args):
-    reply_result(conn, conn.coord.get_many(args[1:]), bulks_lookup)
+    reply_result(conn, conn.coord.get_many(args[1:]), conn.keyspace.bulks_lookup)
 
 
 @command("set", -3, "write denyoom", ONE_KEY,
@@ -109,7 +108,7 @@ def cmd_set(conn, args):
 
     def encode(out, reply):
         if get:
-            count_lookups((reply,))
+            conn.keyspace.count((reply,))
         if reply is None or get:
             out.bulk(reply)
         else:
@@ -153,14 +152,14 @@ def cmd_getset(conn, args):
     value = args[2]
     check_value(conn, value)
     reply_result(conn, conn.coord.update(args[1], lambda cur, exp, now: ((value, 0), cur)),
-                 bulk_lookup)
+                 conn.keyspace.bulk_lookup)
 
 
 @command("getdel", 2, "write fast", ONE_KEY,
          "Returns the string value of a key after deleting the key.")
 def cmd_getdel(conn, args):
     reply_result(conn, conn.coord.update(args[1], lambda cur, exp, now: (DELETE, cur)),
-                 bulk_lookup)
+                 conn.keyspace.bulk_lookup)
 
 
 @command("getex", -2, "write fast", ONE_KEY,
@@ -179,7 +178,7 @@ def cmd_getex(conn, args):
         else:
             raise CommandError(ERR_SYNTAX)
     if mode is None:
-        reply_result(conn, conn.coord.get(args[1]), bulk_lookup)
+        reply_result(conn, conn.coord.get(args[1]), conn.keyspace.bulk_lookup)
         return
 
     def decide(current, current_expiry, now):
@@ -192,7 +191,7 @@ def cmd_getex(conn, args):
                             mode in (b"exat", b"pxat"), now)
         return (current, expiry), current
 
-    reply_result(conn, conn.coord.update(args[1], decide), bulk_lookup)
+    reply_result(conn, conn.coord.update(args[1], decide), conn.keyspace.bulk_lookup)
 
 
 def _pairs(conn, args, name):
@@ -241,7 +240,7 @@ def cmd_append(conn, args):
 @command("strlen", 2, "readonly fast", ONE_KEY, "Returns the length of a string value.")
 def cmd_strlen(conn, args):
     def encode(out, value):
-        count_lookups((value,))
+        conn.keyspace.count((value,))
         out.integer(len(value) if value else 0)
 
     reply_result(conn, conn.coord.get(args[1]), encode)
@@ -251,7 +250,7 @@ def _getrange(conn, args):
     start, end = int_arg(args[2]), int_arg(args[3])
 
     def encode(out, value):
-        count_lookups((value,))
+        conn.keyspace.count((value,))
         if value is None or (start < 0 and end < 0 and start > end):
             out.bulk(b"")
             return
@@ -297,7 +296,7 @@ def cmd_lcs(conn, args):
     config = conn.server.config
 
     def compare(values):
-        count_lookups(values)
+        conn.keyspace.count(values)
         a, b = (v if v is not None else b"" for v in values)
         want_len = want_idx = with_len = False
         min_len, i = 0, 3
