@@ -66,7 +66,8 @@ def test_batched_puts_match_the_per_key_path(tmp_path, seed):
     one = Replica(DictStore(), str(tmp_path), HybridClock())
     batched = replica_at(tmp_path / "batched")
     one.flush_epoch = batched.flush_epoch = epoch
-    per_key, in_batches = ReplicaHandler(one, NoHints()), ReplicaHandler(batched, NoHints())
+    per_key = ReplicaHandler(one, NoHints(), None)
+    in_batches = ReplicaHandler(batched, NoHints(), None)
     for _ in range(rnd.randrange(1, 6)):
         items = [random_write(rnd, keys) for _ in range(rnd.randrange(1, 12))]
         expected = [per_key._put(k, memoryview(o)) for k, o in items]
@@ -85,7 +86,7 @@ def test_a_plain_write_that_lost_answers_the_newer_one(tmp_path):
     newer = vo.encode(vo.lww_object(2, b"new", 5000))
     older = vo.encode(vo.lww_object(1, b"old", 4000))
     same_ts_bigger_node = vo.encode(vo.lww_object(3, b"tie", 5000))
-    handler = ReplicaHandler(replica, NoHints())
+    handler = ReplicaHandler(replica, NoHints(), None)
     batch = replica.apply_puts(m.pack_puts([(b"k", newer), (b"k", older)]), handler._put)
     assert [(s, bytes(b)) for s, b in batch.results] == [(m.OK, b""), (m.OK, newer)]
     assert batch.writes == 1
@@ -102,7 +103,8 @@ def test_a_stamp_beyond_the_clock_limit_takes_the_checked_path(tmp_path):
                       HybridClock(wall=lambda: 1_000_000, max_skew_us=1000))
     ahead = vo.encode(vo.lww_object(1, b"x", 5_000_000))
     with pytest.raises(ClockSkewTooLarge):
-        replica.apply_puts(m.pack_puts([(b"k", ahead)]), ReplicaHandler(replica, NoHints())._put)
+        replica.apply_puts(m.pack_puts([(b"k", ahead)]),
+                           ReplicaHandler(replica, NoHints(), None)._put)
     assert replica.store.get(b"k") is None
 
 
