@@ -383,8 +383,10 @@ def _hammer(port, stop, index, replies):
 def test_sigterm_under_continuous_load_exits_promptly(start_fastdyn, tmp_path, sync):
     """Clients that never pause must not hold a shutdown open (Redis stops at once).
 
-    After the signal the node may answer what it had already read (at most one pipeline of
-    20 per client, 160 in all), not go on serving new requests.
+    After the signal the node may answer what it had already read (one pipeline of 20 per
+    client, 160 in all) and what arrives before its event loop runs the signal handler (a few
+    turns on a loaded machine), not go on serving new requests: far less than a quarter of a
+    second of the rate it served before the signal.
     """
     node = start_fastdyn("--sync", sync, data_dir=tmp_path / "node")
     stop = threading.Event()
@@ -394,8 +396,10 @@ def test_sigterm_under_continuous_load_exits_promptly(start_fastdyn, tmp_path, s
     for w in writers:
         w.start()
     try:
+        began = time.monotonic()
         time.sleep(0.7)
         at_signal = sum(replies)
+        rate = at_signal / (time.monotonic() - began)
         assert at_signal > 0, "the writers got no replies before the signal"
         node.proc.send_signal(signal.SIGTERM)
         try:
@@ -403,7 +407,8 @@ def test_sigterm_under_continuous_load_exits_promptly(start_fastdyn, tmp_path, s
         except subprocess.TimeoutExpired:
             code = None
         after = sum(replies) - at_signal
-        assert after <= 500, f"{after} replies were sent after SIGTERM"
+        assert after <= max(500, rate / 4), \
+            f"{after} replies were sent after SIGTERM (at {rate:.0f} replies/s before it)"
         assert code == 0, "the node did not exit with 0 within 10 s of SIGTERM"
     finally:
         stop.set()
