@@ -72,6 +72,7 @@ class QuorumCoordinator:
         self.hints = hints
         self.members = members
         self.pool = pool
+        self.commits = None  # the node's GroupCommit: a durable local write waits for its fsync
         self.hlc = hlc
         self.n, self.r, self.w, self.dw = n, r, w, dw
         self.timeout_s = timeout_s
@@ -226,9 +227,10 @@ class QuorumCoordinator:
                     else:
                         self.hints.add(t.hint_for, key, data)
                     if durable:
-                        self.store.flush_buffer()
-                        self.store.fsync()
-                    core.ack(durable=durable)
+                        # acknowledged by the turn's shared fsync, off the event loop
+                        self.commits.wait_synced(_durable_locally, write, None)
+                    else:
+                        core.ack()
                 except (StorageError, HintStoreFull) as exc:
                     if self.log:
                         self.log.warning("local replica write of %r failed: %s", key, exc)
@@ -543,6 +545,15 @@ class QuorumCoordinator:
         # the read before the write asks as many replicas as the write needs, so a write the
         # caller allows with W=1 is not refused by a read quorum it did not ask for
         return then(self._read(key, r=self.quorum(w=w).w), write)
+
+
+def _durable_locally(error, write, _unused) -> None:
+    """The group commit's answer for the coordinator's own copy of a DW write."""
+    if error is None:
+        write.core.ack(True)
+    else:
+        write.core.fail()
+    write.settle()
 
 
 def _ignore(_arg, _result) -> None:

@@ -111,6 +111,7 @@ class Cluster:
         self.pool = PeerPool(self.name, loop=loop, faults=self.faults,
                              on_reachable=self._reachable_again)
         self.quorum_coordinator.pool = self.pool
+        self.quorum_coordinator.commits = commits
         handler = ReplicaHandler(self.replica, self.hints, commits)
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
         if sockets:
