@@ -211,14 +211,13 @@ cdef class OrderedCoordinator:
             for key in group.keys:
                 if tails.get(key) is group:
                     del tails[key]
-        if group.successors is None:
-            return
         ready = self._ready
-        for later in group.successors:
-            later.blocked -= 1
-            if not later.blocked:
-                ready.append(later)
-        if self._starting:
+        if group.successors is not None:
+            for later in group.successors:
+                later.blocked -= 1
+                if not later.blocked:
+                    ready.append(later)
+        if self._starting or not ready:
             return
         # a loop rather than recursion: a group that finishes at once starts the next one
         self._starting = True
