@@ -194,3 +194,16 @@ def test_a_failing_reply_callback_does_not_hold_the_key():
     except RuntimeError:
         pass
     assert inner.names()[2:] == [("put", b"k")]
+
+
+def test_shape_and_counters_come_from_the_inner_coordinator():
+    inner = Scripted()
+    inner.write_seq = 7
+    inner.stats = {"sibling_warnings": 0}
+    coord = OrderedCoordinator(inner)
+    assert coord.inner is inner
+    assert coord.write_seq == 7
+    inner.write_seq = 8
+    assert coord.write_seq == 8
+    assert coord.stats is inner.stats
+    assert coord.names() == []
