@@ -426,8 +426,33 @@ cdef class ReplyWriter:
         return 0
 
     cdef int header(self, char kind, long long n) except -1:
+        """kind, n in decimal, CRLF: every bulk and array reply starts so (a hand-rolled
+        conversion: snprintf was a tenth of a GET's CPU)."""
+        cdef char digits[20]
+        cdef int count = 0
+        cdef unsigned long long u = <unsigned long long>(-(n + 1)) + 1 if n < 0 \
+            else <unsigned long long>n
+        cdef char *p
         self.grow(24)
-        self.len += snprintf(self.buf + self.len, 24, "%c%lld\r\n", kind, n)
+        p = self.buf + self.len
+        p[0] = kind
+        p += 1
+        if n < 0:
+            p[0] = b'-'
+            p += 1
+        while True:
+            digits[count] = <char>(48 + u % 10)
+            count += 1
+            u //= 10
+            if u == 0:
+                break
+        while count:
+            count -= 1
+            p[0] = digits[count]
+            p += 1
+        p[0] = b'\r'
+        p[1] = b'\n'
+        self.len = (p + 2) - self.buf
         return 0
 
     cdef int line(self, char kind, s) except -1:
