@@ -194,7 +194,7 @@ def test_key_listing_requests_round_trip_and_refuse_bad_lengths():
 
 def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
-                                m.KEYS]
+                                m.KEYS, m.COORDINATE]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 
@@ -245,3 +245,23 @@ def test_damaged_valid_payloads_unpack_or_raise_protocol_error(items, data):
                 unpack(memoryview(damaged))
             except ProtocolError:
                 pass
+
+
+@given(st.binary(min_size=1, max_size=40), st.binary(max_size=40), st.binary(max_size=60),
+       st.booleans(), st.one_of(st.none(), st.integers(0, 254)),
+       st.one_of(st.none(), st.integers(0, 254)), st.integers(0, 2 ** 64 - 1))
+def test_a_forwarded_dyn_put_round_trips(key, context, value, tombstone, w, dw, ttl):
+    payload = m.pack_coordinate(m.DYN_PUT, key, (context, value, tombstone, w, dw, ttl))
+    assert m.unpack_coordinate(memoryview(payload)) == (
+        m.DYN_PUT, key, (context, value, tombstone, w, dw, ttl))
+    with pytest.raises(ProtocolError):
+        m.unpack_coordinate(memoryview(payload[:-1]))
+
+
+@given(st.binary(min_size=1, max_size=40),
+       st.lists(st.integers(-2 ** 63, 2 ** 63 - 1), max_size=20))
+def test_a_forwarded_counter_batch_round_trips(key, deltas):
+    payload = m.pack_coordinate(m.INCR, key, deltas)
+    assert m.unpack_coordinate(memoryview(payload)) == (m.INCR, key, deltas)
+    with pytest.raises(ProtocolError):
+        m.unpack_coordinate(memoryview(payload + b"x"))

@@ -36,7 +36,7 @@ from fastdyn.cluster.keyspace import live_keys_from, merge_pages
 from fastdyn._quorum import Batch, Read, Write
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
-                            ProtocolError, SiblingLimitExceeded, StorageError)
+                            PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
 from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, gather, then
 
@@ -83,7 +83,7 @@ class QuorumCoordinator:
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
         self._as_primary = {}         # node -> Target(node, None)
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
-                      "sibling_warnings": 0, "lww_restamps": 0}
+                      "sibling_warnings": 0, "lww_restamps": 0, "forwarded": 0}
 
     # -- shape --------------------------------------------------------------------------
     @property
@@ -478,6 +478,9 @@ class QuorumCoordinator:
         """incr(key, delta) of each delta in turn as one read and one write: a list of the
         new values (a CommandError in place of an increment refused)."""
         check_keys([key])
+        forwarded = self._forward(key, m.INCR, list(deltas), _counter_results)
+        if forwarded is not None:
+            return forwarded
 
         def add(data):
             obj = self._object(data)
@@ -505,6 +508,49 @@ class QuorumCoordinator:
         """fn(self): the steps of one command (ordered by OrderedCoordinator)."""
         return fn(self)
 
+    # -- forwarding --------------------------------------------------------------------------
+    def _forward(self, key, op, args, decode):
+        """A causal write or counter update adds a dot or counter entry of its coordinator's,
+        which must follow every earlier one of that coordinator: only a node holding a replica
+        of the key is sure to see them all (a read quorum may miss one under sloppy quorum). A
+        node that is not among the key's N primaries hands the operation to the first reachable
+        one (as Riak's put FSM forwards to a vnode); None: coordinate here (this node is a
+        primary, or none is reachable)."""
+        primaries = self.members.ring.preference_list(key, self.quorum().n)
+        if self.name in primaries:
+            return None
+        targets = [node for node in primaries if self.reachable(node)]
+        if not targets:
+            return None
+        self.stats["forwarded"] += 1
+        pending = Pending()
+        payload = m.pack_coordinate(op, key, args)
+
+        def ask(target):
+            # the replica reads and writes quorums itself: twice a replica request's deadline
+            self.pool.request(self.members.address(target), m.COORDINATE, payload,
+                              self.timeout_s * 2, lambda result: answered(target, result))
+
+        def answered(target, result):
+            if isinstance(result, PeerUnreachable):
+                # never sent: the next reachable primary may take it (a timeout may have
+                # written, so it is not tried again: a counter would count twice)
+                rest = [t for t in targets[targets.index(target) + 1:] if self.reachable(t)]
+                if rest:
+                    ask(rest[0])
+                    return
+            if isinstance(result, Exception):
+                pending.complete(CommandError(
+                    f"ERR the replica {target} this write was handed to failed: {result}"))
+                return
+            try:
+                pending.complete(decode(m.unpack_results(result)))
+            except (ProtocolError, ValueError) as exc:
+                pending.complete(CommandError(f"ERR bad answer from {target}: {exc}"))
+
+        ask(targets[0])
+        return pending
+
     # -- causal (DYN.*) ----------------------------------------------------------------------
     def dyn_get(self, key, r=None):
         """[context bytes, [values]] of every live sibling."""
@@ -523,6 +569,10 @@ class QuorumCoordinator:
             ctx = decode_context(context)
         except (BadContext, ValueError) as exc:
             raise CommandError(f"ERR bad context: {exc}") from None
+        forwarded = self._forward(key, m.DYN_PUT, (context, value, tombstone, w, dw, ttl_ms),
+                                  _context_result)
+        if forwarded is not None:
+            return forwarded
         expiry = self.clock() + ttl_ms if ttl_ms else 0
 
         def write(data):
@@ -545,6 +595,21 @@ class QuorumCoordinator:
         # the read before the write asks as many replicas as the write needs, so a write the
         # caller allows with W=1 is not refused by a read quorum it did not ask for
         return then(self._read(key, r=self.quorum(w=w).w), write)
+
+
+def _context_result(results):
+    """A forwarded DYN.PUT's one result: the new context, or the replica's error."""
+    [(status, blob)] = results
+    if status != m.OK:
+        return CommandError(bytes(blob).decode(errors="replace"))
+    return bytes(blob)
+
+
+def _counter_results(results):
+    """A forwarded INCR batch's results: each new value, or the replica's error for it."""
+    return [int(bytes(blob)) if status == m.OK
+            else CommandError(bytes(blob).decode(errors="replace"))
+            for status, blob in results]
 
 
 def _durable_locally(error, write, _unused) -> None:

@@ -113,6 +113,7 @@ class Cluster:
         self.quorum_coordinator.pool = self.pool
         self.quorum_coordinator.commits = commits
         handler = ReplicaHandler(self.replica, self.hints, commits)
+        handler.coordinator = self.coordinator
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
         if sockets:
             for sock in sockets:

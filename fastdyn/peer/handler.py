@@ -6,8 +6,9 @@ it (a fallback answers what it stands in for); REPLICA_PUT syncs each object int
 node's group commit has written the records, fsynced for a DW put or under --sync always (one
 fsync covers the turn's client and replica writes); HINT keeps each object for its intended
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
-this node's live keys in hash order. A key whose object is bad gets an ERROR result of its
-own; the rest of the batch is served.
+this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
+node holding no replica of the key hands over, through this node's coordinator. A key whose
+object is bad gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
 
@@ -15,8 +16,45 @@ from fastdyn.cluster import object as vo
 from fastdyn.cluster.keyspace import live_keys_from
 from fastdyn.errors import BadObject, HintStoreFull, StorageError
 from fastdyn.peer import messages as m
+from fastdyn.pending import Pending, then
 
 _OK_EMPTY = (m.OK, b"")
+
+
+def _attempt(fn, *args):
+    """fn(*args), or the exception it raises."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
+
+
+def _each(results):
+    """The list of several results once every Pending among them has completed, each
+    failure in its own place (unlike gather, which stops at the first)."""
+    waiting = [r for r in results if r.__class__ is Pending]
+    if not waiting:
+        return results
+    out = Pending()
+    left = [len(waiting)]
+
+    def one_done(_):
+        left[0] -= 1
+        if not left[0]:
+            out.complete([r.result if r.__class__ is Pending else r for r in results])
+
+    for r in waiting:
+        r.add_done_callback(one_done)
+    return out
+
+
+def _coordinated(result):
+    """One COORDINATE result: a context (bytes), a counter value (int) or the client's error."""
+    if isinstance(result, Exception):
+        return (m.ERROR, str(result).encode())
+    if isinstance(result, int):
+        return (m.OK, b"%d" % result)
+    return (m.OK, result)
 
 
 class ReplicaHandler:
@@ -26,6 +64,7 @@ class ReplicaHandler:
         self.replica = replica
         self.hints = hints
         self.commits = commits
+        self.coordinator = None   # this node's coordinator, for COORDINATE (set by the runtime)
 
     def handle(self, conn, frame) -> None:
         kind = frame.kind
@@ -51,10 +90,38 @@ class ReplicaHandler:
             self.replica.set_flush_epoch(m.unpack_epoch(frame.payload))
             conn.reply(frame, m.pack_epoch(self.replica.flush_epoch))
             return
+        elif kind == m.COORDINATE and self.coordinator is not None:
+            self._coordinate(conn, frame)
+            return
         else:
             conn.reply_error(frame, f"unknown message kind {kind}")
             return
         conn.reply(frame, m.pack_results(results))
+
+    def _coordinate(self, conn, frame) -> None:
+        """Run a write another node handed over because it holds no replica of the key (its
+        own dot or counter entry could repeat one it cannot see); answer its results."""
+        op, key, args = m.unpack_coordinate(frame.payload)
+        coord = self.coordinator
+        try:
+            if op == m.DYN_PUT:
+                context, value, tombstone, w, dw, ttl_ms = args
+                result = then(coord.dyn_put(key, context, value, w=w, dw=dw, ttl_ms=ttl_ms,
+                                            tombstone=tombstone), lambda ctx: [ctx])
+            else:
+                result = _each([_attempt(coord.incr, key, delta) for delta in args])
+        except Exception as exc:
+            result = exc
+
+        def answer(results):
+            if isinstance(results, Exception):
+                results = [results] * (1 if op == m.DYN_PUT else len(args))
+            conn.reply(frame, m.pack_results([_coordinated(r) for r in results]))
+
+        if result.__class__ is Pending:
+            result.add_done_callback(answer)
+        else:
+            answer(result)
 
     def _get_hinted(self, key):
         try:

@@ -13,6 +13,10 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
     FLUSH        request: u64 flush epoch            response: u64 the receiver's epoch
     KEYS         request: u64 first hash, u32 limit  response: batch of blob key (the
                  receiver's smallest-hash live keys from there; SCAN, KEYS, DBSIZE)
+    COORDINATE   request: u8 operation, blob key, then for DYN_PUT: blob context, blob value,
+                 u8 tombstone, u8 W, u8 DW (255: the receiver's default), u64 TTL ms; for
+                 INCR: batch of i64 delta      response: results, one per write or delta
+                 (OK: the new context, or the counter's new value in decimal)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -32,8 +36,9 @@ from fastdyn._peer import (pack_hints, pack_keys, pack_puts, pack_results, unpac
                            unpack_keys, unpack_puts, unpack_results)
 from fastdyn.errors import ProtocolError
 
-__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "KINDS", "MessageKind",
-           "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE",
+__all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
+           "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
+           "pack_coordinate", "unpack_coordinate",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -45,6 +50,12 @@ REPLICA_PUT = 4
 HINT = 5
 FLUSH = 6
 KEYS = 7
+COORDINATE = 8
+
+# COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
+# node that holds no replica of the key hands them to one that does
+DYN_PUT = 1
+INCR = 2
 
 # per-key status in results
 OK = 0
@@ -104,6 +115,67 @@ def unpack_listing(view) -> tuple[int, int]:
     return _LISTING.unpack_from(view)
 
 
+_COORD_HEAD = struct.Struct("<BI")
+_PUT_TAIL = struct.Struct("<BBBQ")
+_DELTA = struct.Struct("<q")
+_DEFAULT = 255
+
+
+def _blob(raw) -> bytes:
+    return _U32.pack(len(raw)) + bytes(raw)
+
+
+def pack_coordinate(op: int, key: bytes, args) -> bytes:
+    """op DYN_PUT: args (context, value, tombstone, w, dw, ttl_ms), w/dw None for the
+    receiver's default; op INCR: args a list of deltas."""
+    head = _COORD_HEAD.pack(op, len(key)) + key
+    if op == DYN_PUT:
+        context, value, tombstone, w, dw, ttl_ms = args
+        return head + _blob(context) + _blob(value) + _PUT_TAIL.pack(
+            bool(tombstone), _DEFAULT if w is None else w, _DEFAULT if dw is None else dw,
+            ttl_ms)
+    if op == INCR:
+        return head + _U32.pack(len(args)) + b"".join(_DELTA.pack(d) for d in args)
+    raise ValueError(f"unknown coordinate operation {op}")
+
+
+def _take_blob(view, at: int, what: str):
+    if len(view) - at < 4:
+        raise ProtocolError(f"peer message truncated in {what}")
+    (n,) = _U32.unpack_from(view, at)
+    if n > len(view) - at - 4:
+        raise ProtocolError(f"peer message truncated in {what}")
+    return bytes(view[at + 4:at + 4 + n]), at + 4 + n
+
+
+def unpack_coordinate(view):
+    """(op, key, args) as pack_coordinate takes them."""
+    if len(view) < _COORD_HEAD.size:
+        raise ProtocolError("peer message truncated in coordinate header")
+    op, _ = _COORD_HEAD.unpack_from(view)
+    key, at = _take_blob(view, 1, "key")
+    if op == DYN_PUT:
+        context, at = _take_blob(view, at, "context")
+        value, at = _take_blob(view, at, "value")
+        if len(view) - at != _PUT_TAIL.size:
+            raise ProtocolError("peer DYN_PUT options have the wrong size")
+        tombstone, w, dw, ttl_ms = _PUT_TAIL.unpack_from(view, at)
+        if tombstone > 1:
+            raise ProtocolError(f"peer DYN_PUT tombstone flag is {tombstone}")
+        return op, key, (context, value, bool(tombstone), None if w == _DEFAULT else w,
+                         None if dw == _DEFAULT else dw, ttl_ms)
+    if op == INCR:
+        if len(view) - at < 4:
+            raise ProtocolError("peer message truncated in delta count")
+        (count,) = _U32.unpack_from(view, at)
+        at += 4
+        if len(view) - at != count * _DELTA.size:
+            raise ProtocolError("peer INCR deltas have the wrong size")
+        return op, key, [_DELTA.unpack_from(view, at + i * _DELTA.size)[0]
+                         for i in range(count)]
+    raise ProtocolError(f"unknown coordinate operation {op}")
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -133,4 +205,6 @@ KINDS = {kind.code: kind for kind in (
     MessageKind(HINT, "HINT", pack_hints, unpack_hints, pack_results, unpack_results),
     MessageKind(FLUSH, "FLUSH", pack_epoch, unpack_epoch, pack_epoch, unpack_epoch),
     MessageKind(KEYS, "KEYS", pack_listing, unpack_listing, pack_keys, unpack_keys),
+    MessageKind(COORDINATE, "COORDINATE", lambda args: pack_coordinate(*args),
+                unpack_coordinate, pack_results, unpack_results),
 )}
