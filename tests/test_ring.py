@@ -272,3 +272,12 @@ def test_bad_lookups():
         ring.partitions_of("z", 1)
     with pytest.raises(ValueError, match="partition count"):
         ring.moved(Ring(["a"], 32), 3)
+
+
+def test_primaries_is_the_preference_list_as_one_shared_tuple():
+    ring = Ring([f"n{i}" for i in range(5)], 64)
+    for i in range(200):
+        key = b"k%d" % i
+        for n in (1, 3, 5, 7):
+            assert list(ring.primaries(key, n)) == ring.preference_list(key, n)
+        assert ring.primaries(key, 3) is ring.primaries(key, 3)

@@ -81,7 +81,7 @@ class QuorumCoordinator:
         self.log = log
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
-        self._as_primary = {}         # node -> Target(node, None)
+        self._as_primary = (None, {})  # (ring, primaries tuple -> [Target(node, None), ...])
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0, "lww_restamps": 0, "forwarded": 0}
 
@@ -113,20 +113,22 @@ class QuorumCoordinator:
         """(primaries, targets): the key's first n ring members, and its active targets (the
         primaries themselves when all are reachable, the common case)."""
         ring = self.members.ring
-        primaries = ring.preference_list(key, n)
+        primaries = ring.primaries(key, n)
         if self.pool.down:
             reachable = self.reachable
             for node in primaries:
                 if not reachable(node):
                     return primaries, active_targets(ring.preference_list(key, len(ring)), n,
                                                      reachable)
-        cache = self._as_primary
-        try:
-            return primaries, [cache[node] for node in primaries]
-        except KeyError:
-            for node in primaries:
-                cache[node] = Target(node, None)
-            return primaries, [cache[node] for node in primaries]
+        cache_ring, cache = self._as_primary
+        if cache_ring is not ring:
+            cache = {}
+            self._as_primary = (ring, cache)
+        targets = cache.get(primaries)
+        if targets is None:
+            # one list per distinct primaries tuple of this ring (at most one per partition)
+            targets = cache[primaries] = [Target(node, None) for node in primaries]
+        return primaries, targets
 
     # -- replica requests ----------------------------------------------------------------
     def _send(self, node, kind, item, callback, arg):
@@ -516,7 +518,7 @@ class QuorumCoordinator:
         node that is not among the key's N primaries hands the operation to the first reachable
         one (as Riak's put FSM forwards to a vnode); None: coordinate here (this node is a
         primary, or none is reachable)."""
-        primaries = self.members.ring.preference_list(key, self.quorum().n)
+        primaries = self.members.ring.primaries(key, self.quorum().n)
         if self.name in primaries:
             return None
         targets = [node for node in primaries if self.reachable(node)]

@@ -58,7 +58,7 @@ def _check_count(n) -> int:
 class Ring:
     """The partition ring of one member set; immutable, equal for equal member sets."""
 
-    __slots__ = ("_members", "_index", "_q", "_bits", "_shift", "_table", "_lists")
+    __slots__ = ("_members", "_index", "_q", "_bits", "_shift", "_table", "_lists", "_prefixes")
 
     def __init__(self, members, partitions: int = 256):
         self._members = _check_members(members)
@@ -70,6 +70,7 @@ class Ring:
         self._table.setflags(write=False)
         names = self._members
         self._lists = [tuple(names[i] for i in row) for row in self._table.tolist()]
+        self._prefixes = {}   # n -> each partition's first n members, for primaries()
 
     # -- the member set ---------------------------------------------------------------
     @property
@@ -134,6 +135,14 @@ class Ring:
         if type(key_or_partition) is bytes:   # the hot path: skip the generic dispatch
             return list(self._lists[hash64(key_or_partition) >> self._shift][:n])
         return list(self._lists[self._partition_arg(key_or_partition)][:n])
+
+    def primaries(self, key: bytes, n: int) -> tuple[str, ...]:
+        """preference_list(key, n) as a shared tuple: a coordinator asks it for every
+        operation, and the same tuple for a partition lets it cache what it derives."""
+        prefixes = self._prefixes.get(n)
+        if prefixes is None:
+            prefixes = self._prefixes[n] = [names[:_check_count(n)] for names in self._lists]
+        return prefixes[hash64(key) >> self._shift]
 
     def owners(self, partition: int, n: int = 3) -> list[str]:
         """The n replicas of a partition (fewer when the ring has fewer members)."""
