@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from fastdyn.cluster.hlc import HybridClock, MAX_TIMESTAMP
+from fastdyn.cluster.hlc import HybridClock, MAX_TIMESTAMP, wall_clock_us
 from fastdyn.errors import ClockSkewTooLarge
 
 
@@ -79,3 +79,19 @@ def test_default_wall_clock_is_microseconds():
     import time
     ts = HybridClock().now()
     assert abs(ts - time.time() * 1e6) < 60e6
+
+
+def test_the_clock_refuses_to_pass_the_greatest_stamp():
+    clock = HybridClock(FakeWall([MAX_TIMESTAMP, MAX_TIMESTAMP]))
+    assert clock.now() == MAX_TIMESTAMP
+    with pytest.raises(ClockSkewTooLarge):
+        clock.now()
+    with pytest.raises(ClockSkewTooLarge):
+        HybridClock(FakeWall([MAX_TIMESTAMP + 1])).now()
+
+
+def test_the_system_clock_shifted_by_skew():
+    clock = HybridClock()
+    before = wall_clock_us()
+    clock.skew_us = 3_600_000_000      # an hour ahead, as DYN.FAULT CLOCK sets it
+    assert clock.now() >= before + 3_600_000_000

@@ -15,7 +15,7 @@ import os
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.hints import HintStore
-from fastdyn.cluster.hlc import HybridClock, wall_clock_us
+from fastdyn.cluster.hlc import HybridClock
 from fastdyn.cluster.membership import Members
 from fastdyn.cluster.ordering import OrderedCoordinator
 from fastdyn.cluster.quorum import QuorumCoordinator
@@ -81,8 +81,7 @@ class Cluster:
     def __init__(self, config, store):
         self.config = config
         self.name = config.name
-        self.clock_skew_us = 0      # DYN.FAULT CLOCK: this node's wall clock, shifted
-        self.hlc = HybridClock(wall=lambda: wall_clock_us() + self.clock_skew_us)
+        self.hlc = HybridClock()    # DYN.FAULT CLOCK shifts it through hlc.skew_us
         converted = convert_to_objects(store, config.data_dir, node_id(config.name), self.hlc)
         if converted:
             log.info("converted %d single-node values to versioned objects", converted)

@@ -144,7 +144,7 @@ def cmd_dyn_fault(conn, args):
         elif sub == b"drop" and len(args) == 4:
             faults.drop(args[2].decode(), float(args[3]))
         elif sub == b"clock" and len(args) == 3:
-            node.cluster.clock_skew_us = int(float(args[2]) * 1000)
+            node.cluster.hlc.skew_us = int(float(args[2]) * 1000)
         elif sub == b"heal" and len(args) <= 3:
             faults.heal(args[2].decode() if len(args) == 3 else None)
         else:
