@@ -12,7 +12,9 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 import logging
 
 from fastdyn.cluster.object import newest_stamp
-from fastdyn.errors import BadObject, CommandError, ProtocolError
+from fastdyn.errors import (BadObject, CommandError, HintStoreFull, ProtocolError,
+                            StorageError)
+from fastdyn.peer.messages import REPLICA_PUT
 from fastdyn.pending import Pending
 
 log = logging.getLogger("fastdyn.cluster")
@@ -340,3 +342,60 @@ cdef object _check_results(const unsigned char *p, Py_ssize_t end, Py_ssize_t ex
     if pos != end:
         return ProtocolError(f"peer message has {end - pos} unexpected trailing bytes")
     return None
+
+
+def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp):
+    """QuorumCoordinator._write when every primary is reachable and no DW is asked (the
+    common case): the local replica synced directly, the others queued in the coordinator's
+    outbox for this turn's batched REPLICA_PUT. Pending(None), or None when done already."""
+    cdef PutCore core = PutCore.__new__(PutCore)
+    core.asked = len(targets)
+    core.w = w
+    core.dw = core.acks = core.durable = core.failed = 0
+    core.outcome = _PENDING
+    core._decide()
+    cdef Write write = Write.__new__(Write)
+    write.coord = coord
+    write.key = key
+    write.data = data
+    write.core = core
+    write.pending = Pending()
+    write.durable = False
+    write.restamp = restamp
+    write.newer = 0
+    name = coord.name
+    write.in_targets = name in primaries
+    if core.outcome == _FAILED:
+        coord.stats["quorum_failures"] += 1
+        raise CommandError(core.error())
+    cdef dict box = coord._outbox
+    item = None
+    for t in targets:
+        node = t.node
+        if node == name:
+            try:
+                coord.replica.merge_in(key, data)
+                core.ack(False)
+            except (StorageError, HintStoreFull) as exc:
+                if coord.log:
+                    coord.log.warning("local replica write of %r failed: %s", key, exc)
+                core.fail()
+            continue
+        if item is None:
+            item = (key, data)
+        if not box:
+            coord.pool.loop.call_soon(coord._flush_outbox)
+        slot = (node, REPLICA_PUT)
+        entry = box.get(slot)
+        if entry is None:
+            box[slot] = entry = ([], [], [])
+        (<list>entry[0]).append(item)
+        (<list>entry[1]).append(write)
+        (<list>entry[2]).append(t)
+    write.settle()
+    pending = write.pending
+    if pending.done:
+        if isinstance(pending.result, CommandError):
+            raise pending.result
+        return None
+    return pending

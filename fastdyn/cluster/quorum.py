@@ -33,7 +33,7 @@ from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
-from fastdyn._quorum import Batch, Read, Write
+from fastdyn._quorum import Batch, Read, Write, write_to_primaries
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
@@ -203,6 +203,8 @@ class QuorumCoordinator:
         q = self.quorum(w=w)
         primaries, targets = self._targets(key, q.n)
         dw = self.dw if dw is None else dw
+        if not dw and targets[-1].hint_for is None and len(targets) == len(primaries):
+            return write_to_primaries(self, key, data, primaries, targets, q.w, restamp)
         write = Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
         write.restamp = restamp
         name = self.name
