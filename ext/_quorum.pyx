@@ -82,15 +82,17 @@ cdef class Write:
     cdef public object newer
 
     def __init__(self, coord, key, data, PutCore core):
-        self.coord = coord
-        self.key = key
-        self.data = data
-        self.core = core
-        self.pending = Pending()
-        self.in_targets = False
-        self.durable = False
-        self.restamp = None
-        self.newer = 0       # the newest write a replica answered in place of this one
+        _init_write(self, coord, key, data, core, None)
+
+    cpdef result(self):
+        """What the coordinator returns once the targets are asked: None when the write is
+        done already, its Pending otherwise; raises the quorum error of a write that failed."""
+        pending = self.pending
+        if pending.done:
+            if isinstance(pending.result, CommandError):
+                raise pending.result
+            return None
+        return pending
 
     def on_ack(self, target, result):
         """result: (status, blob) from the target, or an exception."""
@@ -255,6 +257,19 @@ cdef class Read:
             self.coord._read_repair(self.key, core)
 
 
+cdef int _init_write(Write write, coord, key, data, PutCore core, restamp) except -1:
+    write.coord = coord
+    write.key = key
+    write.data = data
+    write.core = core
+    write.pending = Pending()
+    write.in_targets = False
+    write.durable = False
+    write.restamp = restamp
+    write.newer = 0       # the newest write a replica answered in place of this one
+    return 0
+
+
 cdef class Batch:
     """The keys of one batched request: hands each its own result (or the request's
     failure). A key is a Write's acknowledgement (owner a Write, arg its target), read
@@ -348,21 +363,9 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
     """QuorumCoordinator._write when every primary is reachable and no DW is asked (the
     common case): the local replica synced directly, the others queued in the coordinator's
     outbox for this turn's batched REPLICA_PUT. Pending(None), or None when done already."""
-    cdef PutCore core = PutCore.__new__(PutCore)
-    core.asked = len(targets)
-    core.w = w
-    core.dw = core.acks = core.durable = core.failed = 0
-    core.outcome = _PENDING
-    core._decide()
+    cdef PutCore core = PutCore(len(targets), w, 0)
     cdef Write write = Write.__new__(Write)
-    write.coord = coord
-    write.key = key
-    write.data = data
-    write.core = core
-    write.pending = Pending()
-    write.durable = False
-    write.restamp = restamp
-    write.newer = 0
+    _init_write(write, coord, key, data, core, restamp)
     name = coord.name
     write.in_targets = name in primaries
     if core.outcome == _FAILED:
@@ -393,9 +396,4 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
         (<list>entry[1]).append(write)
         (<list>entry[2]).append(t)
     write.settle()
-    pending = write.pending
-    if pending.done:
-        if isinstance(pending.result, CommandError):
-            raise pending.result
-        return None
-    return pending
+    return write.result()

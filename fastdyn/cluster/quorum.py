@@ -244,12 +244,7 @@ class QuorumCoordinator:
             else:
                 self._send(t.node, m.HINT, (t.hint_for, key, data), write, t)
         write.settle()
-        pending = write.pending
-        if pending.done:
-            if isinstance(pending.result, CommandError):
-                raise pending.result
-            return None
-        return pending
+        return write.result()
 
     def _keep_hint(self, owner, key, data) -> bool:
         try:
