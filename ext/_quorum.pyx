@@ -14,7 +14,7 @@ import logging
 from fastdyn.cluster.object import newest_stamp
 from fastdyn.errors import (BadObject, CommandError, HintStoreFull, ProtocolError,
                             StorageError)
-from fastdyn.peer.messages import REPLICA_PUT
+from fastdyn.peer.messages import REPLICA_GET, REPLICA_PUT
 from fastdyn.pending import Pending
 
 log = logging.getLogger("fastdyn.cluster")
@@ -386,14 +386,55 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
             continue
         if item is None:
             item = (key, data)
-        if not box:
-            coord.pool.loop.call_soon(coord._flush_outbox)
-        slot = (node, REPLICA_PUT)
-        entry = box.get(slot)
-        if entry is None:
-            box[slot] = entry = ([], [], [])
-        (<list>entry[0]).append(item)
-        (<list>entry[1]).append(write)
-        (<list>entry[2]).append(t)
+        _queue(coord, box, node, REPLICA_PUT, item, write, t)
     write.settle()
     return write.result()
+
+
+cdef int _queue(coord, dict box, node, int kind, item, owner, arg) except -1:
+    """One key's request to node in the coordinator's outbox of this turn (see
+    QuorumCoordinator._send)."""
+    if not box:
+        coord.pool.loop.call_soon(coord._flush_outbox)
+    slot = (node, kind)
+    entry = box.get(slot)
+    if entry is None:
+        box[slot] = entry = ([], [], [])
+    (<list>entry[0]).append(item)
+    (<list>entry[1]).append(owner)
+    (<list>entry[2]).append(arg)
+    return 0
+
+
+def queue_request(coord, node, int kind, item, owner, arg):
+    """QuorumCoordinator._send: `_queue` in the coordinator's current outbox."""
+    _queue(coord, coord._outbox, node, kind, item, owner, arg)
+
+
+def read_quorum(coord, key, list targets, int r, answer, merge):
+    """QuorumCoordinator._read over targets: the local replica (with any hint kept for the
+    primary it stands in for) read directly, the others asked in this turn's batched
+    REPLICA_GET. The merged encoding (or answer(it)) when R is met at once, else a Pending."""
+    cdef GetCore core = GetCore(len(targets), r, merge)
+    cdef Read read = Read(coord, key, core, answer)
+    if core.outcome == _FAILED:
+        raise CommandError(core.error())
+    name = coord.name
+    cdef dict box = coord._outbox
+    for t in targets:
+        node = t.node
+        if node != name:
+            _queue(coord, box, node, REPLICA_GET, key, read, node)
+            continue
+        try:
+            data = coord.replica.get(key)
+            if t.hint_for is not None:
+                data = merge([data, coord.hints.get(t.hint_for, key)])
+            core.reply(name, data)
+        except StorageError:
+            core.fail(name)
+    read.settle()
+    pending = read.pending
+    if pending.done and not isinstance(pending.result, Exception):
+        return pending.result
+    return pending

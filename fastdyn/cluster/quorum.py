@@ -31,9 +31,8 @@ from fastdyn.cluster.apl import Target, active_targets, effective
 from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
-from fastdyn.cluster.get_core import GetCore
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
-from fastdyn._quorum import Batch, Read, Write, write_to_primaries
+from fastdyn._quorum import Batch, Write, queue_request, read_quorum, write_to_primaries
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
@@ -135,15 +134,7 @@ class QuorumCoordinator:
         """Queue one key's request to node. Every item of a turn for the same node and kind
         leaves in one batched frame; callback(arg, result) gets that key's (status, blob) or
         an exception (a Write or Read as callback: its answer from target arg)."""
-        box = self._outbox
-        if not box:
-            self.pool.loop.call_soon(self._flush_outbox)
-        entry = box.get((node, kind))
-        if entry is None:
-            box[(node, kind)] = entry = ([], [], [])
-        entry[0].append(item)
-        entry[1].append(callback)
-        entry[2].append(arg)
+        queue_request(self, node, kind, item, callback, arg)
 
     def _flush_outbox(self):
         box, self._outbox = self._outbox, {}
@@ -159,29 +150,7 @@ class QuorumCoordinator:
         """Pending (or direct) merged encoding of key from an R quorum, with read repair;
         answer(encoding) in its place when given (a failure of it is the result)."""
         q = self.quorum(r=r)
-        _, targets = self._targets(key, q.n)
-        read = Read(self, key, GetCore(len(targets), q.r, merge_encoded), answer)
-        core = read.core
-        if core.outcome == FAILED:
-            raise CommandError(core.error())
-        name = self.name
-        for t in targets:
-            if t.node == name:
-                try:
-                    data = self.replica.get(key)
-                    if t.hint_for is not None:
-                        hinted = self.hints.get(t.hint_for, key)
-                        data = merge_encoded([data, hinted])
-                    core.reply(name, data)
-                except StorageError:
-                    core.fail(name)
-            else:
-                self._send(t.node, m.REPLICA_GET, key, read, t.node)
-        read.settle()
-        pending = read.pending
-        if pending.done and not isinstance(pending.result, Exception):
-            return pending.result
-        return pending
+        return read_quorum(self, key, self._targets(key, q.n)[1], q.r, answer, merge_encoded)
 
     def _read_repair(self, key, core):
         try:
