@@ -5,7 +5,9 @@ Any node coordinates any key. For each operation it takes the key's active prefe
 hint), sends the replica requests (its own replica is a direct call into the store, the others
 go through the peer pool, whose frames leave once per event-loop turn), and feeds the answers
 to the pure cores (`put_core.py`, `get_core.py`). The caller gets a `Pending` completed by
-callbacks: no Task or Future per request.
+callbacks: no Task or Future per request. The per-key work of the common case (issuing a read
+or a write to reachable primaries, each replica's answer) is C, in ext/_quorum.pyx; this module
+decides the rest.
 
 Writes
 - A plain Redis write (SET, DEL, EXPIRE ...) is last-writer-wins: the coordinator stamps it
