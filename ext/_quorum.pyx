@@ -8,6 +8,8 @@ as Python classes they were a third of a coordinator's CPU per operation. Here a
 read from the peer's bytes and handed on without building a tuple per key.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 
 import logging
 
@@ -438,3 +440,40 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
     if pending.done and not isinstance(pending.result, Exception):
         return pending.result
     return pending
+
+
+cdef class _Restamp:
+    """A plain write's second stamp (QuorumCoordinator._lww's restamp): the write again, above
+    the newer one a replica answered."""
+    cdef object coord, key, value
+
+    def __call__(self, newer):
+        coord = self.coord
+        coord.hlc.observe(newer)
+        coord.stats["lww_restamps"] += 1
+        return coord._lww(self.key, self.value, 0, False, None, again=False)
+
+
+def put_plain(coord, bytes key, bytes value):
+    """QuorumCoordinator.put of a value without expiry (a plain SET): the register's bytes
+    (object.py: tag 0xA1, node, stamp, value) made here, then the write issued."""
+    cdef Py_ssize_t n = len(value)
+    cdef unsigned long long node = coord.node
+    cdef unsigned long long ts = coord.hlc.now()
+    cdef bytes data = PyBytes_FromStringAndSize(NULL, 17 + n)
+    cdef char *p = PyBytes_AS_STRING(data)
+    cdef int i
+    p[0] = <char>0xA1
+    for i in range(8):
+        p[1 + i] = <char>((node >> (8 * i)) & 0xFF)
+        p[9 + i] = <char>((ts >> (8 * i)) & 0xFF)
+    memcpy(p + 17, PyBytes_AS_STRING(value), n)
+    cdef _Restamp restamp = _Restamp.__new__(_Restamp)
+    restamp.coord = coord
+    restamp.key = key
+    restamp.value = value
+    q = coord.quorum()
+    primaries, targets = coord._targets(key, q.n)
+    if not coord.dw and (<list>targets)[-1].hint_for is None and len(targets) == len(primaries):
+        return write_to_primaries(coord, key, data, primaries, targets, q.w, restamp)
+    return coord._write(key, data, restamp=restamp)

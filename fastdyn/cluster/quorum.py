@@ -30,11 +30,12 @@ import logging
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import Target, active_targets, effective
-from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
+from fastdyn.cluster.coordinator import DELETE, KEEP, MAX_KEY_BYTES, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
-from fastdyn._quorum import Batch, Write, queue_request, read_quorum, write_to_primaries
+from fastdyn._quorum import (Batch, Write, put_plain, queue_request, read_quorum,
+                             write_to_primaries)
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
@@ -343,6 +344,9 @@ class QuorumCoordinator:
         return self._write(key, data, w=w, restamp=restamp if again else None)
 
     def put(self, key, value, expiry_ms=0):
+        if (not expiry_ms and value.__class__ is bytes and key.__class__ is bytes
+                and 0 < len(key) <= MAX_KEY_BYTES):
+            return put_plain(self, key, value)     # a plain SET, its register made in C
         check_keys([key])
         if expiry_ms and expiry_ms <= self.clock():
             return self._lww(key, b"", tombstone=True)
