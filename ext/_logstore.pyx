@@ -1010,14 +1010,38 @@ cdef class Store:
             crc = crc32c_extend(0, p + R_TS, size - R_TS)
             out = None
         if crc != stored_crc:
-            raise StorageCorruption(
-                f"record at offset {off} of segment {self.segs[si].id:016x}.data in {self.path} "
-                "fails its checksum")
+            self._corrupt_record(si, off)
         if out is None:
             out = PyBytes_FromStringAndSize(p + HDR + kl, vl)
         if flags & F_LZ4:
             return lz4.block.decompress(out)
         return out
+
+    cdef int _corrupt_record(self, uint32_t si, uint32_t off) except -1:
+        raise StorageCorruption(
+            f"record at offset {off} of segment {self.segs[si].id:016x}.data in {self.path} "
+            "fails its checksum")
+
+    cdef Py_ssize_t _value_head(self, kd_entry *e, char *out, size_t n) except -2:
+        """Copy up to n bytes from the start of e's value into out, the record checked against
+        its CRC, without making the value's bytes (a replica compares a stored header before
+        it writes); the value's length, or -1 for a value stored compressed or large (read
+        that with _read_value)."""
+        cdef uint32_t si = e.seg, off = e.off, size = e.size
+        cdef size_t kl = <size_t>e.klen_m1 + 1
+        cdef size_t vl = size - HDR - kl
+        cdef uint64_t flushed = self.segs[si].size
+        cdef const char *p
+        if si == <uint32_t>self.active and off >= flushed:
+            p = self.wbuf + (off - flushed)
+        else:
+            p = self.segs[si].map + off
+        if vl >= UNLOCKED_READ or (<uint8_t>p[R_FLAGS]) & F_LZ4:
+            return -1
+        if crc32c_extend(0, p + R_TS, size - R_TS) != ld32(p + R_CRC):
+            self._corrupt_record(si, off)
+        memcpy(out, p + HDR + kl, n if n < vl else vl)
+        return <Py_ssize_t>vl
 
     # ---- write path -------------------------------------------------------------------------
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,

@@ -83,7 +83,6 @@ cdef object _merge_register(Store store, bytes key, const unsigned char *obj, Py
     cdef uint64_t ts
     cdef int64_t slot
     cdef int c
-    cdef const unsigned char *sp
     outcome[0] = NOT_DECIDED
     if (n < REGISTER_SIZE or obj[0] != TAG_REGISTER or not 0 < kl <= 65536
             or store.closed or store.broken):
@@ -91,24 +90,30 @@ cdef object _merge_register(Store store, bytes key, const unsigned char *obj, Py
     ts = _u64(obj + 9)
     if not (1 <= ts <= ts_limit and ts <= MAX_TIMESTAMP and ts >= flush_epoch):
         return None
+    cdef unsigned char head[REGISTER_SIZE]
+    cdef Py_ssize_t stored_len = -2      # -2: nothing stored
+    cdef kd_entry *e = NULL
     try:
         slot = store._lookup(PyBytes_AS_STRING(key), kl)
-        stored = None if slot < 0 else store._read_value(kd_entry_at(&store.kd, slot))
+        if slot >= 0:
+            # the stored header alone decides; the value's bytes are made only to answer it
+            e = kd_entry_at(&store.kd, slot)
+            stored_len = store._value_head(e, <char *>head, REGISTER_SIZE)
+            if stored_len == -1:
+                return None        # compressed or large: the general path reads it
     except StorageError:
         return None     # unreadable: the general path answers the error
-    if stored is not None:
-        sp = <const unsigned char *>PyBytes_AS_STRING(stored)
-        if not _short(sp, PyBytes_GET_SIZE(stored)):
-            return None
+    if stored_len >= 0 and not _short(head, stored_len):
+        return None
     if ts > max_ts[0]:
         max_ts[0] = ts
-    if stored is not None:
-        c = _cmp_mark(sp, obj)
+    if stored_len >= 0:
+        c = _cmp_mark(head, obj)
         if c >= 0:
             # a newer write with a greater stamp is answered, so the coordinator stamps the
             # write again above it
-            outcome[0] = LOST_TO_NEWER if _u64(sp + 9) > ts else KEPT
-            return stored
+            outcome[0] = LOST_TO_NEWER if _u64(head + 9) > ts else KEPT
+            return store._read_value(e)
     store._put(key, PyBytes_FromStringAndSize(<const char *>obj, n), 0)
     outcome[0] = WRITTEN
     return None

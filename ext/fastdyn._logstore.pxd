@@ -92,6 +92,8 @@ cdef class Store:
     cdef int64_t _lookup(self, const char *kp, size_t kl) except -2
     cdef int64_t _find(self, key) except -2
     cdef object _read_value(self, kd_entry *e)
+    cdef int _corrupt_record(self, uint32_t si, uint32_t off) except -1
+    cdef Py_ssize_t _value_head(self, kd_entry *e, char *out, size_t n) except -2
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1

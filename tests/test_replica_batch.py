@@ -129,3 +129,16 @@ def test_batched_gets_answer_the_stored_objects(tmp_path):
     assert seen == [b"a"] and m.unpack_results(payload) == [(m.NOT_FOUND, b"")]
     with pytest.raises(ProtocolError):
         replica.answer_gets(m.pack_keys([b"a"])[:-1])
+
+
+@pytest.mark.parametrize("size", [10, 300_000])
+def test_a_stored_value_compressed_or_large_is_compared_as_well(tmp_path, size):
+    replica = replica_at(tmp_path)
+    handler = ReplicaHandler(replica, NoHints(), None)
+    stored = vo.encode(vo.lww_object(2, b"a" * size, NOW_US + 5000))
+    older = vo.encode(vo.lww_object(1, b"b", NOW_US + 4000))
+    newer = vo.encode(vo.lww_object(1, b"c", NOW_US + 6000))
+    replica.apply_puts(m.pack_puts([(b"k", stored)]), handler._put)
+    batch = replica.apply_puts(m.pack_puts([(b"k", older), (b"k", newer)]), handler._put)
+    assert [(s, bytes(b)) for s, b in batch.results] == [(m.OK, stored), (m.OK, b"")]
+    assert replica.store.get(b"k") == newer
