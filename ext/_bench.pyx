@@ -19,6 +19,10 @@ from posix.unistd cimport close, read
 import numpy as np
 
 
+cdef extern from "decimal.h":
+    char *put_uint(char *p, uint64_t v) noexcept nogil
+
+
 cdef extern from "_bench.h":
     ctypedef struct fd_rng:
         pass
@@ -160,22 +164,6 @@ cdef int outbuf_reserve(OutBuf *b, size_t extra) except -1:
 cdef inline char *put(char *p, const char *s, size_t n) noexcept:
     memcpy(p, s, n)
     return p + n
-
-
-cdef inline char *put_uint(char *p, uint64_t v) noexcept:
-    cdef char tmp[24]
-    cdef int n = 0
-    while True:
-        tmp[n] = <char>(48 + v % 10)
-        n += 1
-        v //= 10
-        if v == 0:
-            break
-    while n:
-        n -= 1
-        p[0] = tmp[n]
-        p += 1
-    return p
 
 
 cdef inline char *put_key(char *p, const char *prefix, uint64_t idx) noexcept:
