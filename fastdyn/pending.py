@@ -4,7 +4,7 @@ No asyncio Task or Future is made per request: a `Pending` is a small object who
 run once, in order, when `complete` is called (a C class, ext/_pending.pyx: every quorum
 operation makes one). `then` chains a step after a result that may or may not be pending,
 `gather` waits for several; a failure (an exception instance as the result) passes through
-both unchanged.
+both unchanged. `each` waits for several too, keeping every failure in its own place.
 """
 from fastdyn._pending import Pending
 
@@ -65,4 +65,23 @@ def gather(results):
 
     for i in waiting:
         items[i].add_done_callback(lambda value, i=i: done(i, value))
+    return out
+
+
+def each(results):
+    """The list of several results once every Pending among them has completed, each
+    failure in its own place (unlike gather, which stops at the first)."""
+    waiting = [r for r in results if r.__class__ is Pending]
+    if not waiting:
+        return results
+    out = Pending()
+    left = [len(waiting)]
+
+    def one_done(_):
+        left[0] -= 1
+        if not left[0]:
+            out.complete([r.result if r.__class__ is Pending else r for r in results])
+
+    for r in waiting:
+        r.add_done_callback(one_done)
     return out

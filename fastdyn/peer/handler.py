@@ -16,7 +16,7 @@ from fastdyn.cluster import object as vo
 from fastdyn.cluster.keyspace import live_keys_from
 from fastdyn.errors import BadObject, HintStoreFull, StorageError
 from fastdyn.peer import messages as m
-from fastdyn.pending import Pending, then
+from fastdyn.pending import Pending, each, then
 
 _OK_EMPTY = (m.OK, b"")
 
@@ -27,25 +27,6 @@ def _attempt(fn, *args):
         return fn(*args)
     except Exception as exc:
         return exc
-
-
-def _each(results):
-    """The list of several results once every Pending among them has completed, each
-    failure in its own place (unlike gather, which stops at the first)."""
-    waiting = [r for r in results if r.__class__ is Pending]
-    if not waiting:
-        return results
-    out = Pending()
-    left = [len(waiting)]
-
-    def one_done(_):
-        left[0] -= 1
-        if not left[0]:
-            out.complete([r.result if r.__class__ is Pending else r for r in results])
-
-    for r in waiting:
-        r.add_done_callback(one_done)
-    return out
 
 
 def _coordinated(result):
@@ -109,7 +90,7 @@ class ReplicaHandler:
                 result = then(coord.dyn_put(key, context, value, w=w, dw=dw, ttl_ms=ttl_ms,
                                             tombstone=tombstone), lambda ctx: [ctx])
             else:
-                result = _each([_attempt(coord.incr, key, delta) for delta in args])
+                result = each([_attempt(coord.incr, key, delta) for delta in args])
         except Exception as exc:
             result = exc
 
