@@ -10,7 +10,9 @@ reply slot through `conn.defer`. Whatever a command raises becomes its error rep
 place, `error_reply`.
 """
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
+from fastdyn._logstore cimport PREFETCH_MAX, Store
 from fastdyn._resp cimport ReplyWriter, RequestParser
 
 import logging
@@ -176,6 +178,25 @@ cdef int reject(object conn, ReplyWriter out, CommandSpec spec, str message) exc
 cdef Py_ssize_t OUTPUT_HIGH_WATER = 1 << 20
 
 
+cdef void _prefetch_keys(Store store, list cmds, Py_ssize_t start, Py_ssize_t total):
+    """Let the store fetch ahead the keydir entries and records of the first key of the next
+    PREFETCH_MAX commands: a pipeline of random keys then overlaps its cache misses."""
+    cdef const char *keys[PREFETCH_MAX]
+    cdef size_t lens[PREFETCH_MAX]
+    cdef Py_ssize_t m = 0, i, stop = min(total, start + PREFETCH_MAX)
+    cdef list args
+    cdef object key
+    for i in range(start, stop):
+        args = <list>cmds[i]
+        if PyList_GET_SIZE(args) >= 2:
+            key = args[1]
+            if type(key) is bytes and PyBytes_GET_SIZE(key) > 0:
+                keys[m] = PyBytes_AS_STRING(key)
+                lens[m] = <size_t>PyBytes_GET_SIZE(key)
+                m += 1
+    store._prefetch_lookups(keys, lens, m)
+
+
 def execute(conn, list cmds):
     """Run `cmds` (lists of bytes) for connection `conn`, replies into conn.out. Returns how
     many ran: fewer than len(cmds) when the replies passed the high-water mark or the
@@ -195,9 +216,16 @@ def execute(conn, list cmds):
     cdef CommandSpec spec
     cdef dict table = _table
     cdef Py_ssize_t i, total = PyList_GET_SIZE(cmds)
+    cdef Store store = None     # a pipeline's keys are fetched ahead, a chunk at a time
+    if total > 1:
+        found = conn.server.store
+        if isinstance(found, Store):
+            store = <Store>found
     for i in range(total):
         if out.len > OUTPUT_HIGH_WATER:
             return i
+        if store is not None and i % PREFETCH_MAX == 0:
+            _prefetch_keys(store, cmds, i, total)
         args = cmds[i]
         n = PyList_GET_SIZE(args)
         found = table.get(args[0])

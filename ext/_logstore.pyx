@@ -80,7 +80,12 @@ cdef extern from "string.h":
 cdef extern from "segment_map.h":
     void seg_prefault(char *map, size_t start, size_t end) nogil
 
+cdef extern from *:
+    void __builtin_prefetch(const void *p) nogil
+
 cdef extern from "keydir.h":
+    void kd_prefetch_home(const keydir *kd, uint64_t h) nogil
+    const kd_entry *kd_candidate(const keydir *kd, uint64_t h) nogil
     uint32_t KD_DEAD
     uint64_t kd_hash(const keydir *kd, const void *key, size_t len) nogil
     size_t kd_home(const keydir *kd, uint64_t h) nogil
@@ -1042,6 +1047,47 @@ cdef class Store:
             self._corrupt_record(si, off)
         memcpy(out, p + HDR + kl, n if n < vl else vl)
         return <Py_ssize_t>vl
+
+    cdef void _prefetch_lookups(self, const char **keys, size_t *lens, Py_ssize_t m) noexcept:
+        """Start fetching what looking up these m keys (at most PREFETCH_MAX) will touch:
+        keydir slot, then entry, then the record's first cache lines, each level for every key
+        before the next. A batch of lookups of random keys (a pipeline, a peer frame) then
+        overlaps its cache misses instead of waiting on each in turn. Nothing is read or
+        checked here: a tag match that is not the key only wastes a fetch."""
+        cdef uint64_t hashes[PREFETCH_MAX]
+        cdef const kd_entry *e
+        cdef const char *p
+        cdef uint64_t flushed
+        cdef uint32_t si
+        cdef size_t at
+        cdef Py_ssize_t i
+        if self.closed or m <= 0:
+            return
+        if m > PREFETCH_MAX:
+            m = PREFETCH_MAX
+        for i in range(m):
+            hashes[i] = kd_hash(&self.kd, keys[i], lens[i])
+            kd_prefetch_home(&self.kd, hashes[i])
+        for i in range(m):
+            e = kd_candidate(&self.kd, hashes[i])
+            if e != NULL:
+                __builtin_prefetch(e)
+        for i in range(m):
+            e = kd_candidate(&self.kd, hashes[i])
+            if e == NULL or e.seg >= self.nsegs:
+                continue
+            si = e.seg
+            flushed = self.segs[si].size
+            if si == <uint32_t>self.active and e.off >= flushed:
+                p = self.wbuf + (e.off - flushed)
+            elif self.segs[si].map != NULL:
+                p = self.segs[si].map + e.off
+            else:
+                continue
+            at = 0
+            while at < e.size and at < 192:     # header, key and the value's head
+                __builtin_prefetch(p + at)
+                at += 64
 
     # ---- write path -------------------------------------------------------------------------
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,

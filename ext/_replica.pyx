@@ -28,6 +28,7 @@ cdef enum:
     OK = 0
     NOT_FOUND = 1
     PUT_DURABLE = 0x01
+    AHEAD = 16         # keys whose keydir slots, entries and records are fetched at once
 
 cdef uint64_t MAX_TIMESTAMP = (1ULL << 63) - 1
 
@@ -63,6 +64,32 @@ cdef inline int _cmp_mark(const unsigned char *a, const unsigned char *b) noexce
     if na != nb:
         return -1 if na < nb else 1
     return 0
+
+
+cdef void _prefetch(Store store, const unsigned char *base, Py_ssize_t pos, Py_ssize_t end,
+                    bint with_values) noexcept:
+    """Fetch ahead what the lookups of the next AHEAD keys of a payload from pos will touch
+    (Store._prefetch_lookups). Stops quietly at anything malformed: the parse that follows
+    reports it."""
+    cdef const char *keys[AHEAD]
+    cdef size_t lens[AHEAD]
+    cdef Py_ssize_t m = 0, kl, vl
+    while m < AHEAD and end - pos >= 4:
+        kl = <Py_ssize_t>_u32(base + pos)
+        if not 0 < kl <= 65536 or kl > end - pos - 4:
+            break
+        vl = 0
+        if with_values:
+            if end - pos - 4 - kl < 4:
+                break
+            vl = 4 + <Py_ssize_t>_u32(base + pos + 4 + kl)
+            if vl > end - pos - 4 - kl:
+                break
+        keys[m] = <const char *>base + pos + 4
+        lens[m] = <size_t>kl
+        m += 1
+        pos += 4 + kl + vl
+    store._prefetch_lookups(keys, lens, m)
 
 
 cdef enum:
@@ -174,6 +201,8 @@ def apply_puts(Store store, payload, uint64_t flush_epoch, uint64_t ts_limit, sl
         n = <Py_ssize_t>_u32(base + 1)
         pos = 5
         for i in range(n):
+            if i % AHEAD == 0:
+                _prefetch(store, base, pos, end, True)
             if end - pos < 4:
                 raise ProtocolError("peer message truncated in key")
             kl = <Py_ssize_t>_u32(base + pos)
@@ -227,6 +256,8 @@ def answer_gets(Store store, payload, slow):
         n = <Py_ssize_t>_u32(base)
         pos = 4
         for i in range(n):
+            if slow is None and i % AHEAD == 0:
+                _prefetch(store, base, pos, end, False)
             if end - pos < 4:
                 raise ProtocolError("peer message truncated in key")
             kl = <Py_ssize_t>_u32(base + pos)

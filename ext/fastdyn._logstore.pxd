@@ -30,6 +30,10 @@ cdef extern from "keydir.h":
         uint64_t seed1
 
 
+cdef enum:
+    PREFETCH_MAX = 32   # keys one Store._prefetch_lookups call fetches ahead
+
+
 cdef struct Seg:
     int fd
     uint64_t id
@@ -94,6 +98,7 @@ cdef class Store:
     cdef object _read_value(self, kd_entry *e)
     cdef int _corrupt_record(self, uint32_t si, uint32_t off) except -1
     cdef Py_ssize_t _value_head(self, kd_entry *e, char *out, size_t n) except -2
+    cdef void _prefetch_lookups(self, const char **keys, size_t *lens, Py_ssize_t m) noexcept
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1

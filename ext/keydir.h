@@ -179,6 +179,23 @@ static inline int64_t kd_find(const keydir *kd, const void *key, size_t len, uin
     }
 }
 
+/* Memory-level parallelism for a batch of lookups (a replica applying a peer frame): the
+ * home slot of hash h, then the entry its first tag match points at, are fetched ahead so that
+ * the lookups that follow find them in cache instead of waiting on each miss in turn. */
+static inline void kd_prefetch_home(const keydir *kd, uint64_t h) {
+    __builtin_prefetch(&kd->slots[kd_home(kd, h)]);
+}
+/* The entry of the first slot from h's home whose tag matches, or NULL: a likely match, not a
+ * checked one (the key is not compared), for prefetching only. */
+static inline const kd_entry *kd_candidate(const keydir *kd, uint64_t h) {
+    uint64_t tag = h & KD_TAG_MASK;
+    for (size_t i = kd_home(kd, h);; i++) {
+        uint64_t s = kd->slots[i];
+        if (s == 0) return NULL;
+        if ((s & KD_TAG_MASK) == tag) return kd_entry_of_slot(kd, s);
+    }
+}
+
 /* Place a slot value for hash h in (slots, cap, nslots); 0 if the run hit the end. */
 static inline int kd_place(uint64_t *slots, size_t cap, size_t nslots, uint64_t h, uint64_t sv,
                            size_t *where) {

@@ -4,6 +4,8 @@ import random
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.dvv import CausalContext
@@ -69,7 +71,8 @@ def test_batched_puts_match_the_per_key_path(tmp_path, seed):
     per_key = ReplicaHandler(one, NoHints(), None)
     in_batches = ReplicaHandler(batched, NoHints(), None)
     for _ in range(rnd.randrange(1, 6)):
-        items = [random_write(rnd, keys) for _ in range(rnd.randrange(1, 12))]
+        # up to 40 keys: batches cross the boundaries of the keys fetched ahead
+        items = [random_write(rnd, keys) for _ in range(rnd.randrange(1, 40))]
         expected = [per_key._put(k, memoryview(o)) for k, o in items]
         batch = batched.apply_puts(m.pack_puts(items), in_batches._put)
         assert [(s, bytes(b)) for s, b in batch.results] == [(s, bytes(b)) for s, b in expected]
@@ -106,6 +109,30 @@ def test_a_stamp_beyond_the_clock_limit_takes_the_checked_path(tmp_path):
         replica.apply_puts(m.pack_puts([(b"k", ahead)]),
                            ReplicaHandler(replica, NoHints(), None)._put)
     assert replica.store.get(b"k") is None
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=1, max_size=12), min_size=0, max_size=40), st.data())
+def test_any_damaged_batch_is_a_protocol_error_or_applied(tmp_path, keys, data):
+    """Keys fetched ahead of the parse never read past a payload, whatever its bytes say."""
+    replica = replica_at(tmp_path / str(len(keys)) / str(data.draw(st.integers(0, 10**9))))
+    obj = vo.encode(vo.lww_object(1, b"v", NOW_US))
+    for payload in (m.pack_puts([(k, obj) for k in keys]), m.pack_keys(keys)):
+        cut = data.draw(st.integers(0, len(payload)))
+        damaged = bytearray(payload[:cut])
+        if damaged and data.draw(st.booleans()):
+            at = data.draw(st.integers(0, len(damaged) - 1))
+            damaged[at] = data.draw(st.integers(0, 255))
+        try:
+            replica.apply_puts(bytes(damaged), lambda k, o: (m.OK, b""))
+        except ProtocolError:
+            pass
+        try:
+            replica.answer_gets(bytes(damaged))
+        except ProtocolError:
+            pass
+    replica.store.close()
 
 
 @pytest.mark.parametrize("cut", [0, 3, 5, 9, 14, -1])
