@@ -10,6 +10,7 @@ read from the peer's bytes and handed on without building a tuple per key.
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.string cimport memcpy
+from fastdyn._replica cimport ReplicaCore
 
 import logging
 
@@ -379,7 +380,10 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
         node = t.node
         if node == name:
             try:
-                coord.replica.merge_in(key, data)
+                replica = coord.replica
+                if (type(key) is not bytes or not isinstance(replica, ReplicaCore)
+                        or (<ReplicaCore>replica).merge_plain(key, data) is None):
+                    replica.merge_in(key, data)
                 core.ack(False)
             except (StorageError, HintStoreFull) as exc:
                 if coord.log:
@@ -429,7 +433,9 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
             _queue(coord, box, node, REPLICA_GET, key, read, node)
             continue
         try:
-            data = coord.replica.get(key)
+            replica = coord.replica
+            data = ((<ReplicaCore>replica).store.get(key) if isinstance(replica, ReplicaCore)
+                    else replica.get(key))
             if t.hint_for is not None:
                 data = merge([data, coord.hints.get(t.hint_for, key)])
             core.reply(name, data)

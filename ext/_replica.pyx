@@ -146,20 +146,48 @@ cdef object _merge_register(Store store, bytes key, const unsigned char *obj, Py
     return None
 
 
-def merge_register(Store store, bytes key, data, uint64_t flush_epoch, uint64_t ts_limit):
-    """One key's _merge_register: (outcome, stamp observed or 0, stored bytes or None);
-    outcome None when the general merge must decide, else True when it wrote."""
-    cdef Py_buffer buf
-    cdef uint64_t max_ts = 0
-    cdef object stored
-    cdef int c
-    PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
-    try:
-        stored = _merge_register(store, key, <const unsigned char *>buf.buf, buf.len,
-                                 flush_epoch, ts_limit, &max_ts, &c)
-    finally:
-        PyBuffer_Release(&buf)
-    return (None if c == NOT_DECIDED else c == WRITTEN), max_ts, stored
+cdef class ReplicaCore:
+    """The state of a replica that its C paths use (fastdyn/cluster/replica.py's Replica adds
+    the rest): the store, the node's hybrid clock, the flush epoch, and write_seq, the count of
+    writes that the group commit waits on. The coordinator syncs its own copy of a plain write
+    through merge_plain, with no Python call."""
+
+    def __init__(self, store, hlc):
+        self.store = store
+        self.hlc = hlc
+        self.flush_epoch = 0
+        self.write_seq = 0
+        self.in_c = isinstance(store, Store)
+
+    cdef object merge_plain(self, bytes key, data):
+        """merge_in of a plain SET register over nothing or over another short register,
+        decided from the headers (_merge_register): the stored bytes afterwards, or None when
+        the general merge must decide."""
+        cdef Py_buffer buf
+        cdef uint64_t max_ts = 0
+        cdef object stored
+        cdef int c
+        if not self.in_c:
+            return None
+        PyObject_GetBuffer(data, &buf, PyBUF_SIMPLE)
+        try:
+            stored = _merge_register(<Store>self.store, key, <const unsigned char *>buf.buf,
+                                     buf.len, self.flush_epoch, self.hlc.accept_limit(),
+                                     &max_ts, &c)
+        finally:
+            PyBuffer_Release(&buf)
+        if c == NOT_DECIDED:
+            return None
+        if max_ts:
+            self.hlc.observe(max_ts)
+        if c == WRITTEN:
+            self.write_seq += 1
+            return data if type(data) is bytes else bytes(data)
+        return stored
+
+    def merge_plain_in(self, bytes key, data):
+        """merge_plain for Python callers."""
+        return self.merge_plain(key, data)
 
 
 cdef class PutBatch:

@@ -11,8 +11,7 @@ hint nor a stale replica can bring flushed data back.
 """
 import os
 
-from fastdyn._logstore import Store
-from fastdyn._replica import answer_gets, apply_puts, merge_register
+from fastdyn._replica import ReplicaCore, answer_gets, apply_puts
 from fastdyn.cluster import object as vo
 from fastdyn.errors import BadObject
 
@@ -32,10 +31,9 @@ def record_expiry(obj) -> int:
     return latest
 
 
-class Replica:
+class Replica(ReplicaCore):
     def __init__(self, store, data_dir: str, hlc):
-        self.store = store
-        self.hlc = hlc
+        super().__init__(store, hlc)
         self.epoch_path = os.path.join(data_dir, EPOCH_FILE)
         try:
             with open(self.epoch_path) as f:
@@ -43,8 +41,6 @@ class Replica:
         except FileNotFoundError:
             self.flush_epoch = 0
         hlc.observe(self.flush_epoch)
-        self.write_seq = 0
-        self._in_c = isinstance(store, Store)   # the storage engine: its C paths apply
 
     def get(self, key: bytes):
         """The stored encoding of key, or None."""
@@ -71,16 +67,11 @@ class Replica:
     def merge_in(self, key: bytes, data) -> bytes:
         """Sync an incoming encoded object into the stored one; returns the stored bytes.
         Raises BadObject for bytes that are not an object (nothing is written)."""
-        if self._in_c and key.__class__ is bytes:
+        if key.__class__ is bytes:
             # a plain write over nothing or over another plain write (the common case) is
             # decided in C from the two headers (ext/_replica.pyx)
-            wrote, ts, stored = merge_register(self.store, key, data, self.flush_epoch,
-                                               self.hlc.accept_limit())
-            if wrote is not None:
-                self.hlc.observe(ts)
-                if wrote:
-                    self.write_seq += 1
-                    return bytes(data)
+            stored = self.merge_plain_in(key, data)
+            if stored is not None:
                 return stored
         incoming = vo.decode(data)
         self.hlc.observe(vo.max_timestamp(incoming))
