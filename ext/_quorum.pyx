@@ -8,11 +8,16 @@ as Python classes they were a third of a coordinator's CPU per operation. Here a
 read from the peer's bytes and handed on without building a tuple per key.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
+from xxh64 cimport fd_xxh64, FD_KEY_SEED
 
 import logging
 
+from fastdyn.cluster.apl import Target
+from fastdyn.cluster.coordinator import MAX_KEY_BYTES
 from fastdyn.cluster.object import newest_stamp
 from fastdyn.errors import (BadObject, CommandError, HintStoreFull, ProtocolError,
                             StorageError)
@@ -365,6 +370,10 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
     """QuorumCoordinator._write when every primary is reachable and no DW is asked (the
     common case): the local replica synced directly, the others queued in the coordinator's
     outbox for this turn's batched REPLICA_PUT. Pending(None), or None when done already."""
+    return _write_to_primaries(coord, key, data, primaries, targets, w, restamp)
+
+
+cdef object _write_to_primaries(coord, key, data, primaries, list targets, int w, restamp):
     cdef PutCore core = PutCore(len(targets), w, 0)
     cdef Write write = Write.__new__(Write)
     _init_write(write, coord, key, data, core, restamp)
@@ -417,6 +426,10 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
     """QuorumCoordinator._read over targets: the local replica (with any hint kept for the
     primary it stands in for) read directly, the others asked in this turn's batched
     REPLICA_GET. The merged encoding (or answer(it)) when R is met at once, else a Pending."""
+    return _read_quorum(coord, key, targets, r, answer, merge)
+
+
+cdef object _read_quorum(coord, key, list targets, int r, answer, merge):
     cdef GetCore core = GetCore(len(targets), r, merge)
     cdef Read read = Read(coord, key, core, answer)
     if core.outcome == _FAILED:
@@ -454,12 +467,106 @@ cdef class _Restamp:
         return coord._lww(self.key, self.value, 0, False, None, again=False)
 
 
-def put_plain(coord, bytes key, bytes value):
-    """QuorumCoordinator.put of a value without expiry (a plain SET): the register's bytes
-    (object.py: tag 0xA1, node, stamp, value) made here, then the write issued."""
-    cdef Py_ssize_t n = len(value)
-    cdef unsigned long long node = coord.node
-    cdef unsigned long long ts = coord.hlc.now()
+@cython.final
+cdef class PlainPath:
+    """What a plain GET or SET needs of its coordinator in the common case (every member
+    reachable, the default R and W), kept at C level so the operation runs without a Python
+    call: each partition's primaries and their targets and the effective quorum, for the ring
+    they were derived from. A new ring (the only way the member count changes: Members.add)
+    derives them again; while a peer is down (pool.down) the coordinator's Python path
+    decides."""
+    cdef object coord, members, pool, ring, hlc
+    cdef list primaries     # per partition: its first n members (the ring's shared tuple)
+    cdef list targets       # per partition: [Target(node, None), ...] of those primaries
+    cdef int bits, n, r, w, dw
+    cdef unsigned long long node
+    cdef readonly object merge, answer
+
+    def __init__(self, coord, merge, answer):
+        """merge: the sync of replica replies (GetCore's); answer(encoding): GET's value."""
+        self.coord = coord
+        self.members = coord.members
+        self.hlc = coord.hlc
+        self.node = coord.node
+        self.merge = merge
+        self.answer = answer
+        self.pool = None
+        self.ring = None
+
+    cdef int derive(self, ring) except -1:
+        q = self.coord.quorum()
+        self.n, self.r, self.w = q.n, q.r, q.w
+        self.dw = self.coord.dw
+        self.primaries = list(ring.prefixes(self.n))
+        shared = {}
+        self.targets = []
+        for names in self.primaries:
+            targets = shared.get(names)
+            if targets is None:
+                targets = shared[names] = [Target(node, None) for node in names]
+            self.targets.append(targets)
+        self.bits = (<int>ring.partition_count).bit_length() - 1
+        self.ring = ring
+        return 0
+
+    cdef Py_ssize_t partition(self, bytes key) except -2:
+        """key's partition when every member is reachable (its targets are its primaries),
+        else -1."""
+        cdef uint64_t h
+        ring = self.members.ring
+        if ring is not self.ring:
+            self.derive(ring)
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = self.coord.pool
+            if pool is None:
+                return -1
+        if pool.down:
+            return -1
+        if self.bits == 0:
+            return 0
+        h = fd_xxh64(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key), FD_KEY_SEED)
+        return <Py_ssize_t>(h >> (64 - self.bits))
+
+
+    def targets_of(self, key):
+        """key's targets as a plain GET or SET would take them here, or None where the
+        coordinator's Python path decides."""
+        cdef Py_ssize_t p = self.partition(key) if plain_key(key) else -1
+        return None if p < 0 else (self.primaries[p], self.targets[p], self.r, self.w)
+
+
+cdef Py_ssize_t MAX_KEY = MAX_KEY_BYTES
+
+
+cdef inline bint plain_key(key) noexcept:
+    return type(key) is bytes and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY
+
+
+def coordinator_get(coord, key):
+    """QuorumCoordinator.get: a read of key from R replicas, answered with its value. The
+    common case is C from end to end; the rest is QuorumCoordinator._get."""
+    cdef PlainPath plain
+    cdef Py_ssize_t p
+    if plain_key(key):
+        plain = coord._plain
+        p = plain.partition(key)
+        if p >= 0:
+            return _read_quorum(coord, key, <list>plain.targets[p], plain.r, plain.answer,
+                                plain.merge)
+    return coord._get(key)
+
+
+def coordinator_put(coord, key, value, expiry_ms=0):
+    """QuorumCoordinator.put: a value without expiry (a plain SET) has its register's bytes
+    (object.py: tag 0xA1, node, stamp, value) made here and is written to the primaries
+    directly in the common case; the rest is QuorumCoordinator._put."""
+    if expiry_ms or type(value) is not bytes or not plain_key(key):
+        return coord._put(key, value, expiry_ms)
+    cdef PlainPath plain = coord._plain
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef unsigned long long node = plain.node
+    cdef unsigned long long ts = plain.hlc.now()
     cdef bytes data = PyBytes_FromStringAndSize(NULL, 17 + n)
     cdef char *p = PyBytes_AS_STRING(data)
     cdef int i
@@ -472,8 +579,8 @@ def put_plain(coord, bytes key, bytes value):
     restamp.coord = coord
     restamp.key = key
     restamp.value = value
-    q = coord.quorum()
-    primaries, targets = coord._targets(key, q.n)
-    if not coord.dw and (<list>targets)[-1].hint_for is None and len(targets) == len(primaries):
-        return write_to_primaries(coord, key, data, primaries, targets, q.w, restamp)
+    cdef Py_ssize_t part = plain.partition(key)
+    if part >= 0 and not plain.dw:
+        return _write_to_primaries(coord, key, data, plain.primaries[part],
+                                   <list>plain.targets[part], plain.w, restamp)
     return coord._write(key, data, restamp=restamp)
