@@ -17,7 +17,9 @@ from xxh64 cimport fd_xxh64, FD_KEY_SEED
 import logging
 
 from fastdyn.cluster.apl import Target
+from fastdyn.cluster import object as vo
 from fastdyn.cluster.coordinator import MAX_KEY_BYTES
+from fastdyn.cluster.hlc import MAX_TIMESTAMP
 from fastdyn.cluster.object import newest_stamp
 from fastdyn.errors import (BadObject, CommandError, HintStoreFull, ProtocolError,
                             StorageError)
@@ -34,6 +36,9 @@ cdef enum:
     STATUS_OK = 0
     STATUS_NOT_FOUND = 1
     MAX_STATUS = 2
+
+
+cdef class PlainPath
 
 
 cdef class PutCore:
@@ -194,14 +199,34 @@ cdef class GetCore:
         if self.outcome == _PENDING:
             if len(self.replies) >= self.r:
                 self.outcome = _OK
-                self.result = self.merge(list(self.replies.values()))
+                self.result = self._merged()
             elif self.asked - self.failed < self.r:
                 self.outcome = _FAILED
         return self.outcome
 
+    cdef object _merged(self):
+        cdef list replies = list(self.replies.values())
+        if self.merge is _MERGE_ENCODED:
+            return _merge_encoded(replies)
+        return self.merge(replies)
+
+    cdef int _agree(self) except -1:
+        """Every reply so far is the same encoding (or absent everywhere): with the
+        coordinator's merge, nothing to repair."""
+        cdef object first = None
+        cdef bint seen = False
+        for obj in self.replies.values():
+            if not seen:
+                first, seen = obj, True
+            elif obj is not first and (obj is None or first is None
+                                       or type(obj) is not bytes or type(first) is not bytes
+                                       or <bytes>obj != <bytes>first):
+                return False
+        return True
+
     def repairs(self):
         """(merged, [nodes whose reply differs]) over every reply received so far."""
-        merged = self.merge(list(self.replies.values()))
+        merged = self._merged()
         if merged is None:
             return None, []
         return merged, [node for node, obj in self.replies.items() if obj != merged]
@@ -252,7 +277,10 @@ cdef class Read:
                     pending.complete(core.result)
                 else:
                     try:
-                        result = self.answer(core.result)
+                        if type(self.answer) is PlainPath:
+                            result = (<PlainPath>self.answer).value(core.result)
+                        else:
+                            result = self.answer(core.result)
                     except Exception as exc:
                         result = exc
                     pending.complete(result)
@@ -261,7 +289,8 @@ cdef class Read:
                 pending.complete(CommandError(core.error()))
         if self.repair and len(core.replies) + core.failed >= core.asked:
             self.repair = False
-            self.coord._read_repair(self.key, core)
+            if core.merge is not _MERGE_ENCODED or not core._agree():
+                self.coord._read_repair(self.key, core)
 
 
 cdef int _init_write(Write write, coord, key, data, PutCore core, restamp) except -1:
@@ -370,14 +399,15 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
     """QuorumCoordinator._write when every primary is reachable and no DW is asked (the
     common case): the local replica synced directly, the others queued in the coordinator's
     outbox for this turn's batched REPLICA_PUT. Pending(None), or None when done already."""
-    return _write_to_primaries(coord, key, data, primaries, targets, w, restamp)
+    return _write_to_primaries(coord, coord.name, coord.replica, key, data, primaries, targets,
+                               w, restamp)
 
 
-cdef object _write_to_primaries(coord, key, data, primaries, list targets, int w, restamp):
+cdef object _write_to_primaries(coord, name, replica, key, data, primaries, list targets, int w,
+                                restamp):
     cdef PutCore core = PutCore(len(targets), w, 0)
     cdef Write write = Write.__new__(Write)
     _init_write(write, coord, key, data, core, restamp)
-    name = coord.name
     write.in_targets = name in primaries
     if core.outcome == _FAILED:
         coord.stats["quorum_failures"] += 1
@@ -388,7 +418,7 @@ cdef object _write_to_primaries(coord, key, data, primaries, list targets, int w
         node = t.node
         if node == name:
             try:
-                coord.replica.merge_in(key, data)
+                replica.merge_in(key, data)
                 core.ack(False)
             except (StorageError, HintStoreFull) as exc:
                 if coord.log:
@@ -426,15 +456,14 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
     """QuorumCoordinator._read over targets: the local replica (with any hint kept for the
     primary it stands in for) read directly, the others asked in this turn's batched
     REPLICA_GET. The merged encoding (or answer(it)) when R is met at once, else a Pending."""
-    return _read_quorum(coord, key, targets, r, answer, merge)
+    return _read_quorum(coord, coord.name, coord.replica, key, targets, r, answer, merge)
 
 
-cdef object _read_quorum(coord, key, list targets, int r, answer, merge):
+cdef object _read_quorum(coord, name, replica, key, list targets, int r, answer, merge):
     cdef GetCore core = GetCore(len(targets), r, merge)
     cdef Read read = Read(coord, key, core, answer)
     if core.outcome == _FAILED:
         raise CommandError(core.error())
-    name = coord.name
     cdef dict box = coord._outbox
     for t in targets:
         node = t.node
@@ -442,7 +471,7 @@ cdef object _read_quorum(coord, key, list targets, int r, answer, merge):
             _queue(coord, box, node, REPLICA_GET, key, read, node)
             continue
         try:
-            data = coord.replica.get(key)
+            data = replica.get(key)
             if t.hint_for is not None:
                 data = merge([data, coord.hints.get(t.hint_for, key)])
             core.reply(name, data)
@@ -475,23 +504,42 @@ cdef class PlainPath:
     they were derived from. A new ring (the only way the member count changes: Members.add)
     derives them again; while a peer is down (pool.down) the coordinator's Python path
     decides."""
-    cdef object coord, members, pool, ring, hlc
+    cdef object coord, members, pool, ring, hlc, name, replica
     cdef list primaries     # per partition: its first n members (the ring's shared tuple)
     cdef list targets       # per partition: [Target(node, None), ...] of those primaries
     cdef int bits, n, r, w, dw
     cdef unsigned long long node
-    cdef readonly object merge, answer
 
-    def __init__(self, coord, merge, answer):
-        """merge: the sync of replica replies (GetCore's); answer(encoding): GET's value."""
+    def __init__(self, coord):
         self.coord = coord
         self.members = coord.members
         self.hlc = coord.hlc
         self.node = coord.node
-        self.merge = merge
-        self.answer = answer
+        self.name = coord.name
+        self.replica = coord.replica
         self.pool = None
         self.ring = None
+
+    def __call__(self, data):
+        return self.value(data)
+
+    cdef object value(self, data):
+        """GET's answer from the merged encoding (QuorumCoordinator._value): a plain SET's
+        register that the flush epoch leaves visible read from its header here (object.py's
+        plain_value), anything else decided by the coordinator."""
+        cdef const unsigned char *p
+        cdef uint64_t ts = 0
+        cdef int i
+        if data is None:
+            return None
+        if type(data) is bytes and PyBytes_GET_SIZE(data) >= 17:
+            p = <const unsigned char *>PyBytes_AS_STRING(data)
+            if p[0] == 0xA1:
+                for i in range(8):
+                    ts |= (<uint64_t>p[9 + i]) << (8 * i)
+                if ts and ts <= _MAX_TIMESTAMP and ts >= <uint64_t>self.replica.flush_epoch:
+                    return PyBytes_FromStringAndSize(<char *>p + 17, PyBytes_GET_SIZE(data) - 17)
+        return self.coord._value(data)
 
     cdef int derive(self, ring) except -1:
         q = self.coord.quorum()
@@ -537,6 +585,37 @@ cdef class PlainPath:
 
 
 cdef Py_ssize_t MAX_KEY = MAX_KEY_BYTES
+cdef uint64_t _MAX_TIMESTAMP = MAX_TIMESTAMP
+
+
+def merge_encoded(items):
+    """Sync of several encodings (None = absent) -> canonical bytes, or None. Replicas that
+    agree byte for byte (the common case) need no decoding."""
+    return _merge_encoded(items if type(items) is list else list(items))
+
+
+cdef object _MERGE_ENCODED = merge_encoded
+
+
+cdef object _merge_encoded(list items):
+    cdef object first = None
+    cdef bint agree = True
+    for x in items:
+        if x:
+            if first is None:
+                first = x
+            elif x != first:
+                agree = False
+                break
+    if first is None:
+        return None
+    if agree:
+        return bytes(first)
+    present = [x for x in items if x]
+    obj = vo.decode(present[0])
+    for x in present[1:]:
+        obj = vo.sync(obj, vo.decode(x))
+    return vo.encode(obj)
 
 
 cdef inline bint plain_key(key) noexcept:
@@ -552,8 +631,8 @@ def coordinator_get(coord, key):
         plain = coord._plain
         p = plain.partition(key)
         if p >= 0:
-            return _read_quorum(coord, key, <list>plain.targets[p], plain.r, plain.answer,
-                                plain.merge)
+            return _read_quorum(coord, plain.name, plain.replica, key, <list>plain.targets[p],
+                                plain.r, plain, _MERGE_ENCODED)
     return coord._get(key)
 
 
@@ -581,6 +660,7 @@ def coordinator_put(coord, key, value, expiry_ms=0):
     restamp.value = value
     cdef Py_ssize_t part = plain.partition(key)
     if part >= 0 and not plain.dw:
-        return _write_to_primaries(coord, key, data, plain.primaries[part],
+        return _write_to_primaries(coord, plain.name, plain.replica, key, data,
+                                   plain.primaries[part],
                                    <list>plain.targets[part], plain.w, restamp)
     return coord._write(key, data, restamp=restamp)

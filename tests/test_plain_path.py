@@ -68,3 +68,26 @@ def test_before_the_pool_is_there(tmp_path):
     coord, _ = coordinator(tmp_path)
     coord.pool = None
     assert coord._plain.targets_of(b"key") is None
+
+
+def test_merge_of_agreeing_and_differing_replies():
+    from fastdyn.cluster import object as vo
+    from fastdyn.cluster.quorum import merge_encoded
+    old = vo.encode_lww(1, b"old", 10, 0)
+    new = vo.encode_lww(2, b"new", 20, 0)
+    assert merge_encoded([None, b""]) is None
+    assert merge_encoded([None, old, old]) == old
+    assert merge_encoded([old, None, new]) == vo.encode(vo.sync(vo.decode(old), vo.decode(new)))
+    assert merge_encoded(iter([new])) == new
+
+
+def test_get_answer_reads_a_register_above_the_flush_epoch(tmp_path):
+    from fastdyn.cluster import object as vo
+    coord, _ = coordinator(tmp_path)
+    coord.replica.flush_epoch = 15
+    answer = coord._plain
+    assert answer(None) is None
+    assert answer(vo.encode_lww(1, b"v", 20, 0)) == b"v"
+    assert answer(vo.encode_lww(1, b"v", 10, 0)) is None          # flushed
+    with_expiry = vo.encode_lww(1, b"v", 20, (1 << 62))
+    assert answer(with_expiry) == coord._value(with_expiry) == b"v"

@@ -35,7 +35,7 @@ from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
 from fastdyn._quorum import (Batch, PlainPath, Write, coordinator_get, coordinator_put,
-                             queue_request, read_quorum, write_to_primaries)
+                             merge_encoded, queue_request, read_quorum, write_to_primaries)
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
@@ -43,24 +43,6 @@ from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, gather, then
 
 log = logging.getLogger("fastdyn.cluster")
-
-
-
-def merge_encoded(items):
-    """Sync of several encodings (None = absent) -> canonical bytes, or None."""
-    present = [x for x in items if x]
-    if not present:
-        return None
-    first = present[0]
-    for x in present:
-        if x != first:
-            break
-    else:
-        return bytes(first)
-    obj = vo.decode(present[0])
-    for x in present[1:]:
-        obj = vo.sync(obj, vo.decode(x))
-    return vo.encode(obj)
 
 
 class QuorumCoordinator:
@@ -84,7 +66,7 @@ class QuorumCoordinator:
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
         self._as_primary = (None, {})  # (ring, primaries tuple -> [Target(node, None), ...])
-        self._plain = PlainPath(self, merge_encoded, self._value)  # GET and SET, in C
+        self._plain = PlainPath(self)     # GET and SET, in C
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0, "lww_restamps": 0, "forwarded": 0}
 
