@@ -576,7 +576,6 @@ cdef class PlainPath:
         h = fd_xxh64(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key), FD_KEY_SEED)
         return <Py_ssize_t>(h >> (64 - self.bits))
 
-
     def targets_of(self, key):
         """key's targets as a plain GET or SET would take them here, or None where the
         coordinator's Python path decides."""
