@@ -260,7 +260,7 @@ cdef class Read:
 
     cdef int _answered(self, node, int status, blob) except -1:
         if status == STATUS_OK:
-            self.core.reply(node, bytes(blob))
+            self.core.reply(node, blob if type(blob) is bytes else bytes(blob))
         elif status == STATUS_NOT_FOUND:
             self.core.reply(node, None)
         else:
@@ -345,6 +345,9 @@ cdef class Batch:
                 pos += 5
                 if size == 0:
                     blob = b""
+                elif type(owners[i]) is Read:
+                    # a read keeps the replica's object: its bytes, copied once here
+                    blob = PyBytes_FromStringAndSize(<const char *>p + pos, size)
                 else:
                     if view is None:
                         view = memoryview(result)
