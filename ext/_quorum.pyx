@@ -416,9 +416,12 @@ cdef object _write_to_primaries(coord, name, replica, key, data, primaries, list
         coord.stats["quorum_failures"] += 1
         raise CommandError(core.error())
     cdef dict box = coord._outbox
+    cdef Py_ssize_t i
     item = None
-    for t in targets:
-        node = t.node
+    for i in range(len(targets)):
+        # the targets are the primaries themselves, in order: their names without a lookup
+        t = targets[i]
+        node = (<tuple>primaries)[i] if type(primaries) is tuple else t.node
         if node == name:
             try:
                 replica.merge_in(key, data)
@@ -459,17 +462,21 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
     """QuorumCoordinator._read over targets: the local replica (with any hint kept for the
     primary it stands in for) read directly, the others asked in this turn's batched
     REPLICA_GET. The merged encoding (or answer(it)) when R is met at once, else a Pending."""
-    return _read_quorum(coord, coord.name, coord.replica, key, targets, r, answer, merge)
+    return _read_quorum(coord, coord.name, coord.replica, key, targets, None, r, answer, merge)
 
 
-cdef object _read_quorum(coord, name, replica, key, list targets, int r, answer, merge):
+cdef object _read_quorum(coord, name, replica, key, list targets, tuple names, int r, answer,
+                         merge):
+    """names: the targets' node names, when the targets are those primaries (else None)."""
     cdef GetCore core = GetCore(len(targets), r, merge)
     cdef Read read = Read(coord, key, core, answer)
     if core.outcome == _FAILED:
         raise CommandError(core.error())
     cdef dict box = coord._outbox
-    for t in targets:
-        node = t.node
+    cdef Py_ssize_t i
+    for i in range(len(targets)):
+        t = targets[i]
+        node = t.node if names is None else names[i]
         if node != name:
             _queue(coord, box, node, REPLICA_GET, key, read, node)
             continue
@@ -634,7 +641,7 @@ def coordinator_get(coord, key):
         p = plain.partition(key)
         if p >= 0:
             return _read_quorum(coord, plain.name, plain.replica, key, <list>plain.targets[p],
-                                plain.r, plain, _MERGE_ENCODED)
+                                <tuple>plain.primaries[p], plain.r, plain, _MERGE_ENCODED)
     return coord._get(key)
 
 
