@@ -6,13 +6,15 @@ checked for arity, authentication and MULTI queueing with Redis' error texts, th
 commands that dominate cache traffic (GET and plain SET) run right here: one coordinator call
 and a reply written into the connection's ReplyWriter at C level, with no Python frame of
 their own. Everything else calls its Python function. A result that is a `Pending` keeps its
-reply slot through `conn.defer`. Whatever a command raises becomes its error reply in one
-place, `error_reply`.
+reply slot in the connection's `ReplyQueue` (through `conn.defer` from a Python command).
+Whatever a command raises, or a Pending completes with, becomes its error reply in one place,
+`error_reply`.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from fastdyn._logstore cimport PREFETCH_MAX, Store
+from fastdyn._pending cimport Completion, Pending as _CPending
 from fastdyn._resp cimport ReplyWriter, RequestParser
 
 import logging
@@ -123,8 +125,162 @@ def error_reply(exc, name=None) -> str:
     return "ERR internal error in '%s': %s" % (name, exc)
 
 
-def _encode_ok(out, _):
-    out.ok()
+# How a deferred reply is encoded once its result is there.
+cdef enum:
+    ENCODE_CALL = 0       # the command's encode(out, result)
+    ENCODE_OK = 1         # +OK (SET)
+    ENCODE_LOOKUP = 2     # a key's value, counted as a keyspace hit or miss (GET)
+
+
+@cython.final
+@cython.freelist(64)
+cdef class _Slot(Completion):
+    """One deferred reply's place in its connection's ReplyQueue: the completion of its
+    Pending. `data` holds the reply when it completed while an earlier one still waited."""
+    cdef ReplyQueue queue
+    cdef object encode
+    cdef bytes data
+    cdef int kind, proto
+
+    cdef int completed(self, object result) except -1:
+        return self.queue.fill(self, result)
+
+
+@cython.final
+cdef class ReplyQueue:
+    """A connection's replies from the first deferred one on, in request order.
+
+    A command whose result is a Pending holds a slot (`_Slot`, the Pending's completion, no
+    closure); replies of the commands after it wait behind it as bytes. A result is encoded
+    as soon as it is there: straight after the replies before it when it is the first slot
+    waiting (the common case), else into the slot. `take()` hands the completed prefix once
+    per event-loop turn: the first completion of a turn schedules `conn.drain_slots`."""
+    cdef ReplyWriter ready       # the completed prefix, not taken yet
+    cdef ReplyWriter scratch     # encodes a reply that completes before an earlier one
+    cdef list waiting            # from the first incomplete slot on: _Slot or bytes entries
+    cdef Py_ssize_t head         # index of that first incomplete slot in `waiting`
+    cdef object keyspace         # the node's KeyspaceStats (GET's hits and misses)
+    cdef object conn
+    cdef bint scheduled
+
+    def __init__(self, conn, keyspace=None):
+        self.ready = ReplyWriter()
+        self.scratch = ReplyWriter()
+        self.waiting = []
+        self.head = 0
+        self.conn = conn
+        self.keyspace = keyspace
+        self.scheduled = False
+
+    @property
+    def pending(self) -> bool:
+        """A reply still waits for its result."""
+        return self.head < len(self.waiting)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and nothing completed is left to take: replies may leave directly."""
+        return self.head >= len(self.waiting) and self.ready.len == 0
+
+    def defer(self, ReplyWriter out, pending, encode):
+        """Hold the next reply's place until `pending` completes; encode(writer, result)
+        answers it (a failure is answered through error_reply). The replies in `out` so far
+        go before it."""
+        self.add(out, pending, ENCODE_CALL, encode)
+
+    def push(self, ReplyWriter out):
+        """Queue the replies in `out` behind every slot already held."""
+        self.queue_written(out)
+
+    def take(self):
+        """The completed prefix's bytes (b"" if none); the next completion schedules a drain
+        again."""
+        self.scheduled = False
+        if self.ready.len == 0:
+            return b""
+        return self.ready.take()
+
+    cdef int queue_written(self, ReplyWriter out) except -1:
+        if out.len == 0:
+            return 0
+        if self.head >= len(self.waiting):
+            self.ready.put(out.buf, out.len)
+            out.len = 0
+        else:
+            self.waiting.append(out.take())
+        return 0
+
+    cdef int add(self, ReplyWriter out, object pending, int kind, object encode) except -1:
+        cdef _Slot slot = _Slot.__new__(_Slot)
+        self.queue_written(out)
+        slot.queue = self
+        slot.kind = kind
+        slot.encode = encode
+        slot.proto = out.proto
+        self.waiting.append(slot)
+        (<_CPending?>pending).add_done_callback(slot)
+        return 0
+
+    cdef int fill(self, _Slot slot, object result) except -1:
+        cdef list waiting = self.waiting
+        if slot.queue is not self:
+            return 0                     # completed already
+        slot.queue = None
+        if waiting[self.head] is slot:
+            self.encode(self.ready, slot, result)
+            self.head += 1
+            self.advance()
+        else:
+            self.encode(self.scratch, slot, result)
+            slot.data = self.scratch.take()
+        if not self.scheduled:
+            # the replies a turn completes leave together: one write per connection
+            self.scheduled = True
+            conn = self.conn
+            conn.server.loop.call_soon(conn.drain_slots)
+        return 0
+
+    cdef int advance(self) except -1:
+        """Move the entries after a completed head into the prefix, up to the next slot
+        still waiting."""
+        cdef list waiting = self.waiting
+        cdef Py_ssize_t n = len(waiting)
+        cdef bytes data
+        while self.head < n:
+            entry = waiting[self.head]
+            if type(entry) is bytes:
+                data = <bytes>entry
+            else:
+                data = (<_Slot>entry).data
+                if data is None:
+                    break
+            self.ready.put(data, len(data))
+            self.head += 1
+        if self.head >= n:
+            del waiting[:]
+            self.head = 0
+        elif self.head >= 64 and self.head * 2 >= n:
+            del waiting[:self.head]
+            self.head = 0
+        return 0
+
+    cdef int encode(self, ReplyWriter w, _Slot slot, object result) except -1:
+        cdef Py_ssize_t start = w.len
+        w.proto = slot.proto
+        if isinstance(result, Exception):
+            w.error(error_reply(result))
+        elif slot.kind == ENCODE_OK:
+            w.ok()
+        elif slot.kind == ENCODE_LOOKUP:
+            (<KeyspaceStats>self.keyspace).tally(result)
+            w.bulk(result)
+        else:
+            try:
+                slot.encode(w, result)
+            except Exception as exc:
+                w.len = start            # no half-written reply
+                w.error(error_reply(exc))
+        return 0
 
 
 cdef int run_one(object conn, ReplyWriter out, CommandSpec spec, list args) except -1:
@@ -203,6 +359,7 @@ def execute(conn, list cmds):
     connection is closing."""
     cdef ReplyWriter out = conn.out
     cdef KeyspaceStats keyspace = None     # looked up at the batch's first GET
+    cdef ReplyQueue replies = None         # looked up at the batch's first deferred reply
     cdef object coord = conn.coord
     cdef object coord_get = coord.get
     cdef object coord_put = coord.put
@@ -218,7 +375,7 @@ def execute(conn, list cmds):
     cdef Py_ssize_t i, total = PyList_GET_SIZE(cmds)
     cdef Store store = None     # a pipeline's keys are fetched ahead, a chunk at a time
     if total > 1:
-        found = conn.server.store
+        found = getattr(conn.server, "store", None)
         if isinstance(found, Store):
             store = <Store>found
     for i in range(total):
@@ -263,11 +420,13 @@ def execute(conn, list cmds):
             except Exception as exc:
                 out.error(error_reply(exc, spec.name))
                 continue
-            if keyspace is None:
-                keyspace = conn.keyspace
             if type(result) is _Pending:
-                conn.defer(result, keyspace.bulk_lookup)
+                if replies is None:
+                    replies = conn.replies
+                replies.add(out, result, ENCODE_LOOKUP, None)
             else:
+                if keyspace is None:
+                    keyspace = conn.keyspace
                 keyspace.tally(result)
                 out.bulk(result)
         elif fast == OP_SET and n == 3 and len(<bytes>args[2]) <= max_value:
@@ -277,7 +436,9 @@ def execute(conn, list cmds):
                 out.error(error_reply(exc, spec.name))
                 continue
             if type(result) is _Pending:
-                conn.defer(result, _encode_ok)
+                if replies is None:
+                    replies = conn.replies
+                replies.add(out, result, ENCODE_OK, None)
             else:
                 out.ok()
         else:

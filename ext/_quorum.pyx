@@ -8,12 +8,19 @@ as Python classes they were a third of a coordinator's CPU per operation. Here a
 read from the peer's bytes and handed on without building a tuple per key.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 from fastdyn._replica cimport ReplicaCore
+from xxh64 cimport fd_xxh64, FD_KEY_SEED
 
 import logging
 
+from fastdyn.cluster.apl import Target
+from fastdyn.cluster import object as vo
+from fastdyn.cluster.coordinator import MAX_KEY_BYTES
+from fastdyn.cluster.hlc import MAX_TIMESTAMP
 from fastdyn.cluster.object import newest_stamp
 from fastdyn.errors import (BadObject, CommandError, HintStoreFull, ProtocolError,
                             StorageError)
@@ -30,6 +37,9 @@ cdef enum:
     STATUS_OK = 0
     STATUS_NOT_FOUND = 1
     MAX_STATUS = 2
+
+
+cdef class PlainPath
 
 
 cdef class PutCore:
@@ -190,14 +200,34 @@ cdef class GetCore:
         if self.outcome == _PENDING:
             if len(self.replies) >= self.r:
                 self.outcome = _OK
-                self.result = self.merge(list(self.replies.values()))
+                self.result = self._merged()
             elif self.asked - self.failed < self.r:
                 self.outcome = _FAILED
         return self.outcome
 
+    cdef object _merged(self):
+        cdef list replies = list(self.replies.values())
+        if self.merge is _MERGE_ENCODED:
+            return _merge_encoded(replies)
+        return self.merge(replies)
+
+    cdef int _agree(self) except -1:
+        """Every reply so far is the same encoding (or absent everywhere): with the
+        coordinator's merge, nothing to repair."""
+        cdef object first = None
+        cdef bint seen = False
+        for obj in self.replies.values():
+            if not seen:
+                first, seen = obj, True
+            elif obj is not first and (obj is None or first is None
+                                       or type(obj) is not bytes or type(first) is not bytes
+                                       or <bytes>obj != <bytes>first):
+                return False
+        return True
+
     def repairs(self):
         """(merged, [nodes whose reply differs]) over every reply received so far."""
-        merged = self.merge(list(self.replies.values()))
+        merged = self._merged()
         if merged is None:
             return None, []
         return merged, [node for node, obj in self.replies.items() if obj != merged]
@@ -231,7 +261,7 @@ cdef class Read:
 
     cdef int _answered(self, node, int status, blob) except -1:
         if status == STATUS_OK:
-            self.core.reply(node, bytes(blob))
+            self.core.reply(node, blob if type(blob) is bytes else bytes(blob))
         elif status == STATUS_NOT_FOUND:
             self.core.reply(node, None)
         else:
@@ -248,7 +278,10 @@ cdef class Read:
                     pending.complete(core.result)
                 else:
                     try:
-                        result = self.answer(core.result)
+                        if type(self.answer) is PlainPath:
+                            result = (<PlainPath>self.answer).value(core.result)
+                        else:
+                            result = self.answer(core.result)
                     except Exception as exc:
                         result = exc
                     pending.complete(result)
@@ -257,7 +290,8 @@ cdef class Read:
                 pending.complete(CommandError(core.error()))
         if self.repair and len(core.replies) + core.failed >= core.asked:
             self.repair = False
-            self.coord._read_repair(self.key, core)
+            if core.merge is not _MERGE_ENCODED or not core._agree():
+                self.coord._read_repair(self.key, core)
 
 
 cdef int _init_write(Write write, coord, key, data, PutCore core, restamp) except -1:
@@ -312,6 +346,9 @@ cdef class Batch:
                 pos += 5
                 if size == 0:
                     blob = b""
+                elif type(owners[i]) is Read:
+                    # a read keeps the replica's object: its bytes, copied once here
+                    blob = PyBytes_FromStringAndSize(<const char *>p + pos, size)
                 else:
                     if view is None:
                         view = memoryview(result)
@@ -366,21 +403,28 @@ def write_to_primaries(coord, key, data, primaries, list targets, int w, restamp
     """QuorumCoordinator._write when every primary is reachable and no DW is asked (the
     common case): the local replica synced directly, the others queued in the coordinator's
     outbox for this turn's batched REPLICA_PUT. Pending(None), or None when done already."""
+    return _write_to_primaries(coord, coord.name, coord.replica, key, data, primaries, targets,
+                               w, restamp)
+
+
+cdef object _write_to_primaries(coord, name, replica, key, data, primaries, list targets, int w,
+                                restamp):
     cdef PutCore core = PutCore(len(targets), w, 0)
     cdef Write write = Write.__new__(Write)
     _init_write(write, coord, key, data, core, restamp)
-    name = coord.name
     write.in_targets = name in primaries
     if core.outcome == _FAILED:
         coord.stats["quorum_failures"] += 1
         raise CommandError(core.error())
     cdef dict box = coord._outbox
+    cdef Py_ssize_t i
     item = None
-    for t in targets:
-        node = t.node
+    for i in range(len(targets)):
+        # the targets are the primaries themselves, in order: their names without a lookup
+        t = targets[i]
+        node = (<tuple>primaries)[i] if type(primaries) is tuple else t.node
         if node == name:
             try:
-                replica = coord.replica
                 if (type(key) is not bytes or not isinstance(replica, ReplicaCore)
                         or (<ReplicaCore>replica).merge_plain(key, data) is None):
                     replica.merge_in(key, data)
@@ -421,19 +465,25 @@ def read_quorum(coord, key, list targets, int r, answer, merge):
     """QuorumCoordinator._read over targets: the local replica (with any hint kept for the
     primary it stands in for) read directly, the others asked in this turn's batched
     REPLICA_GET. The merged encoding (or answer(it)) when R is met at once, else a Pending."""
+    return _read_quorum(coord, coord.name, coord.replica, key, targets, None, r, answer, merge)
+
+
+cdef object _read_quorum(coord, name, replica, key, list targets, tuple names, int r, answer,
+                         merge):
+    """names: the targets' node names, when the targets are those primaries (else None)."""
     cdef GetCore core = GetCore(len(targets), r, merge)
     cdef Read read = Read(coord, key, core, answer)
     if core.outcome == _FAILED:
         raise CommandError(core.error())
-    name = coord.name
     cdef dict box = coord._outbox
-    for t in targets:
-        node = t.node
+    cdef Py_ssize_t i
+    for i in range(len(targets)):
+        t = targets[i]
+        node = t.node if names is None else names[i]
         if node != name:
             _queue(coord, box, node, REPLICA_GET, key, read, node)
             continue
         try:
-            replica = coord.replica
             data = ((<ReplicaCore>replica).store.get(key) if isinstance(replica, ReplicaCore)
                     else replica.get(key))
             if t.hint_for is not None:
@@ -460,12 +510,155 @@ cdef class _Restamp:
         return coord._lww(self.key, self.value, 0, False, None, again=False)
 
 
-def put_plain(coord, bytes key, bytes value):
-    """QuorumCoordinator.put of a value without expiry (a plain SET): the register's bytes
-    (object.py: tag 0xA1, node, stamp, value) made here, then the write issued."""
-    cdef Py_ssize_t n = len(value)
-    cdef unsigned long long node = coord.node
-    cdef unsigned long long ts = coord.hlc.now()
+@cython.final
+cdef class PlainPath:
+    """What a plain GET or SET needs of its coordinator in the common case (every member
+    reachable, the default R and W), kept at C level so the operation runs without a Python
+    call: each partition's primaries and their targets and the effective quorum, for the ring
+    they were derived from. A new ring (the only way the member count changes: Members.add)
+    derives them again; while a peer is down (pool.down) the coordinator's Python path
+    decides."""
+    cdef object coord, members, pool, ring, hlc, name, replica
+    cdef list primaries     # per partition: its first n members (the ring's shared tuple)
+    cdef list targets       # per partition: [Target(node, None), ...] of those primaries
+    cdef int bits, n, r, w, dw
+    cdef unsigned long long node
+
+    def __init__(self, coord):
+        self.coord = coord
+        self.members = coord.members
+        self.hlc = coord.hlc
+        self.node = coord.node
+        self.name = coord.name
+        self.replica = coord.replica
+        self.pool = None
+        self.ring = None
+
+    def __call__(self, data):
+        return self.value(data)
+
+    cdef object value(self, data):
+        """GET's answer from the merged encoding (QuorumCoordinator._value): a plain SET's
+        register that the flush epoch leaves visible read from its header here (object.py's
+        plain_value), anything else decided by the coordinator."""
+        cdef const unsigned char *p
+        cdef uint64_t ts = 0
+        cdef int i
+        if data is None:
+            return None
+        if type(data) is bytes and PyBytes_GET_SIZE(data) >= 17:
+            p = <const unsigned char *>PyBytes_AS_STRING(data)
+            if p[0] == 0xA1:
+                for i in range(8):
+                    ts |= (<uint64_t>p[9 + i]) << (8 * i)
+                if ts and ts <= _MAX_TIMESTAMP and ts >= <uint64_t>self.replica.flush_epoch:
+                    return PyBytes_FromStringAndSize(<char *>p + 17, PyBytes_GET_SIZE(data) - 17)
+        return self.coord._value(data)
+
+    cdef int derive(self, ring) except -1:
+        q = self.coord.quorum()
+        self.n, self.r, self.w = q.n, q.r, q.w
+        self.dw = self.coord.dw
+        self.primaries = list(ring.prefixes(self.n))
+        shared = {}
+        self.targets = []
+        for names in self.primaries:
+            targets = shared.get(names)
+            if targets is None:
+                targets = shared[names] = [Target(node, None) for node in names]
+            self.targets.append(targets)
+        self.bits = (<int>ring.partition_count).bit_length() - 1
+        self.ring = ring
+        return 0
+
+    cdef Py_ssize_t partition(self, bytes key) except -2:
+        """key's partition when every member is reachable (its targets are its primaries),
+        else -1."""
+        cdef uint64_t h
+        ring = self.members.ring
+        if ring is not self.ring:
+            self.derive(ring)
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = self.coord.pool
+            if pool is None:
+                return -1
+        if pool.down:
+            return -1
+        if self.bits == 0:
+            return 0
+        h = fd_xxh64(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key), FD_KEY_SEED)
+        return <Py_ssize_t>(h >> (64 - self.bits))
+
+    def targets_of(self, key):
+        """key's targets as a plain GET or SET would take them here, or None where the
+        coordinator's Python path decides."""
+        cdef Py_ssize_t p = self.partition(key) if plain_key(key) else -1
+        return None if p < 0 else (self.primaries[p], self.targets[p], self.r, self.w)
+
+
+cdef Py_ssize_t MAX_KEY = MAX_KEY_BYTES
+cdef uint64_t _MAX_TIMESTAMP = MAX_TIMESTAMP
+
+
+def merge_encoded(items):
+    """Sync of several encodings (None = absent) -> canonical bytes, or None. Replicas that
+    agree byte for byte (the common case) need no decoding."""
+    return _merge_encoded(items if type(items) is list else list(items))
+
+
+cdef object _MERGE_ENCODED = merge_encoded
+
+
+cdef object _merge_encoded(list items):
+    cdef object first = None
+    cdef bint agree = True
+    for x in items:
+        if x:
+            if first is None:
+                first = x
+            elif x != first:
+                agree = False
+                break
+    if first is None:
+        return None
+    if agree:
+        return bytes(first)
+    present = [x for x in items if x]
+    obj = vo.decode(present[0])
+    for x in present[1:]:
+        obj = vo.sync(obj, vo.decode(x))
+    return vo.encode(obj)
+
+
+cdef inline bint plain_key(key) noexcept:
+    return type(key) is bytes and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY
+
+
+def coordinator_get(coord, key):
+    """QuorumCoordinator.get: a read of key from R replicas, answered with its value. The
+    common case is C from end to end; the rest is QuorumCoordinator._get."""
+    cdef PlainPath plain
+    cdef Py_ssize_t p
+    if plain_key(key):
+        plain = coord._plain
+        p = plain.partition(key)
+        if p >= 0:
+            return _read_quorum(coord, plain.name, plain.replica, key, <list>plain.targets[p],
+                                <tuple>plain.primaries[p], plain.r, plain, _MERGE_ENCODED)
+    return coord._get(key)
+
+
+def coordinator_put(coord, key, value, expiry_ms=0):
+    """QuorumCoordinator.put: a value without expiry (a plain SET) has its register's bytes
+    (object.py: tag 0xA1, node, stamp, value) made here and is written to the primaries
+    directly in the common case; the rest is QuorumCoordinator._put."""
+    if expiry_ms or type(value) is not bytes or not plain_key(key):
+        return coord._put(key, value, expiry_ms)
+    cdef PlainPath plain = coord._plain
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef unsigned long long node = plain.node
+    cdef unsigned long long ts = plain.hlc.now()
     cdef bytes data = PyBytes_FromStringAndSize(NULL, 17 + n)
     cdef char *p = PyBytes_AS_STRING(data)
     cdef int i
@@ -478,8 +671,9 @@ def put_plain(coord, bytes key, bytes value):
     restamp.coord = coord
     restamp.key = key
     restamp.value = value
-    q = coord.quorum()
-    primaries, targets = coord._targets(key, q.n)
-    if not coord.dw and (<list>targets)[-1].hint_for is None and len(targets) == len(primaries):
-        return write_to_primaries(coord, key, data, primaries, targets, q.w, restamp)
+    cdef Py_ssize_t part = plain.partition(key)
+    if part >= 0 and not plain.dw:
+        return _write_to_primaries(coord, plain.name, plain.replica, key, data,
+                                   plain.primaries[part],
+                                   <list>plain.targets[part], plain.w, restamp)
     return coord._write(key, data, restamp=restamp)

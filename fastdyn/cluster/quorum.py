@@ -30,12 +30,12 @@ import logging
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import Target, active_targets, effective
-from fastdyn.cluster.coordinator import DELETE, KEEP, MAX_KEY_BYTES, check_keys, now_ms
+from fastdyn.cluster.coordinator import DELETE, KEEP, check_keys, now_ms
 from fastdyn.cluster.dvv import decode_context, encode_context, node_id
 from fastdyn._hash import hash64
 from fastdyn.cluster.keyspace import live_keys_from, merge_pages
-from fastdyn._quorum import (Batch, Write, put_plain, queue_request, read_quorum,
-                             write_to_primaries)
+from fastdyn._quorum import (Batch, PlainPath, Write, coordinator_get, coordinator_put,
+                             merge_encoded, queue_request, read_quorum, write_to_primaries)
 from fastdyn.cluster.put_core import FAILED, PutCore
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
@@ -43,24 +43,6 @@ from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, gather, then
 
 log = logging.getLogger("fastdyn.cluster")
-
-
-
-def merge_encoded(items):
-    """Sync of several encodings (None = absent) -> canonical bytes, or None."""
-    present = [x for x in items if x]
-    if not present:
-        return None
-    first = present[0]
-    for x in present:
-        if x != first:
-            break
-    else:
-        return bytes(first)
-    obj = vo.decode(present[0])
-    for x in present[1:]:
-        obj = vo.sync(obj, vo.decode(x))
-    return vo.encode(obj)
 
 
 class QuorumCoordinator:
@@ -84,6 +66,7 @@ class QuorumCoordinator:
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
         self._quorum = (None, None)   # (members, Quorum) of the default R/W
         self._as_primary = (None, {})  # (ring, primaries tuple -> [Target(node, None), ...])
+        self._plain = PlainPath(self)     # GET and SET, in C
         self.stats = {"read_repairs": 0, "hints_stored": 0, "quorum_failures": 0,
                       "sibling_warnings": 0, "lww_restamps": 0, "forwarded": 0}
 
@@ -242,7 +225,10 @@ class QuorumCoordinator:
         check_keys([key])
         return then(self._read(key), self._winner)
 
-    def get(self, key):
+    # get(key): C (ext/_quorum.pyx) when every member is reachable; _get otherwise
+    get = coordinator_get
+
+    def _get(self, key):
         check_keys([key])
         return self._read(key, answer=self._value)
 
@@ -343,10 +329,10 @@ class QuorumCoordinator:
 
         return self._write(key, data, w=w, restamp=restamp if again else None)
 
-    def put(self, key, value, expiry_ms=0):
-        if (not expiry_ms and value.__class__ is bytes and key.__class__ is bytes
-                and 0 < len(key) <= MAX_KEY_BYTES):
-            return put_plain(self, key, value)     # a plain SET, its register made in C
+    # put(key, value, expiry_ms=0): a plain SET is C (ext/_quorum.pyx), the rest _put
+    put = coordinator_put
+
+    def _put(self, key, value, expiry_ms=0):
         check_keys([key])
         if expiry_ms and expiry_ms <= self.clock():
             return self._lww(key, b"", tombstone=True)

@@ -141,8 +141,16 @@ class Ring:
         operation, and the same tuple for a partition lets it cache what it derives."""
         prefixes = self._prefixes.get(n)
         if prefixes is None:
-            prefixes = self._prefixes[n] = [names[:_check_count(n)] for names in self._lists]
+            prefixes = self.prefixes(n)
         return prefixes[hash64(key) >> self._shift]
+
+    def prefixes(self, n: int) -> list[tuple[str, ...]]:
+        """Each partition's first n members, in partition order: the tuples primaries()
+        returns (do not modify the list)."""
+        prefixes = self._prefixes.get(n)
+        if prefixes is None:
+            prefixes = self._prefixes[n] = [names[:_check_count(n)] for names in self._lists]
+        return prefixes
 
     def owners(self, partition: int, n: int = 3) -> list[str]:
         """The n replicas of a partition (fewer when the ring has fewer members)."""

@@ -3,16 +3,16 @@
 Per received chunk: one Cython call parses every complete pipelined command, one Cython call
 (fastdyn._commands.execute) runs them through the command registry, replies accumulate in one
 ReplyWriter and leave in one transport.write. A reply that completes later (a `Pending` from
-the coordinator) holds its slot; replies behind it wait in `slots` so the client always reads
-them in request order.
+the coordinator) holds its slot in the connection's ReplyQueue (a C class, ext/_commands.pyx);
+replies behind it wait there so the client always reads them in request order, and the replies
+a turn completes leave together in one write (`drain_slots`).
 """
 import asyncio
-import collections
 import ipaddress
 import logging
 import socket
 
-from fastdyn._commands import error_reply, execute, run_command
+from fastdyn._commands import ReplyQueue, execute, run_command
 from fastdyn._resp import QUERY_LIMIT_ERROR, ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
 
@@ -46,8 +46,8 @@ def is_loopback(peername) -> bool:
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id",
-                 "name", "lib", "authenticated", "slots", "closing", "peer", "multi",
-                 "multi_failed", "backlog", "write_paused", "eof", "held", "drain_scheduled")
+                 "name", "lib", "authenticated", "replies", "closing", "peer", "multi",
+                 "multi_failed", "backlog", "write_paused", "eof", "held")
 
     def __init__(self, server):
         self.server = server
@@ -63,8 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self.id = 0
         self.name = b""
         self.lib = {}
-        self.slots = None
-        self.drain_scheduled = False
+        self.replies = ReplyQueue(self, self.keyspace)
         self.closing = False
         self.peer = None
         self.multi = None          # commands queued after MULTI, until EXEC or DISCARD
@@ -152,7 +151,7 @@ class ClientConnection(asyncio.Protocol):
 
     def finish_after_replies(self):
         self.closing = True
-        if self.slots is None:
+        if self.replies.idle:
             self.send(b"", close=True)  # queued behind any held reply, then closes
 
     def close_after_reply(self):
@@ -176,7 +175,7 @@ class ClientConnection(asyncio.Protocol):
                 done = execute(self, cmds)
                 if done < len(cmds) and not self.closing:
                     self.backlog = cmds[done:]
-            if self.slots is None and self.backlog is None and not self.closing \
+            if self.backlog is None and not self.closing and self.replies.idle \
                     and self.parser.error is None:
                 # the common case, inline: nothing deferred, no write waiting for the log
                 commits = self.commits
@@ -247,58 +246,23 @@ class ClientConnection(asyncio.Protocol):
     # -- replies ----------------------------------------------------------------------------
     def defer(self, pending, encode):
         """Reserve this command's reply slot until `pending` completes; see module doc."""
-        slots = self.slots
-        if slots is None:
-            slots = self.slots = collections.deque()
-        ready = self.out.take()
-        if ready:
-            slots.append(ready)
-        slot = [None]
-        slots.append(slot)
-        proto = self.out.proto
-
-        def done(result):
-            w = ReplyWriter()
-            w.proto = proto
-            if isinstance(result, Exception):
-                w.error(error_reply(result))
-            else:
-                encode(w, result)
-            slot[0] = w.take()
-            if not self.drain_scheduled:
-                # the replies a turn completes leave together: one write per connection
-                self.drain_scheduled = True
-                self.server.loop.call_soon(self.drain_slots)
-
-        pending.add_done_callback(done)
+        self.replies.defer(self.out, pending, encode)
 
     def drain_slots(self):
-        """Send the completed prefix of the reply slots."""
-        self.drain_scheduled = False
-        slots = self.slots
-        if slots is None:
-            return
-        chunks = []
-        while slots:
-            head = slots[0]
-            if head.__class__ is list:
-                if head[0] is None:
-                    break
-                head = head[0]
-            chunks.append(head)
-            slots.popleft()
-        if not slots:
-            self.slots = None
-        if chunks:
-            self.send(b"".join(chunks), self.closing and self.slots is None)
+        """Send the completed prefix of the replies that waited for a result."""
+        replies = self.replies
+        data = replies.take()
+        if data:
+            self.send(data, self.closing and not replies.pending)
 
     def flush_replies(self):
-        data = self.out.take()
-        if self.slots is not None:
-            if data:
-                self.slots.append(data)
+        replies = self.replies
+        if not replies.idle:
+            replies.push(self.out)
             self.drain_slots()
-        elif data:
+            return
+        data = self.out.take()
+        if data:
             self.send(data, self.closing)
         elif self.closing:
             self.transport.close()
