@@ -1719,14 +1719,22 @@ cdef class Store:
         meanwhile.)"""
         cdef Seg *s = &self.segs[si]
         cdef int fd = s.fd
+        cdef char *gone = NULL
+        cdef size_t gone_len = 0
         if s.readers != 0:
             return 0
         if s.state == SEG_RETIRED:
-            if s.map != NULL:
-                munmap(s.map, s.map_len)
-                s.map = NULL
+            gone, gone_len = s.map, s.map_len
+            s.map = NULL
             s.fd = -1
             s.state = SEG_FREE
+            if gone != NULL:
+                # unmapping a large segment can take milliseconds (its page tables, and its
+                # page cache once the file is unlinked): not with the GIL, which the event loop
+                # then waits for. Nothing pins it, no key points into it, and `s` is not used
+                # after (another thread may grow the table meanwhile).
+                with nogil:
+                    munmap(gone, gone_len)
             if fd >= 0:
                 os.close(fd)
         elif s.state == SEG_SEALED and fd >= 0 and s.synced >= s.size:
