@@ -10,7 +10,8 @@ cdef class Completion:
     """The base of a C callback of Pending: `completed(result)` runs once it is there."""
 
     cdef int completed(self, object result) except -1:
-        raise NotImplementedError
+        # abstract: each subclass (a reply slot, say) defines what a result does to it
+        raise NotImplementedError(f"{type(self).__name__} does not define completed()")
 
     def __call__(self, result):
         self.completed(result)
