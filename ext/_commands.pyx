@@ -11,15 +11,15 @@ Whatever a command raises, or a Pending completes with, becomes its error reply 
 `error_reply`.
 """
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
-from fastdyn._logstore cimport PREFETCH_MAX, Store
+from fastdyn._logstore cimport MAX_KEY, PREFETCH_MAX, Store
 from fastdyn._pending cimport Completion, Pending as _CPending
 from fastdyn._resp cimport ReplyWriter, RequestParser
 
 import logging
 
-from fastdyn.errors import CommandError, StorageError
+from fastdyn.errors import CommandError, PersistFailed, StorageError, misconf
 from fastdyn.pending import Pending
 
 log = logging.getLogger("fastdyn.server")
@@ -27,6 +27,7 @@ log = logging.getLogger("fastdyn.server")
 cdef object _Pending = Pending
 cdef object _CommandError = CommandError
 cdef object _StorageError = StorageError
+cdef object _PersistFailed = PersistFailed
 
 # fast op codes (CommandSpec.fast_op)
 cdef enum:
@@ -450,3 +451,177 @@ def execute(conn, list cmds):
             in_multi = conn.multi is not None
             authenticated = conn.authenticated  # RESET logs out
     return total
+
+
+# -- a single node's GET and SET, straight from the receive buffer ------------------------------
+# A single node's coordinator answers a plain GET or SET with one store call (its
+# `direct_store`), so those run here from the parser's buffer: the key and value are pointers
+# into it, a GET's reply is copied from the record, and no Python object is made per command.
+# Anything else - another command, a frame not complete yet or not in the canonical form
+# redis clients send, a key or value the store would refuse - goes through the parser and
+# `execute`, which give the same results and errors as ever.
+
+cdef struct Direct:
+    int op              # OP_GET or OP_SET
+    const char *key
+    size_t klen
+    const char *value
+    size_t vlen
+    Py_ssize_t size     # the whole frame
+
+
+cdef inline Py_ssize_t read_bulk(const char *p, Py_ssize_t avail, size_t least, size_t most,
+                                 const char **data, size_t *n) noexcept:
+    """The size of the whole bulk string ($, its length in digits, CRLF, the data, CRLF) at
+    p if it is complete within avail and least <= length <= most; else 0."""
+    cdef Py_ssize_t i = 1
+    cdef size_t length = 0
+    if avail < 4 or p[0] != b'$':
+        return 0
+    while i < avail and i <= 10 and b'0' <= p[i] <= b'9':
+        length = length * 10 + <size_t>(p[i] - <char>b'0')
+        i += 1
+    if i == 1 or (p[1] == b'0' and i > 2) or i + 2 > avail or p[i] != b'\r' \
+            or p[i + 1] != b'\n':
+        return 0        # (a leading zero is a protocol error: the parser reports it)
+    if length < least or length > most or avail - i - 4 < <Py_ssize_t>length:
+        return 0
+    i += 2
+    if p[i + length] != b'\r' or p[i + length + 1] != b'\n':
+        return 0
+    data[0] = p + i
+    n[0] = length
+    return i + <Py_ssize_t>length + 2
+
+
+cdef Py_ssize_t match_direct(const char *p, Py_ssize_t avail, size_t max_key,
+                             size_t max_value, Direct *c) noexcept:
+    """The size of a complete `GET key` or `SET key value` frame at p (any letter case of the
+    name, a key of 1..max_key bytes, a value of at most max_value bytes), described in c;
+    else 0."""
+    cdef Py_ssize_t n, pos = 13
+    if (avail < 13 or p[0] != b'*' or p[2] != b'\r' or p[3] != b'\n' or p[4] != b'$'
+            or p[5] != b'3' or p[6] != b'\r' or p[7] != b'\n' or p[11] != b'\r'
+            or p[12] != b'\n' or (p[9] | 0x20) != b'e' or (p[10] | 0x20) != b't'):
+        return 0
+    if p[1] == b'2' and (p[8] | 0x20) == b'g':
+        c.op = OP_GET
+    elif p[1] == b'3' and (p[8] | 0x20) == b's':
+        c.op = OP_SET
+    else:
+        return 0
+    n = read_bulk(p + pos, avail - pos, 1, max_key, &c.key, &c.klen)
+    if n == 0:
+        return 0
+    pos += n
+    if c.op == OP_SET:
+        n = read_bulk(p + pos, avail - pos, 0, max_value, &c.value, &c.vlen)
+        if n == 0:
+            return 0
+        pos += n
+    c.size = pos
+    return pos
+
+
+cdef int run_direct(object conn, Store store, RequestParser parser, ReplyWriter out,
+                    Py_ssize_t *ran, Py_ssize_t *writes) except -1:
+    """Run the GET and SET frames at the head of the parser's buffer against `store`, up to
+    the first other frame or the output high-water mark; ran and writes count them."""
+    cdef Direct cmds[PREFETCH_MAX]
+    cdef const char *keys[PREFETCH_MAX]
+    cdef size_t lens[PREFETCH_MAX]
+    cdef Py_ssize_t m, i, vl, size
+    cdef size_t max_value = <size_t>min(conn.server.config.max_value_bytes, parser.max_bulk)
+    cdef size_t max_key = <size_t>min(MAX_KEY, parser.max_bulk)
+    cdef const char *vp
+    cdef KeyspaceStats keyspace = None
+    cdef Direct *c
+    while True:
+        # a chunk of frames first, so that their lookups overlap their cache misses
+        m = 0
+        size = parser.start
+        while m < PREFETCH_MAX and size < parser.end:
+            if match_direct(parser.buf + size, parser.end - size, max_key, max_value,
+                            &cmds[m]) == 0:
+                break
+            keys[m] = cmds[m].key
+            lens[m] = cmds[m].klen
+            size += cmds[m].size
+            m += 1
+        if m == 0:
+            return 0
+        if m > 1:
+            store._prefetch_lookups(keys, lens, m)
+        for i in range(m):
+            if out.len > OUTPUT_HIGH_WATER:
+                return 0
+            c = &cmds[i]
+            parser.start += c.size
+            ran[0] += 1
+            if c.op == OP_GET:
+                try:
+                    vl = store._value_ref(c.key, c.klen, &vp)
+                    if keyspace is None:
+                        keyspace = conn.keyspace
+                    if vl == -2:       # stored compressed or large
+                        result = store.get(PyBytes_FromStringAndSize(c.key, c.klen))
+                        keyspace.tally(result)
+                        out.bulk(result)
+                    elif vl < 0:
+                        keyspace.misses += 1
+                        out.null()
+                    else:
+                        keyspace.hits += 1
+                        out.bulk_raw(vp, vl)
+                except Exception as exc:
+                    out.error(error_reply(exc, "get"))
+            elif store._plain_put_ok(c.vlen):
+                try:
+                    store._put_plain(c.key, c.klen, c.value, c.vlen)
+                    writes[0] += 1
+                    out.ok()
+                except Exception as exc:
+                    if isinstance(exc, _PersistFailed):
+                        exc = misconf(exc)
+                    out.error(error_reply(exc, "set"))
+            else:
+                # a value to compress, a store refusing writes: the coordinator's way
+                parser.start -= c.size
+                ran[0] -= 1
+                return 0
+
+
+def run_received(conn, data):
+    """Run every complete command of `data` (after what the parser holds) for an
+    authenticated connection with no backlog and outside MULTI; replies into conn.out.
+    A single node's GET and SET run straight from the buffer; the rest is parsed and goes
+    through `execute`. Commands left over when the replies pass the high-water mark become
+    conn.backlog. Returns how many commands ran or wait in the backlog."""
+    cdef RequestParser parser = conn.parser
+    cdef ReplyWriter out = conn.out
+    cdef object direct = conn.direct_store
+    cdef Py_ssize_t ran = 0, writes = 0, done
+    cdef list cmds
+    if direct is None:
+        cmds = parser.parse(data)
+        if cmds:
+            done = execute(conn, cmds)
+            if done < PyList_GET_SIZE(cmds) and not conn.closing:
+                conn.backlog = cmds[done:]
+        return len(cmds)
+    parser.append(data)
+    if parser.error is None and parser.mb_left == 0 and conn.multi is None:
+        try:
+            run_direct(conn, <Store>direct, parser, out, &ran, &writes)
+        finally:
+            if writes:
+                conn.coord.write_seq += writes
+    cmds = parser.parse(b"")
+    if cmds:
+        if out.len > OUTPUT_HIGH_WATER:
+            done = 0
+        else:
+            done = execute(conn, cmds)
+        if done < PyList_GET_SIZE(cmds) and not conn.closing:
+            conn.backlog = cmds[done:]
+    return ran + PyList_GET_SIZE(cmds)

@@ -128,7 +128,6 @@ cdef enum:
     F_LZ4 = 2
     F_CLEAR = 4
     F_KNOWN = 7
-    MAX_KEY = 65536
     SEG_FREE = 0
     SEG_SEALED = 1
     SEG_ACTIVE = 2
@@ -1032,8 +1031,18 @@ cdef class Store:
         its CRC, without making the value's bytes (a replica compares a stored header before
         it writes); the value's length, or -1 for a value stored compressed or large (read
         that with _read_value)."""
-        cdef uint32_t si = e.seg, off = e.off, size = e.size
         cdef size_t kl = <size_t>e.klen_m1 + 1
+        cdef const char *vp
+        cdef Py_ssize_t vl = self._checked_value(e, kl, &vp)
+        if vl >= 0:
+            memcpy(out, vp, n if n < <size_t>vl else <size_t>vl)
+        return vl
+
+    cdef Py_ssize_t _checked_value(self, kd_entry *e, size_t kl, const char **vp) except -3:
+        """Where e's value is (*vp: in the segment's mapping or the write buffer, valid until
+        the next call into the store) once its record checks against its CRC; its length, or
+        -1 for a value stored compressed or large (read that with _read_value)."""
+        cdef uint32_t si = e.seg, off = e.off, size = e.size
         cdef size_t vl = size - HDR - kl
         cdef uint64_t flushed = self.segs[si].size
         cdef const char *p
@@ -1045,7 +1054,7 @@ cdef class Store:
             return -1
         if crc32c_extend(0, p + R_TS, size - R_TS) != ld32(p + R_CRC):
             self._corrupt_record(si, off)
-        memcpy(out, p + HDR + kl, n if n < vl else vl)
+        vp[0] = p + HDR + kl
         return <Py_ssize_t>vl
 
     cdef void _prefetch_lookups(self, const char **keys, size_t *lens, Py_ssize_t m) noexcept:
@@ -1307,8 +1316,6 @@ cdef class Store:
         cdef Py_buffer vbuf
         cdef bint have_buf = False
         cdef uint8_t flags = 0
-        cdef int64_t now
-        cdef uint32_t off
         if self.closed or self.read_only or self.broken:
             self._check_writable()
         if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
@@ -1343,20 +1350,51 @@ cdef class Store:
                     vp = PyBytes_AS_STRING(packed)
                     vl = PyBytes_GET_SIZE(packed)
                     flags = F_LZ4
-            now = self._now()
-            self._append(kp, kl, vp, vl, expiry_ms, flags, now)
-            off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
+            self._write(kp, kl, vp, vl, expiry_ms, flags)
         finally:
             if have_buf:
                 PyBuffer_Release(&vbuf)
+        if self.on_write is not None:
+            self.on_write(kb, value)
+        return 0
+
+    cdef int _write(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                    uint64_t expiry_ms, uint8_t flags) except -1:
+        """Append the record of a checked key and value (as stored) and index it."""
+        cdef int64_t now = self._now()
+        self._append(kp, kl, vp, vl, expiry_ms, flags, now)
+        cdef uint32_t off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
         self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms)
         if expiry_ms != 0 and <int64_t>expiry_ms <= now:
             # written already expired (e.g. SET .. PXAT in the past): the key is gone
             self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
         self._after_write()
-        if self.on_write is not None:
-            self.on_write(kb, value)
         return 0
+
+    cdef bint _plain_put_ok(self, size_t vl) noexcept:
+        """Whether a value this long may be written with _put_plain: the store takes writes,
+        nothing watches them (on_write) and the value is stored as it is (not compressed)."""
+        return (not (self.closed or self.read_only or self.broken) and self.on_write is None
+                and vl <= self.max_value_bytes
+                and (self.compress_threshold == 0 or vl < self.compress_threshold))
+
+    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl) except -1:
+        """put(key, value) from C bytes, no expiry, when _plain_put_ok(vl): a command loop
+        writes straight from its receive buffer. 1 <= kl <= MAX_KEY."""
+        return self._write(kp, kl, vp, vl, 0, 0)
+
+    cdef Py_ssize_t _value_ref(self, const char *kp, size_t kl, const char **vp) except -3:
+        """The value of a live key, checked against its CRC, without making its bytes: *vp
+        points into the segment's mapping or the write buffer, valid until the next call
+        into the store. Returns its length; -1 when absent; -2 for a value stored compressed
+        or large (read that with get). 1 <= kl <= MAX_KEY."""
+        if self.closed:
+            self._check_open()
+        cdef int64_t slot = self._lookup(kp, kl)
+        if slot < 0:
+            return -1
+        cdef Py_ssize_t vl = self._checked_value(kd_entry_at(&self.kd, slot), kl, vp)
+        return -2 if vl == -1 else vl
 
     # ---- the mapping API --------------------------------------------------------------------
     def put(self, key, value, expiry_ms=0):

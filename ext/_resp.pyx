@@ -476,7 +476,6 @@ cdef class ReplyWriter:
     cpdef bulk(self, value):
         """A bulk string from bytes (str is UTF-8 encoded); None is the null reply."""
         cdef bytes b
-        cdef Py_ssize_t n
         if value is None:
             self.null()
             return
@@ -486,13 +485,17 @@ cdef class ReplyWriter:
             b = value.encode()
         else:
             b = bytes(value)
-        n = PyBytes_GET_SIZE(b)
+        self.bulk_raw(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+
+    cdef int bulk_raw(self, const char *p, Py_ssize_t n) except -1:
+        """A bulk string of the n bytes at p."""
         self.header(b'$', n)
         self.grow(n + 2)
-        memcpy(self.buf + self.len, PyBytes_AS_STRING(b), n)
+        memcpy(self.buf + self.len, p, n)
         self.buf[self.len + n] = b'\r'
         self.buf[self.len + n + 1] = b'\n'
         self.len += n + 2
+        return 0
 
     cpdef null(self):
         if self.proto == 3:

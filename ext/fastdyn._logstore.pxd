@@ -32,6 +32,7 @@ cdef extern from "keydir.h":
 
 cdef enum:
     PREFETCH_MAX = 32   # keys one Store._prefetch_lookups call fetches ahead
+    MAX_KEY = 65536     # the longest key
 
 
 cdef struct Seg:
@@ -98,8 +99,14 @@ cdef class Store:
     cdef object _read_value(self, kd_entry *e)
     cdef int _corrupt_record(self, uint32_t si, uint32_t off) except -1
     cdef Py_ssize_t _value_head(self, kd_entry *e, char *out, size_t n) except -2
+    cdef Py_ssize_t _checked_value(self, kd_entry *e, size_t kl, const char **vp) except -3
     cdef void _prefetch_lookups(self, const char **keys, size_t *lens, Py_ssize_t m) noexcept
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
+    cdef int _write(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                    uint64_t expiry_ms, uint8_t flags) except -1
+    cdef bint _plain_put_ok(self, size_t vl) noexcept
+    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl) except -1
+    cdef Py_ssize_t _value_ref(self, const char *kp, size_t kl, const char **vp) except -3
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1
     cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,

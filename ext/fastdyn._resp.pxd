@@ -39,6 +39,7 @@ cdef class ReplyWriter:
     cpdef error(self, s)
     cpdef integer(self, long long n)
     cpdef bulk(self, value)
+    cdef int bulk_raw(self, const char *p, Py_ssize_t n) except -1
     cpdef null(self)
     cpdef null_array(self)
     cpdef array(self, long long n)

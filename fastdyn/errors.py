@@ -119,3 +119,8 @@ class CounterOverflow(CommandError):
 
 class BadKey(FastdynError, ValueError):
     """A key that is empty or longer than the storage engine's limit (64 KiB)."""
+
+
+def misconf(exc: PersistFailed) -> CommandError:
+    """The reply to a write the store refuses because it cannot persist (Redis' MISCONF)."""
+    return CommandError(f"MISCONF Errors writing to the data directory: {exc}")

@@ -59,6 +59,7 @@ class Commits:
 
 class Coord:
     write_seq = 0
+    direct_store = None
 
 
 class Server:
@@ -163,6 +164,8 @@ def test_get_and_set_slots_of_the_dispatcher():
     configure(REGISTRY)
 
     class Inner:
+        direct_store = None
+
         def __init__(self):
             self.pending = []
 

@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 from fastdyn._resp import parse_int
-from fastdyn.errors import BadKey, CommandError, CounterOverflow, NotAnInteger, PersistFailed
+from fastdyn.errors import BadKey, CounterOverflow, NotAnInteger, PersistFailed, misconf
 from fastdyn.pending import Pending
 
 KEEP = None
@@ -31,11 +31,6 @@ def parse_counter(value: bytes) -> int:
     if n is None:
         raise NotAnInteger()
     return n
-
-
-def misconf(exc: PersistFailed) -> CommandError:
-    """The reply to a write the store refuses because it cannot persist (Redis' MISCONF)."""
-    return CommandError(f"MISCONF Errors writing to the data directory: {exc}")
 
 
 def check_keys(keys) -> None:
@@ -76,6 +71,10 @@ class Coordinator(Protocol):
 
     write_seq: int
     """Mutations so far: replies after a write wait until it is persisted (group commit)."""
+
+    direct_store: Any
+    """The Store a plain GET or SET is exactly one call into (a single node's coordinator):
+    the command loop then runs those straight from its receive buffer. None otherwise."""
 
     def replication(self) -> dict:
         """Configured and effective n, r, w and the members (INFO, DYN.* commands)."""
@@ -174,6 +173,7 @@ class LocalCoordinator:
         # get(key) -> value | None is the store's own method: the hottest read path has no
         # Python frame in between (a bad key raises ValueError, which the command layer reports)
         self.get = store.get
+        self.direct_store = store
 
     # -- cluster shape -------------------------------------------------------------------
     def replication(self) -> dict:

@@ -46,6 +46,8 @@ log = logging.getLogger("fastdyn.cluster")
 
 
 class QuorumCoordinator:
+    direct_store = None   # replicated: no command is a single store call
+
     def __init__(self, name, replica, hints, members, pool, hlc, n=3, r=2, w=2, dw=0,
                  timeout_s=2.0, clock=now_ms, max_siblings=vo.MAX_SIBLINGS,
                  warn_siblings=vo.WARN_SIBLINGS, log=None):

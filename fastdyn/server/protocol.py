@@ -1,8 +1,9 @@
 """One client connection: the asyncio Protocol that moves bytes between a socket and the codec.
 
-Per received chunk: one Cython call parses every complete pipelined command, one Cython call
-(fastdyn._commands.execute) runs them through the command registry, replies accumulate in one
-ReplyWriter and leave in one transport.write. A reply that completes later (a `Pending` from
+Per received chunk one Cython call (fastdyn._commands.run_received) runs every complete
+pipelined command: a single node's plain GET and SET straight from the receive buffer, the rest
+parsed and run through the command registry (`execute`); replies accumulate in one ReplyWriter
+and leave in one transport.write. A reply that completes later (a `Pending` from
 the coordinator) holds its slot in the connection's ReplyQueue (a C class, ext/_commands.pyx);
 replies behind it wait there so the client always reads them in request order, and the replies
 a turn completes leave together in one write (`drain_slots`).
@@ -12,7 +13,7 @@ import ipaddress
 import logging
 import socket
 
-from fastdyn._commands import ReplyQueue, execute, run_command
+from fastdyn._commands import ReplyQueue, execute, run_command, run_received
 from fastdyn._resp import QUERY_LIMIT_ERROR, ReplyWriter, RequestParser
 from fastdyn.errors import CommandError
 
@@ -47,11 +48,12 @@ def is_loopback(peername) -> bool:
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("server", "coord", "commits", "keyspace", "out", "parser", "transport", "id",
                  "name", "lib", "authenticated", "replies", "closing", "peer", "multi",
-                 "multi_failed", "backlog", "write_paused", "eof", "held")
+                 "multi_failed", "backlog", "write_paused", "eof", "held", "direct_store")
 
     def __init__(self, server):
         self.server = server
         self.coord = server.coord
+        self.direct_store = server.coord.direct_store   # a single node's: see run_received
         self.commits = server.commits
         self.keyspace = server.keyspace
         cfg = server.config
@@ -169,12 +171,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             self.run_commands()
         else:
-            cmds = self.parser.parse(data)
-            if cmds:
-                self.server.commands_processed += len(cmds)
-                done = execute(self, cmds)
-                if done < len(cmds) and not self.closing:
-                    self.backlog = cmds[done:]
+            self.server.commands_processed += run_received(self, data)
             if self.backlog is None and not self.closing and self.replies.idle \
                     and self.parser.error is None:
                 # the common case, inline: nothing deferred, no write waiting for the log
