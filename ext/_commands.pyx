@@ -13,6 +13,7 @@ Whatever a command raises, or a Pending completes with, becomes its error reply 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
+from libc.stdint cimport uint64_t
 from fastdyn._logstore cimport MAX_KEY, PREFETCH_MAX, Store
 from fastdyn._pending cimport Completion, Pending as _CPending
 from fastdyn._resp cimport ReplyWriter, RequestParser
@@ -454,9 +455,10 @@ def execute(conn, list cmds):
 
 
 # -- a single node's GET and SET, straight from the receive buffer ------------------------------
-# A single node's coordinator answers a plain GET or SET with one store call (its
-# `direct_store`), so those run here from the parser's buffer: the key and value are pointers
-# into it, a GET's reply is copied from the record, and no Python object is made per command.
+# A single node's coordinator answers a GET, or a SET without a condition (plain, with EX or
+# PX, SETEX, PSETEX), with one store call (its `direct_store`), so those run here from the
+# parser's buffer: the key and value are pointers into it, a GET's reply is copied from the
+# record, and no Python object is made per command.
 # Anything else - another command, a frame not complete yet or not in the canonical form
 # redis clients send, a key or value the store would refuse - goes through the parser and
 # `execute`, which give the same results and errors as ever.
@@ -467,6 +469,7 @@ cdef struct Direct:
     size_t klen
     const char *value
     size_t vlen
+    long long ttl_ms    # SET's relative expiry (EX, PX, SETEX, PSETEX); 0 = none
     Py_ssize_t size     # the whole frame
 
 
@@ -494,39 +497,100 @@ cdef inline Py_ssize_t read_bulk(const char *p, Py_ssize_t avail, size_t least, 
     return i + <Py_ssize_t>length + 2
 
 
+cdef inline bint is_word(const char *s, size_t n, const char *lower) noexcept:
+    """s[:n] is the lower-case ASCII word `lower` in any letter case."""
+    cdef size_t i
+    for i in range(n):
+        if lower[i] == 0 or (s[i] | 0x20) != lower[i]:
+            return False
+    return lower[n] == 0
+
+
+cdef inline long long positive(const char *s, size_t n) noexcept:
+    """s[:n] as a decimal of 1 to 12 digits without a leading zero, else 0 (Redis' wider
+    range and its errors are the command's own, in Python)."""
+    cdef long long v = 0
+    cdef size_t i
+    if n == 0 or n > 12 or s[0] == b'0':
+        return 0
+    for i in range(n):
+        if not b'0' <= s[i] <= b'9':
+            return 0
+        v = v * 10 + (s[i] - <char>b'0')
+    return v
+
+
 cdef Py_ssize_t match_direct(const char *p, Py_ssize_t avail, size_t max_key,
                              size_t max_value, Direct *c) noexcept:
-    """The size of a complete `GET key` or `SET key value` frame at p (any letter case of the
-    name, a key of 1..max_key bytes, a value of at most max_value bytes), described in c;
-    else 0."""
-    cdef Py_ssize_t n, pos = 13
-    if (avail < 13 or p[0] != b'*' or p[2] != b'\r' or p[3] != b'\n' or p[4] != b'$'
-            or p[5] != b'3' or p[6] != b'\r' or p[7] != b'\n' or p[11] != b'\r'
-            or p[12] != b'\n' or (p[9] | 0x20) != b'e' or (p[10] | 0x20) != b't'):
+    """The size of a complete frame at p of `GET key`, `SET key value`, `SET key value EX|PX
+    n`, `SETEX key n value` or `PSETEX key n value` (names in any letter case, a key of
+    1..max_key bytes, a value of at most max_value bytes, n a plain positive decimal),
+    described in c; else 0."""
+    cdef Py_ssize_t n, pos = 4
+    cdef long nargs
+    cdef const char *name
+    cdef const char *word
+    cdef size_t name_len, word_len
+    cdef long long unit = 0
+    if avail < 4 or p[0] != b'*' or not b'2' <= p[1] <= b'5' or p[2] != b'\r' or p[3] != b'\n':
         return 0
-    if p[1] == b'2' and (p[8] | 0x20) == b'g':
+    nargs = p[1] - <char>b'0'
+    n = read_bulk(p + pos, avail - pos, 3, 6, &name, &name_len)
+    if n == 0:
+        return 0
+    pos += n
+    if nargs == 2 and is_word(name, name_len, "get"):
         c.op = OP_GET
-    elif p[1] == b'3' and (p[8] | 0x20) == b's':
+    elif (nargs == 3 or nargs == 5) and is_word(name, name_len, "set"):
         c.op = OP_SET
+    elif nargs == 4 and is_word(name, name_len, "setex"):
+        c.op = OP_SET
+        unit = 1000
+    elif nargs == 4 and is_word(name, name_len, "psetex"):
+        c.op = OP_SET
+        unit = 1
     else:
         return 0
     n = read_bulk(p + pos, avail - pos, 1, max_key, &c.key, &c.klen)
     if n == 0:
         return 0
     pos += n
+    c.ttl_ms = 0
+    if unit:                                  # SETEX / PSETEX key n value
+        n = read_bulk(p + pos, avail - pos, 1, 12, &word, &word_len)
+        if n == 0:
+            return 0
+        pos += n
+        c.ttl_ms = positive(word, word_len) * unit
+        if c.ttl_ms == 0:
+            return 0
     if c.op == OP_SET:
         n = read_bulk(p + pos, avail - pos, 0, max_value, &c.value, &c.vlen)
         if n == 0:
             return 0
         pos += n
+    if nargs == 5:                            # SET key value EX|PX n
+        n = read_bulk(p + pos, avail - pos, 2, 2, &word, &word_len)
+        if n == 0:
+            return 0
+        pos += n
+        unit = 1000 if is_word(word, 2, "ex") else 1 if is_word(word, 2, "px") else 0
+        n = read_bulk(p + pos, avail - pos, 1, 12, &word, &word_len)
+        if n == 0 or unit == 0:
+            return 0
+        pos += n
+        c.ttl_ms = positive(word, word_len) * unit
+        if c.ttl_ms == 0:
+            return 0
     c.size = pos
     return pos
 
 
 cdef int run_direct(object conn, Store store, RequestParser parser, ReplyWriter out,
                     Py_ssize_t *ran, Py_ssize_t *writes) except -1:
-    """Run the GET and SET frames at the head of the parser's buffer against `store`, up to
-    the first other frame or the output high-water mark; ran and writes count them."""
+    """Run the GET and SET frames (match_direct) at the head of the parser's buffer against
+    `store`, up to the first other frame or the output high-water mark; ran and writes count
+    them."""
     cdef Direct cmds[PREFETCH_MAX]
     cdef const char *keys[PREFETCH_MAX]
     cdef size_t lens[PREFETCH_MAX]
@@ -536,6 +600,7 @@ cdef int run_direct(object conn, Store store, RequestParser parser, ReplyWriter 
     cdef const char *vp
     cdef KeyspaceStats keyspace = None
     cdef Direct *c
+    cdef long long now = 0
     while True:
         # a chunk of frames first, so that their lookups overlap their cache misses
         m = 0
@@ -577,7 +642,10 @@ cdef int run_direct(object conn, Store store, RequestParser parser, ReplyWriter 
                     out.error(error_reply(exc, "get"))
             elif store._plain_put_ok(c.vlen):
                 try:
-                    store._put_plain(c.key, c.klen, c.value, c.vlen)
+                    if c.ttl_ms and now == 0:
+                        now = conn.coord.clock()     # the base of relative expiries
+                    store._put_plain(c.key, c.klen, c.value, c.vlen,
+                                     <uint64_t>(now + c.ttl_ms) if c.ttl_ms else 0)
                     writes[0] += 1
                     out.ok()
                 except Exception as exc:
@@ -593,8 +661,8 @@ cdef int run_direct(object conn, Store store, RequestParser parser, ReplyWriter 
 
 def run_received(conn, data):
     """Run every complete command of `data` (after what the parser holds) for an
-    authenticated connection with no backlog and outside MULTI; replies into conn.out.
-    A single node's GET and SET run straight from the buffer; the rest is parsed and goes
+    authenticated connection with no backlog; replies into conn.out. A single node's GET
+    and SET (outside MULTI) run straight from the buffer; the rest is parsed and goes
     through `execute`. Commands left over when the replies pass the high-water mark become
     conn.backlog. Returns how many commands ran or wait in the backlog."""
     cdef RequestParser parser = conn.parser
@@ -616,6 +684,9 @@ def run_received(conn, data):
         finally:
             if writes:
                 conn.coord.write_seq += writes
+        if parser.start == parser.end and parser.cap <= (1 << 20):
+            parser.start = parser.end = 0     # all of it ran (parse would free a big buffer)
+            return ran
     cmds = parser.parse(b"")
     if cmds:
         if out.len > OUTPUT_HIGH_WATER:

@@ -1378,10 +1378,11 @@ cdef class Store:
                 and vl <= self.max_value_bytes
                 and (self.compress_threshold == 0 or vl < self.compress_threshold))
 
-    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl) except -1:
-        """put(key, value) from C bytes, no expiry, when _plain_put_ok(vl): a command loop
+    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                        uint64_t expiry_ms) except -1:
+        """put(key, value, expiry_ms) from C bytes when _plain_put_ok(vl): a command loop
         writes straight from its receive buffer. 1 <= kl <= MAX_KEY."""
-        return self._write(kp, kl, vp, vl, 0, 0)
+        return self._write(kp, kl, vp, vl, expiry_ms, 0)
 
     cdef Py_ssize_t _value_ref(self, const char *kp, size_t kl, const char **vp) except -3:
         """The value of a live key, checked against its CRC, without making its bytes: *vp

@@ -105,7 +105,8 @@ cdef class Store:
     cdef int _write(self, const char *kp, size_t kl, const char *vp, size_t vl,
                     uint64_t expiry_ms, uint8_t flags) except -1
     cdef bint _plain_put_ok(self, size_t vl) noexcept
-    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl) except -1
+    cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl,
+                        uint64_t expiry_ms) except -1
     cdef Py_ssize_t _value_ref(self, const char *kp, size_t kl, const char **vp) except -3
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1

@@ -1,5 +1,6 @@
-"""A single node runs plain GET and SET straight from its receive buffer (run_received in
-ext/_commands.pyx); every other form goes through the parser and the command table. These
+"""A single node runs GET and unconditional SET (plain, EX/PX, SETEX, PSETEX) straight from its
+receive buffer (run_received in ext/_commands.pyx); every other form goes through the parser
+and the command table. These
 tests hold the two ways to the same answers: against redis-server for random pipelines split
 at random points, and at the edges where the direct way must step aside (limits, malformed
 lengths, MULTI, AUTH, values stored compressed, group commit)."""
@@ -34,9 +35,13 @@ values = st.one_of(st.binary(max_size=300), st.binary(min_size=100, max_size=300
                    st.just(b"v" * 5000),                         # stored compressed
                    st.just(random.Random(1).randbytes(5000)),    # too random to compress
                    st.just(random.Random(2).randbytes(300 << 10)))   # past the copy limit
+# expiry amounts far enough ahead not to pass during a test, and ones the command refuses
+amounts = st.one_of(st.integers(100000, 10 ** 12), st.sampled_from([0, -1, 10 ** 13, "01", "x"]))
 ops = st.one_of(
     st.tuples(st.just("GET"), keys),
     st.tuples(st.just("SET"), keys, values),
+    st.tuples(st.just("SET"), keys, values, st.sampled_from(["EX", "px", "Ex"]), amounts),
+    st.tuples(st.sampled_from(["SETEX", "PSETEX"]), keys, amounts, values),
     # commands the direct way leaves to the table, between the ones it takes
     st.tuples(st.just("STRLEN"), keys),
     st.tuples(st.just("APPEND"), keys, st.binary(max_size=8)),
@@ -171,3 +176,16 @@ def test_a_pipeline_larger_than_the_output_limit_is_answered_in_full(fastdyn_ser
         for _ in range(n):
             assert c.read_reply() == ("bulk", value)
         assert c.read_reply() == ("simple", b"PONG")
+
+
+def test_expiry_forms(fastdyn_server):
+    with RawClient(fastdyn_server.port) as c:
+        replies = c.pipeline([("SET", "a", "1", "PX", 300), ("SETEX", "b", 100, "2"),
+                              ("PSETEX", "c", 300, "3"), ("set", "d", "4", "ex", 100),
+                              ("PTTL", "a"), ("TTL", "b"), ("PTTL", "c"), ("TTL", "d")])
+        assert replies[:4] == [("simple", b"OK")] * 4
+        assert 0 < replies[4][1] <= 300 and 99 <= replies[5][1] <= 100
+        assert 0 < replies[6][1] <= 300 and 99 <= replies[7][1] <= 100
+        time.sleep(0.4)
+        assert c.pipeline([("GET", k) for k in "abcd"]) == \
+            [("nullbulk",), ("bulk", b"2"), ("nullbulk",), ("bulk", b"4")]
