@@ -5,7 +5,8 @@
 Targets: fastdyn (--sync interval), redis-server with persistence off, and redis-server with
 `appendonly yes appendfsync everysec` (the closest Redis setting to fastdyn's interval sync).
 For each pipeline depth (-P 1 and -P 16) the targets run interleaved, `--rounds` times, and the
-median req/s and p99 are reported with fastdyn's ratios against both Redis setups.
+median req/s, p99 and the server's CPU time per request (from /proc, user + system) are reported
+with fastdyn's ratios against both Redis setups.
 """
 import argparse
 import csv
@@ -51,14 +52,25 @@ def start(argv, port, cwd):
     return proc
 
 
-def run_benchmark(port, clients, requests, pipeline, value_size):
-    out = subprocess.run(
-        ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-n", str(requests),
-         "-d", str(value_size), "-t", "set,get", "-P", str(pipeline), "--csv"],
-        capture_output=True, text=True, check=True).stdout
+def cpu_seconds(pid) -> float:
+    """User + system CPU time a process has used, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_benchmark(port, pid, clients, requests, pipeline, value_size):
+    """{test: (req/s, p99 ms, the server's CPU us per request)} for SET then GET."""
     rows = {}
-    for row in csv.DictReader(io.StringIO(out)):
-        rows[row["test"]] = (float(row["rps"]), float(row["p99_latency_ms"]))
+    for test in ("set", "get"):
+        before = cpu_seconds(pid)
+        out = subprocess.run(
+            ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(clients), "-n",
+             str(requests), "-d", str(value_size), "-t", test, "-P", str(pipeline), "--csv"],
+            capture_output=True, text=True, check=True).stdout
+        cpu_us = (cpu_seconds(pid) - before) / requests * 1e6
+        for row in csv.DictReader(io.StringIO(out)):
+            rows[row["test"]] = (float(row["rps"]), float(row["p99_latency_ms"]), cpu_us)
     return rows
 
 
@@ -83,7 +95,7 @@ def main() -> int:
         procs.append(start([sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port",
                             str(port), "--data-dir", os.path.join(tmp, "fastdyn"), "--sync",
                             "interval", "--log-level", "warning"], port, tmp))
-        targets["fastdyn (sync interval)"] = port
+        targets["fastdyn (sync interval)"] = (port, procs[-1].pid)
         for name, extra in (("redis (no persistence)", ["--appendonly", "no"]),
                             ("redis (aof everysec)", ["--appendonly", "yes", "--appendfsync",
                                                       "everysec"])):
@@ -92,14 +104,14 @@ def main() -> int:
             os.makedirs(d)
             procs.append(start(["redis-server", "--port", str(port), "--bind", HOST, "--save",
                                 "", "--dir", d, *extra], port, d))
-            targets[name] = port
+            targets[name] = (port, procs[-1].pid)
 
         results = {}  # (target, pipeline, test) -> [(rps, p99)]
         pipelines = [int(p) for p in args.pipelines.split(",")]
         for pipeline in pipelines:
             for _ in range(args.rounds):
-                for name, port in targets.items():
-                    rows = run_benchmark(port, args.clients, args.requests, pipeline,
+                for name, (port, pid) in targets.items():
+                    rows = run_benchmark(port, pid, args.clients, args.requests, pipeline,
                                          args.value_size)
                     for test, value in rows.items():
                         results.setdefault((name, pipeline, test), []).append(value)
@@ -107,26 +119,27 @@ def main() -> int:
         print(f"redis-benchmark -c {args.clients} -n {args.requests} -d {args.value_size} "
               f"-t set,get -P {{{args.pipelines}}}, median of {args.rounds} interleaved rounds")
         print()
-        print("| pipeline | test | target | req/s | p99 ms | fastdyn / redis | fastdyn / redis aof |")
-        print("|---|---|---|---|---|---|---|")
+        print("| pipeline | test | target | req/s | p99 ms | server CPU us/req | fastdyn / redis "
+              "| fastdyn / redis aof |")
+        print("|---|---|---|---|---|---|---|---|")
         fd, plain, aof = list(targets)
         for pipeline in pipelines:
             for test in ("SET", "GET"):
                 med = {}
                 for name in targets:
                     values = results[(name, pipeline, test)]
-                    med[name] = (statistics.median(v[0] for v in values),
-                                 statistics.median(v[1] for v in values))
+                    med[name] = tuple(statistics.median(v[i] for v in values)
+                                      for i in range(3))
                 for name in targets:
-                    rps, p99 = med[name]
+                    rps, p99, cpu_us = med[name]
                     ratio = ratio_aof = ""
                     if name == fd:
                         ratio = "%.2fx rps, %.2fx p99" % (rps / med[plain][0],
                                                           p99 / max(med[plain][1], 1e-9))
                         ratio_aof = "%.2fx rps, %.2fx p99" % (rps / med[aof][0],
                                                               p99 / max(med[aof][1], 1e-9))
-                    print(f"| {pipeline} | {test} | {name} | {rps:,.0f} | {p99:.3f} | {ratio} | "
-                          f"{ratio_aof} |")
+                    print(f"| {pipeline} | {test} | {name} | {rps:,.0f} | {p99:.3f} | "
+                          f"{cpu_us:.2f} | {ratio} | {ratio_aof} |")
         return 0
     finally:
         stop(procs, tmp)

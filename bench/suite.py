@@ -9,7 +9,7 @@ all of them alike), after one load phase per target fills the key space. The res
 bench/results/suite-<time>/ and, unless --no-docs, into docs/benchmarks.md between the
 `<!-- suite:begin -->` and `<!-- suite:end -->` lines, with plots under docs/img/.
 
-A multi-node fastdyn cluster is one more entry in TARGETS once clustering exists.
+`fastdyn-cluster` is three nodes on this machine, driven through node 0.
 """
 import argparse
 import datetime
@@ -96,6 +96,66 @@ class Target:
             self.log.close()
 
 
+def cluster_reachable(port: int) -> int:
+    """How many members the node on port reaches (INFO cluster), 0 if it cannot say yet."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as s:
+            s.sendall(b"*2\r\n$4\r\nINFO\r\n$7\r\ncluster\r\n")
+            data = b""
+            while b"\r\n" not in data or len(data) < int(data[1:data.index(b"\r\n")]):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (OSError, ValueError):
+        return 0
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("cluster_reachable:"):
+            return int(line.split(":", 1)[1])
+    return 0
+
+
+class ClusterTarget(Target):
+    """Three `fastdyn serve` nodes on this machine (N=3, R=2, W=2, sync interval); the load
+    goes to node 0, which coordinates every operation, as for a client given one address."""
+
+    NODES = 3
+
+    def __init__(self):
+        super().__init__("fastdyn-cluster", "fastdyn (3 nodes, N=3 R=2 W=2)", sys.executable,
+                         None)
+        self.nodes = []
+
+    def start(self, workdir: str) -> str:
+        ports = []
+        while len(ports) < self.NODES:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        seeds = ",".join(f"{HOST}:{p + 10000}" for p in ports)
+        self.dir = tempfile.mkdtemp(prefix=f"{self.name}-", dir=workdir)
+        self.log = open(os.path.join(self.dir, "server.log"), "wb")
+        self.nodes = [subprocess.Popen(
+            [sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port", str(p),
+             "--data-dir", os.path.join(self.dir, f"node{i}"), "--sync", "interval",
+             "--seeds", seeds], cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT)
+            for i, p in enumerate(ports)]
+        self.proc, self.port = self.nodes[0], ports[0]
+        deadline = time.monotonic() + 30
+        while not all(cluster_reachable(p) == self.NODES for p in ports):
+            if any(n.poll() is not None for n in self.nodes) or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.label} did not form; see {self.dir}/server.log")
+            time.sleep(0.1)
+        return f"redis://{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            self.proc = node
+            super().stop()
+        self.nodes = []
+
+
 TARGETS = [
     Target("fastdyn", "fastdyn (1 node, sync interval)", sys.executable,
            lambda port, d: [sys.executable, "-m", "fastdyn", "serve", "--host", HOST,
@@ -109,6 +169,7 @@ TARGETS = [
     Target("memcached", "memcached", "memcached",
            lambda port, d: ["memcached", "-l", HOST, "-p", str(port), "-U", "0"]
            + (["-u", "root"] if os.geteuid() == 0 else []), scheme="memcache"),
+    ClusterTarget(),
 ]
 
 
@@ -254,7 +315,7 @@ def render(results, targets, seconds, warmup, keys, rounds, command, elapsed) ->
         lines.append(f"**Pipeline {pipeline}** — throughput (ops/s) and p99 latency (ms)")
         lines.append("")
         head = ["workload"] + [f"{labels[n]}" for n in names]
-        ratios = [n for n in names if n != "fastdyn"] if "fastdyn" in names else []
+        ratios = [n for n in names if not n.startswith("fastdyn")] if "fastdyn" in names else []
         head += [f"fastdyn / {n}" for n in ratios]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
