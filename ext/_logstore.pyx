@@ -837,8 +837,13 @@ cdef class Store:
                     uint8_t flags, uint64_t expiry, int64_t now) except -1:
         """Replay one record (from a scan or a hint) into the keydir; later records win."""
         cdef int64_t slot
+        self.segs[si].nrec += 1
+        if (flags & (F_TOMB | F_CLEAR)) or expiry != 0:
+            self.segs[si].nshadow += 1
         if flags & F_CLEAR:
             kd_clear(&self.kd)
+            self.segs[si].live = SEG_HDR       # what came before the marker here is gone too
+            self.segs[si].kept = 0
             cleared = self.recovery_report["cleared"]
             for i in range(self.nsegs):
                 if i != si and self.segs[i].state == SEG_SEALED and self.segs[i].id < self.segs[si].id:
@@ -1110,6 +1115,9 @@ cdef class Store:
         encode_record(self.wbuf + self.wlen, self.segs[self.active].magic, <uint64_t>now, expiry,
                       flags, kp, kl, vp, vl)
         self.wlen += rec
+        self.segs[self.active].nrec += 1
+        if (flags & (F_TOMB | F_CLEAR)) or expiry != 0:
+            self.segs[self.active].nshadow += 1
         return 0
 
     cdef bint _needs_rotation(self, size_t rec) noexcept:
@@ -1703,7 +1711,9 @@ cdef class Store:
         for i in range(self.nsegs):
             if self.segs[i].state == SEG_SEALED:
                 doomed.append(i)
-            self.segs[i].live = 0
+            # the active segment keeps its header (and the marker, which is dead)
+            self.segs[i].live = SEG_HDR if i == <uint32_t>self.active else 0
+            self.segs[i].kept = 0
         self._flush()
         self._fsync_active()
         for i in doomed:
@@ -1917,6 +1927,7 @@ cdef class Store:
             raise MemoryError()
         cdef HintBuf hb
         cdef uint64_t out_size = 0
+        cdef size_t nrec_out, nshadow_out
         hb.p = NULL
         outputs = []
         emitted = set()
@@ -1940,6 +1951,7 @@ cdef class Store:
                         base = self.segs[si].map
                         mlen = 0
                         nmoves = 0
+                        nrec_out = nshadow_out = 0
                         while pos < end and mlen < (256 << 10):
                             rec = next_record(base, &pos, end, vmagic)
                             if rec == 0:
@@ -1959,6 +1971,8 @@ cdef class Store:
                                 if keep_tombs[i]:
                                     memcpy(mbuf + mlen, base + pos, rec)
                                     mlen += rec
+                                    nrec_out += 1
+                                    nshadow_out += 1
                                 pos += rec
                                 continue
                             slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
@@ -1976,12 +1990,17 @@ cdef class Store:
                                         moves[3 * nmoves + 2] = rec
                                         nmoves += 1
                                         mlen += rec
+                                        nrec_out += 1
+                                        if expiry != 0:
+                                            nshadow_out += 1
                             if slot < 0 and keep_tombs[i]:
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
                                     emitted.add(key)
                                     mlen += encode_record(mbuf + mlen, 0, <uint64_t>now, 0,
                                                           F_TOMB, kp, kl, NULL, 0)
+                                    nrec_out += 1
+                                    nshadow_out += 1
                             pos += rec
                         if mlen == 0:
                             continue
@@ -2037,6 +2056,9 @@ cdef class Store:
                                 self.segs[out].live += e.size
                         # tombstones and markers a merge keeps are needed: count them live
                         self.segs[out].live += mlen - sum_moves(moves, nmoves)
+                        self.segs[out].kept += mlen - sum_moves(moves, nmoves)
+                        self.segs[out].nrec += nrec_out
+                        self.segs[out].nshadow += nshadow_out
                         self.segs[out].size += mlen
                         out_size += mlen
                 finally:
@@ -2071,6 +2093,22 @@ cdef class Store:
             free(mbuf)
             free(moves)
             free(hb.p)
+
+    def _segment_accounting(self):
+        """For tests: per sealed or active segment id, (live, kept, SEG_HDR + sizes of the
+        keydir entries pointing into it); live should be kept + the last."""
+        cdef size_t pos = 0
+        cdef const kd_entry *e
+        cdef uint32_t i
+        self._check_open()
+        pointed = [SEG_HDR] * self.nsegs
+        while pos < self.kd.arena_used:
+            e = <const kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            if e.seg != KD_DEAD:
+                pointed[e.seg] += e.size
+        return {self.segs[i].id: (self.segs[i].live, self.segs[i].kept, pointed[i])
+                for i in range(self.nsegs) if self.segs[i].state in (SEG_SEALED, SEG_ACTIVE)}
 
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1:
         """fsync a merge output and write its hint file (which frees hb)."""

@@ -42,6 +42,10 @@ cdef struct Seg:
     uint64_t size       # bytes in the file (written with write())
     uint64_t synced     # bytes a successful fsync covers (it began when the file was this long)
     uint64_t live       # bytes of records the keydir points at, plus tombstones a merge kept
+    uint64_t kept       # of which tombstones and clear markers a merge kept (in this process)
+    uint64_t nrec       # records (a merge's cost estimate)
+    uint64_t nshadow    # tombstones, clear markers and records with an expiry: what a merge may
+                        # have to leave a tombstone for (see Store._merge_segments)
     int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
     int state           # SEG_* below
     int hinted
