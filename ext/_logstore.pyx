@@ -59,7 +59,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.errno cimport errno, EINTR, EIO
-from posix.unistd cimport write as c_write, fdatasync, ftruncate
+from posix.unistd cimport write as c_write, fdatasync, ftruncate, usleep
 from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE,
                          MAP_ANONYMOUS, MAP_FAILED)
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
@@ -146,6 +146,7 @@ cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
 cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
+cdef size_t MERGE_STEP = 16384         # records a merge looks at per hold of the GIL
 MARKER = "FASTDYN-STORE"
 MARKER_TEXT = "fastdyn log-structured store, format 2\n"
 
@@ -488,6 +489,14 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     if x.off != y.off:
         return -1 if x.off < y.off else 1
     return 0
+
+
+cdef void let_others_run() noexcept nogil:
+    """Called with the GIL released, between steps of a long merge.  Releasing and at once
+    retaking the GIL would mostly win the race against a thread waiting for it (which must
+    first be woken) and restart that thread's 5 ms wait before it may ask for a switch: stay
+    out briefly so that the waiter (the event loop) really gets the GIL."""
+    usleep(50)
 
 
 cdef class _Batch:
@@ -1927,13 +1936,16 @@ cdef class Store:
             raise MemoryError()
         cdef HintBuf hb
         cdef uint64_t out_size = 0
-        cdef size_t nrec_out, nshadow_out
+        cdef size_t examined, nrec_out, nshadow_out
+        cdef int64_t nxt
         hb.p = NULL
         outputs = []
         emitted = set()
         stopped = False
         try:
             for i in victims:
+                if stopped:
+                    break
                 si = i
                 self.segs[si].readers += 1
                 try:
@@ -1947,14 +1959,27 @@ cdef class Store:
                                 or self.segs[si].state != SEG_SEALED):
                             stopped = True
                             break
-                        # -- with the GIL: choose what to keep from up to ~256 KiB of records
+                        # -- with the GIL: choose what to keep from up to ~256 KiB of records,
+                        # looking at a bounded number of records (the event loop waits for the GIL)
                         base = self.segs[si].map
                         mlen = 0
                         nmoves = 0
+                        examined = 0
                         nrec_out = nshadow_out = 0
-                        while pos < end and mlen < (256 << 10):
-                            rec = next_record(base, &pos, end, vmagic)
-                            if rec == 0:
+                        while mlen < (256 << 10) and examined < MERGE_STEP:
+                            examined += 1
+                            if pos >= end:
+                                break
+                            nxt = find_frame(base, pos, end, vmagic)
+                            if nxt < 0:
+                                pos = end
+                                break
+                            pos = <size_t>nxt
+                            # the header has its own CRC: the size is trusted, and the body is
+                            # checked only for a record that is copied or whose key is used
+                            rec = frame_size(base + pos, vmagic)
+                            if rec > end - pos:
+                                pos = end
                                 break
                             if mlen + rec > mcap:
                                 if mlen:
@@ -1968,17 +1993,22 @@ cdef class Store:
                             kp = base + pos + HDR
                             expiry = ld64(base + pos + R_EXP)
                             if flags & F_CLEAR:
-                                if keep_tombs[i]:
+                                if keep_tombs[i] and body_ok(base + pos, rec):
                                     memcpy(mbuf + mlen, base + pos, rec)
                                     mlen += rec
                                     nrec_out += 1
                                     nshadow_out += 1
                                 pos += rec
                                 continue
+                            # an unchecked key is safe to look up: only the key that was indexed
+                            # at exactly this record can match below
                             slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
                             if slot >= 0 and not (flags & F_TOMB):
                                 e = kd_entry_at(&self.kd, slot)
                                 if e.seg == si and e.off == pos:
+                                    if not body_ok(base + pos, rec):
+                                        pos += rec          # skipped whole, as a scan skips it
+                                        continue
                                     if e.expiry != 0 and <int64_t>e.expiry <= now:
                                         self._remove_slot(slot)
                                         self.expired_removed += 1
@@ -1993,7 +2023,7 @@ cdef class Store:
                                         nrec_out += 1
                                         if expiry != 0:
                                             nshadow_out += 1
-                            if slot < 0 and keep_tombs[i]:
+                            if slot < 0 and keep_tombs[i] and body_ok(base + pos, rec):
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
                                     emitted.add(key)
@@ -2003,6 +2033,8 @@ cdef class Store:
                                     nshadow_out += 1
                             pos += rec
                         if mlen == 0:
+                            with nogil:
+                                let_others_run()
                             continue
                         # -- an output segment with room
                         if out == 0xFFFFFFFF or (out_size > SEG_HDR and out_size + mlen > self.segment_bytes):
@@ -2061,11 +2093,12 @@ cdef class Store:
                         self.segs[out].nshadow += nshadow_out
                         self.segs[out].size += mlen
                         out_size += mlen
+                        self.merge_copied += nmoves
+                    if not stopped:
+                        self.merge_scanned += 1
                 finally:
                     self.segs[si].readers -= 1
                     self._release(si)
-                if stopped:
-                    break
             if out != 0xFFFFFFFF:
                 self._finish_output(out, &hb)
             if not stopped and self.clears == gen:
@@ -2172,6 +2205,9 @@ cdef class Store:
             "sync": self.sync,
             "merging": self._merge_thread is not None and self._merge_thread.is_alive(),
             "merges": self._merges_done,
+            # victims merges read whole, records they copied (since open)
+            "merge_scanned_segments": self.merge_scanned,
+            "merge_copied_records": self.merge_copied,
             "recovery": self.recovery_report,
         }
 

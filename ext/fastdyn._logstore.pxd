@@ -81,6 +81,8 @@ cdef class Store:
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
     cdef double merge_ratio
     cdef uint64_t expired_removed   # keys dropped because they expired, since open
+    cdef uint64_t merge_scanned     # victims merged by reading all their records, since open
+    cdef uint64_t merge_copied      # records merges copied, since open
     cdef object _clock
     cdef object on_write
     cdef readonly object path
