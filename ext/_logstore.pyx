@@ -147,6 +147,8 @@ cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the G
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
 cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
 cdef size_t MERGE_STEP = 16384         # records a merge looks at per hold of the GIL
+cdef size_t WALK_STEP = 1 << 20        # keydir arena bytes a merge walks per hold of the GIL
+cdef uint64_t WALK_RATIO = 8           # a keydir entry walked costs under 1/8 of a record scanned
 MARKER = "FASTDYN-STORE"
 MARKER_TEXT = "fastdyn log-structured store, format 2\n"
 
@@ -489,6 +491,11 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     if x.off != y.off:
         return -1 if x.off < y.off else 1
     return 0
+
+
+cdef int u64_cmp(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
+    return (x > y) - (x < y)
 
 
 cdef void let_others_run() noexcept nogil:
@@ -1936,23 +1943,46 @@ cdef class Store:
             raise MemoryError()
         cdef HintBuf hb
         cdef uint64_t out_size = 0
+        cdef uint64_t *found = NULL     # (victim rank << 32 | offset) of keydir entries, sorted
+        cdef size_t nfound = 0, fi = 0, fend = 0
         cdef size_t examined, nrec_out, nshadow_out
         cdef int64_t nxt
+        cdef bint walk
         hb.p = NULL
         outputs = []
         emitted = set()
         stopped = False
         try:
-            for i in victims:
+            walked = self._walk_plan(victims, keep_tombs)
+            if walked and self._walk_keydir(victims, walked, gen, &found, &nfound):
+                stopped = True
+            for rank, i in enumerate(victims):
                 if stopped:
                     break
                 si = i
+                walk = rank in walked
+                if walk:   # this victim's entries: found[fi:fend]
+                    fi = fend
+                    while fi < nfound and (found[fi] >> 32) < <uint64_t>rank:
+                        fi += 1
+                    fend = fi
+                    while fend < nfound and (found[fend] >> 32) == <uint64_t>rank:
+                        fend += 1
                 self.segs[si].readers += 1
                 try:
                     pos = SEG_HDR
                     end = self.segs[si].size
                     vmagic = self.segs[si].magic
-                    while pos < end:
+                    while True:
+                        if walk and fi == fend:
+                            # the safety net: scan a victim something still points into (a record
+                            # the walk could not copy) rather than retire it
+                            if self.segs[si].live == SEG_HDR + self.segs[si].kept:
+                                break
+                            walk = False
+                            pos = SEG_HDR
+                        if not walk and pos >= end:
+                            break
                         now = self._now()
                         # a clear retires the victims and makes every copy pointless: give up
                         if (self.merge_stop or self.closed or self.clears != gen
@@ -1968,21 +1998,35 @@ cdef class Store:
                         nrec_out = nshadow_out = 0
                         while mlen < (256 << 10) and examined < MERGE_STEP:
                             examined += 1
-                            if pos >= end:
-                                break
-                            nxt = find_frame(base, pos, end, vmagic)
-                            if nxt < 0:
-                                pos = end
-                                break
-                            pos = <size_t>nxt
-                            # the header has its own CRC: the size is trusted, and the body is
-                            # checked only for a record that is copied or whose key is used
-                            rec = frame_size(base + pos, vmagic)
-                            if rec > end - pos:
-                                pos = end
-                                break
+                            if walk:
+                                if fi == fend:
+                                    break
+                                pos = <uint32_t>found[fi]
+                                fi += 1
+                                # the entry pointed here when the walk saw it: an intact header
+                                if pos < SEG_HDR or pos + HDR > end:
+                                    continue
+                                rec = frame_size(base + pos, vmagic)
+                                if rec == 0 or rec > end - pos:
+                                    continue
+                            else:
+                                if pos >= end:
+                                    break
+                                nxt = find_frame(base, pos, end, vmagic)
+                                if nxt < 0:
+                                    pos = end
+                                    break
+                                pos = <size_t>nxt
+                                # the header has its own CRC: the size is trusted, and the body
+                                # is checked only for a record that is copied or whose key is used
+                                rec = frame_size(base + pos, vmagic)
+                                if rec > end - pos:
+                                    pos = end
+                                    break
                             if mlen + rec > mcap:
                                 if mlen:
+                                    if walk:
+                                        fi -= 1
                                     break
                                 mcap = rec + HDR
                                 mbuf = <char *>realloc(mbuf, mcap)
@@ -1993,7 +2037,7 @@ cdef class Store:
                             kp = base + pos + HDR
                             expiry = ld64(base + pos + R_EXP)
                             if flags & F_CLEAR:
-                                if keep_tombs[i] and body_ok(base + pos, rec):
+                                if keep_tombs[i] and not walk and body_ok(base + pos, rec):
                                     memcpy(mbuf + mlen, base + pos, rec)
                                     mlen += rec
                                     nrec_out += 1
@@ -2095,7 +2139,10 @@ cdef class Store:
                         out_size += mlen
                         self.merge_copied += nmoves
                     if not stopped:
-                        self.merge_scanned += 1
+                        if rank in walked and walk:
+                            self.merge_walked += 1
+                        else:
+                            self.merge_scanned += 1
                 finally:
                     self.segs[si].readers -= 1
                     self._release(si)
@@ -2125,7 +2172,83 @@ cdef class Store:
                 self._release(si)
             free(mbuf)
             free(moves)
+            free(found)
             free(hb.p)
+
+    def _walk_plan(self, victims, keep_tombs):
+        """Ranks (in victims) of the victims whose live records a walk of the keydir finds,
+        when one walk costs less than scanning their records.  A walk sees only the keys the
+        keydir holds, so not for a victim that may have to leave tombstones behind: one that
+        keeps tombstones and holds a tombstone, clear marker or record with an expiry (whose
+        key may be gone without a tombstone)."""
+        cdef uint64_t records = 0
+        cdef size_t live = self.kd.arena_used - self.kd.arena_dead
+        cdef double entries = (<double>self.kd.arena_used * self.kd.count / live) if live else 0
+        ranks = set()
+        for rank, v in enumerate(victims):
+            if not keep_tombs[v] or self.segs[<uint32_t>v].nshadow == 0:
+                ranks.add(rank)
+                records += self.segs[<uint32_t>v].nrec
+        if not ranks or entries > WALK_RATIO * records:
+            return set()
+        return ranks
+
+    cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
+                          size_t *nfound) except -1:
+        """Collect rank << 32 | offset of every keydir entry that points into a victim of
+        `walked`, sorted, into a new array.  The arena is walked in steps, letting other threads
+        run in between: they may remove entries or add new ones at the end (which point at the
+        active segment, never into a victim), but a rebuild moves entries, so the walk starts
+        over.  1 when the merge must stop; empties `walked` when the arena keeps moving."""
+        cdef uint32_t nslots = self.nsegs, none = 0xFFFFFFFF
+        cdef uint32_t *rank_of = <uint32_t *>malloc(nslots * sizeof(uint32_t) + 1)
+        cdef uint64_t *buf = NULL
+        cdef uint64_t *nb
+        cdef size_t pos, end, step_end, n = 0, cap = 0
+        cdef uint64_t kgen
+        cdef const kd_entry *e
+        if rank_of == NULL:
+            raise MemoryError()
+        try:
+            memset(rank_of, 0xFF, nslots * sizeof(uint32_t))
+            for rank in walked:
+                rank_of[<uint32_t>victims[rank]] = rank
+            for _ in range(3):
+                kgen = self.kd.gen
+                end = self.kd.arena_used
+                pos = n = 0
+                while pos < end:
+                    step_end = pos + WALK_STEP
+                    while pos < end and pos < step_end:
+                        e = <const kd_entry *>(self.kd.arena + pos)
+                        pos += kd_entry_bytes(e)
+                        if e.seg < nslots and rank_of[e.seg] != none:   # KD_DEAD >= nslots
+                            if n == cap:
+                                cap = cap * 2 if cap else 4096
+                                nb = <uint64_t *>realloc(buf, cap * sizeof(uint64_t))
+                                if nb == NULL:
+                                    raise MemoryError()
+                                buf = nb
+                            buf[n] = (<uint64_t>rank_of[e.seg] << 32) | e.off
+                            n += 1
+                    with nogil:
+                        let_others_run()
+                    if self.merge_stop or self.closed or self.clears != clears:
+                        return 1
+                    if self.kd.gen != kgen:
+                        break
+                else:
+                    with nogil:
+                        qsort(buf, n, sizeof(uint64_t), u64_cmp)
+                    found[0] = buf
+                    nfound[0] = n
+                    buf = NULL
+                    return 0
+            walked.clear()
+            return 0
+        finally:
+            free(rank_of)
+            free(buf)
 
     def _segment_accounting(self):
         """For tests: per sealed or active segment id, (live, kept, SEG_HDR + sizes of the
@@ -2205,7 +2328,9 @@ cdef class Store:
             "sync": self.sync,
             "merging": self._merge_thread is not None and self._merge_thread.is_alive(),
             "merges": self._merges_done,
-            # victims merges read whole, records they copied (since open)
+            # victims whose live records a keydir walk found / that were read whole, records
+            # merges copied (since open)
+            "merge_walked_segments": self.merge_walked,
             "merge_scanned_segments": self.merge_scanned,
             "merge_copied_records": self.merge_copied,
             "recovery": self.recovery_report,

@@ -28,6 +28,7 @@ cdef extern from "keydir.h":
         size_t ntimers
         uint64_t seed0
         uint64_t seed1
+        uint64_t gen
 
 
 cdef enum:
@@ -81,6 +82,7 @@ cdef class Store:
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
     cdef double merge_ratio
     cdef uint64_t expired_removed   # keys dropped because they expired, since open
+    cdef uint64_t merge_walked      # victims whose live records a keydir walk found, since open
     cdef uint64_t merge_scanned     # victims merged by reading all their records, since open
     cdef uint64_t merge_copied      # records merges copied, since open
     cdef object _clock
@@ -121,6 +123,8 @@ cdef class Store:
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1
+    cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
+                          size_t *nfound) except -1
     cdef int _release(self, uint32_t si) except -1
     cdef int _retire(self, uint32_t si) except -1
     cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,
