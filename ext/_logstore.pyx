@@ -493,9 +493,50 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     return 0
 
 
-cdef int u64_cmp(const void *a, const void *b) noexcept nogil:
-    cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
-    return (x > y) - (x < y)
+cdef int sort_u64(uint64_t *a, size_t n) noexcept nogil:
+    """Sort a[0:n] ascending: LSD radix a byte at a time, skipping the bytes all keys share (a
+    merge sorts up to one key per keydir entry; qsort cost more than walking them).  -1: no
+    memory."""
+    cdef uint64_t *tmp
+    cdef uint64_t *src = a
+    cdef uint64_t *dst
+    cdef uint64_t *t
+    cdef size_t count[256]
+    cdef size_t i, total, c
+    cdef uint64_t seen = 0
+    cdef int shift
+    if n < 2:
+        return 0
+    for i in range(n):
+        seen |= a[i]
+    tmp = <uint64_t *>malloc(n * sizeof(uint64_t))
+    if tmp == NULL:
+        return -1
+    dst = tmp
+    for shift in range(0, 64, 8):
+        if (seen >> shift) == 0:
+            break
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[i] >> shift) & 255] += 1
+        if count[(src[0] >> shift) & 255] == n:
+            continue
+        total = 0
+        for i in range(256):
+            c = count[i]
+            count[i] = total
+            total += c
+        for i in range(n):
+            c = (src[i] >> shift) & 255
+            dst[count[c]] = src[i]
+            count[c] += 1
+        t = src
+        src = dst
+        dst = t
+    if src != a:
+        memcpy(a, src, n * sizeof(uint64_t))
+    free(tmp)
+    return 0
 
 
 cdef void let_others_run() noexcept nogil:
@@ -2207,6 +2248,7 @@ cdef class Store:
         cdef size_t pos, end, step_end, n = 0, cap = 0
         cdef uint64_t kgen
         cdef const kd_entry *e
+        cdef int rc
         if rank_of == NULL:
             raise MemoryError()
         try:
@@ -2239,7 +2281,9 @@ cdef class Store:
                         break
                 else:
                     with nogil:
-                        qsort(buf, n, sizeof(uint64_t), u64_cmp)
+                        rc = sort_u64(buf, n)
+                    if rc < 0:
+                        raise MemoryError()
                     found[0] = buf
                     nfound[0] = n
                     buf = NULL
