@@ -146,6 +146,8 @@ cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
 cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
+cdef size_t NO_ENTRY = <size_t>-1     # a merge's move found by key, not by arena position
+cdef size_t NOT_COPIED = <size_t>-2
 cdef size_t MERGE_STEP = 16384         # records a merge looks at per hold of the GIL
 cdef size_t WALK_STEP = 1 << 20        # keydir arena bytes a merge walks per hold of the GIL
 cdef uint64_t WALK_RATIO = 8           # a keydir entry walked costs under 1/8 of a record scanned
@@ -493,10 +495,10 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     return 0
 
 
-cdef int sort_u64(uint64_t *a, size_t n) noexcept nogil:
-    """Sort a[0:n] ascending: LSD radix a byte at a time, skipping the bytes all keys share (a
-    merge sorts up to one key per keydir entry; qsort cost more than walking them).  -1: no
-    memory."""
+cdef int sort_pairs(uint64_t *a, size_t n) noexcept nogil:
+    """Sort the n pairs of words at a by their first word: LSD radix a byte at a time,
+    skipping the bytes all keys share (a merge sorts up to one pair per keydir entry; qsort
+    cost more than walking them).  -1: no memory."""
     cdef uint64_t *tmp
     cdef uint64_t *src = a
     cdef uint64_t *dst
@@ -508,8 +510,8 @@ cdef int sort_u64(uint64_t *a, size_t n) noexcept nogil:
     if n < 2:
         return 0
     for i in range(n):
-        seen |= a[i]
-    tmp = <uint64_t *>malloc(n * sizeof(uint64_t))
+        seen |= a[2 * i]
+    tmp = <uint64_t *>malloc(n * 2 * sizeof(uint64_t))
     if tmp == NULL:
         return -1
     dst = tmp
@@ -518,7 +520,7 @@ cdef int sort_u64(uint64_t *a, size_t n) noexcept nogil:
             break
         memset(count, 0, sizeof(count))
         for i in range(n):
-            count[(src[i] >> shift) & 255] += 1
+            count[(src[2 * i] >> shift) & 255] += 1
         if count[(src[0] >> shift) & 255] == n:
             continue
         total = 0
@@ -527,14 +529,15 @@ cdef int sort_u64(uint64_t *a, size_t n) noexcept nogil:
             count[i] = total
             total += c
         for i in range(n):
-            c = (src[i] >> shift) & 255
-            dst[count[c]] = src[i]
+            c = (src[2 * i] >> shift) & 255
+            dst[2 * count[c]] = src[2 * i]
+            dst[2 * count[c] + 1] = src[2 * i + 1]
             count[c] += 1
         t = src
         src = dst
         dst = t
     if src != a:
-        memcpy(a, src, n * sizeof(uint64_t))
+        memcpy(a, src, n * 2 * sizeof(uint64_t))
     free(tmp)
     return 0
 
@@ -1939,7 +1942,7 @@ cdef class Store:
         cdef uint64_t expiry
         cdef int fd, err
         cdef ssize_t r
-        cdef size_t *moves      # triples: old offset, offset in mbuf, size
+        cdef size_t *moves      # old offset, offset in mbuf, size, arena position or NO_ENTRY
         cdef size_t nmoves
         cdef uint32_t j
         cdef uint64_t top = 0, limit = self.next_major * ID_GAP, gen = self.clears
@@ -1977,15 +1980,16 @@ cdef class Store:
                     keep = True
             keep_tombs[v] = keep
         mbuf = <char *>malloc(mcap)
-        moves = <size_t *>malloc(3 * sizeof(size_t) * (mcap // HDR + 1))
+        moves = <size_t *>malloc(4 * sizeof(size_t) * (mcap // HDR + 1))
         if mbuf == NULL or moves == NULL:
             free(mbuf)
             free(moves)
             raise MemoryError()
         cdef HintBuf hb
         cdef uint64_t out_size = 0
-        cdef uint64_t *found = NULL     # (victim rank << 32 | offset) of keydir entries, sorted
-        cdef size_t nfound = 0, fi = 0, fend = 0
+        cdef uint64_t *found = NULL     # pairs (victim rank << 32 | offset, arena position)
+        cdef size_t nfound = 0, fi = 0, fend = 0, at = 0, entry_at
+        cdef uint64_t walk_gen = 0      # the arena positions in found hold while kd.gen is this
         cdef size_t examined, nrec_out, nshadow_out
         cdef int64_t nxt
         cdef bint walk
@@ -1995,7 +1999,7 @@ cdef class Store:
         stopped = False
         try:
             walked = self._walk_plan(victims, keep_tombs)
-            if walked and self._walk_keydir(victims, walked, gen, &found, &nfound):
+            if walked and self._walk_keydir(victims, walked, gen, &found, &nfound, &walk_gen):
                 stopped = True
             for rank, i in enumerate(victims):
                 if stopped:
@@ -2004,10 +2008,10 @@ cdef class Store:
                 walk = rank in walked
                 if walk:   # this victim's entries: found[fi:fend]
                     fi = fend
-                    while fi < nfound and (found[fi] >> 32) < <uint64_t>rank:
+                    while fi < nfound and (found[2 * fi] >> 32) < <uint64_t>rank:
                         fi += 1
                     fend = fi
-                    while fend < nfound and (found[fend] >> 32) == <uint64_t>rank:
+                    while fend < nfound and (found[2 * fend] >> 32) == <uint64_t>rank:
                         fend += 1
                 self.segs[si].readers += 1
                 try:
@@ -2042,7 +2046,8 @@ cdef class Store:
                             if walk:
                                 if fi == fend:
                                     break
-                                pos = <uint32_t>found[fi]
+                                pos = <uint32_t>found[2 * fi]
+                                at = found[2 * fi + 1]
                                 fi += 1
                                 # the entry pointed here when the walk saw it: an intact header
                                 if pos < SEG_HDR or pos + HDR > end:
@@ -2077,6 +2082,17 @@ cdef class Store:
                             kl = ld32(base + pos + R_KL)
                             kp = base + pos + HDR
                             expiry = ld64(base + pos + R_EXP)
+                            # where the entry of a record to copy is: a position in the arena,
+                            # NO_ENTRY (look the key up again), or NOT_COPIED
+                            entry_at = NOT_COPIED
+                            slot = 0
+                            if walk and self.kd.gen == walk_gen:
+                                # the entry the walk saw, unmoved: when it still points here and
+                                # has not expired, copy without looking the key up
+                                e = <kd_entry *>(self.kd.arena + at)
+                                if (e.seg == si and e.off == pos and not (flags & F_TOMB)
+                                        and (e.expiry == 0 or <int64_t>e.expiry > now)):
+                                    entry_at = at
                             if flags & F_CLEAR:
                                 if keep_tombs[i] and not walk and body_ok(base + pos, rec):
                                     memcpy(mbuf + mlen, base + pos, rec)
@@ -2085,29 +2101,34 @@ cdef class Store:
                                     nshadow_out += 1
                                 pos += rec
                                 continue
-                            # an unchecked key is safe to look up: only the key that was indexed
-                            # at exactly this record can match below
-                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
-                            if slot >= 0 and not (flags & F_TOMB):
-                                e = kd_entry_at(&self.kd, slot)
-                                if e.seg == si and e.off == pos:
-                                    if not body_ok(base + pos, rec):
-                                        pos += rec          # skipped whole, as a scan skips it
-                                        continue
-                                    if e.expiry != 0 and <int64_t>e.expiry <= now:
-                                        self._remove_slot(slot)
-                                        self.expired_removed += 1
-                                        slot = -1
-                                    else:
-                                        memcpy(mbuf + mlen, base + pos, rec)
-                                        moves[3 * nmoves] = pos
-                                        moves[3 * nmoves + 1] = mlen
-                                        moves[3 * nmoves + 2] = rec
-                                        nmoves += 1
-                                        mlen += rec
-                                        nrec_out += 1
-                                        if expiry != 0:
-                                            nshadow_out += 1
+                            if entry_at == NOT_COPIED:
+                                # an unchecked key is safe to look up: only the key that was
+                                # indexed at exactly this record can match below
+                                slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                                if slot >= 0 and not (flags & F_TOMB):
+                                    e = kd_entry_at(&self.kd, slot)
+                                    if e.seg == si and e.off == pos:
+                                        if e.expiry != 0 and <int64_t>e.expiry <= now:
+                                            if body_ok(base + pos, rec):
+                                                self._remove_slot(slot)
+                                                self.expired_removed += 1
+                                                slot = -1
+                                        else:
+                                            entry_at = NO_ENTRY
+                            if entry_at != NOT_COPIED:
+                                if body_ok(base + pos, rec):    # else skipped whole, as a scan does
+                                    memcpy(mbuf + mlen, base + pos, rec)
+                                    moves[4 * nmoves] = pos
+                                    moves[4 * nmoves + 1] = mlen
+                                    moves[4 * nmoves + 2] = rec
+                                    moves[4 * nmoves + 3] = entry_at
+                                    nmoves += 1
+                                    mlen += rec
+                                    nrec_out += 1
+                                    if expiry != 0:
+                                        nshadow_out += 1
+                                pos += rec
+                                continue
                             if slot < 0 and keep_tombs[i] and body_ok(base + pos, rec):
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
@@ -2160,16 +2181,19 @@ cdef class Store:
                         seg_prefault(self.segs[out].map, out_size, out_size + mlen)
                         # -- with the GIL: move keydir entries that still point at the originals
                         for k in range(nmoves):
-                            kp = mbuf + moves[3 * k + 1] + HDR
-                            kl = ld32(mbuf + moves[3 * k + 1] + R_KL)
-                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
-                            if slot < 0:
-                                continue
-                            e = kd_entry_at(&self.kd, slot)
-                            if e.seg == si and e.off == moves[3 * k]:
+                            if moves[4 * k + 3] != NO_ENTRY and self.kd.gen == walk_gen:
+                                e = <kd_entry *>(self.kd.arena + moves[4 * k + 3])
+                            else:
+                                kp = mbuf + moves[4 * k + 1] + HDR
+                                kl = ld32(mbuf + moves[4 * k + 1] + R_KL)
+                                slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                                if slot < 0:
+                                    continue
+                                e = kd_entry_at(&self.kd, slot)
+                            if e.seg == si and e.off == moves[4 * k]:
                                 self.segs[si].live -= e.size
                                 e.seg = out
-                                e.off = <uint32_t>(out_size + moves[3 * k + 1])
+                                e.off = <uint32_t>(out_size + moves[4 * k + 1])
                                 self.segs[out].live += e.size
                         # tombstones and markers a merge keeps are needed: count them live
                         self.segs[out].live += mlen - sum_moves(moves, nmoves)
@@ -2235,9 +2259,10 @@ cdef class Store:
         return ranks
 
     cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
-                          size_t *nfound) except -1:
-        """Collect rank << 32 | offset of every keydir entry that points into a victim of
-        `walked`, sorted, into a new array.  The arena is walked in steps, letting other threads
+                          size_t *nfound, uint64_t *kgen) except -1:
+        """Collect a pair (rank << 32 | offset, position in the arena) for every keydir entry
+        that points into a victim of `walked`, sorted, into a new array; *kgen is the arena's
+        generation they are valid for.  The arena is walked in steps, letting other threads
         run in between: they may remove entries or add new ones at the end (which point at the
         active segment, never into a victim), but a rebuild moves entries, so the walk starts
         over.  1 when the merge must stop; empties `walked` when the arena keeps moving."""
@@ -2246,7 +2271,6 @@ cdef class Store:
         cdef uint64_t *buf = NULL
         cdef uint64_t *nb
         cdef size_t pos, end, step_end, n = 0, cap = 0
-        cdef uint64_t kgen
         cdef const kd_entry *e
         cdef int rc
         if rank_of == NULL:
@@ -2256,32 +2280,33 @@ cdef class Store:
             for rank in walked:
                 rank_of[<uint32_t>victims[rank]] = rank
             for _ in range(3):
-                kgen = self.kd.gen
+                kgen[0] = self.kd.gen
                 end = self.kd.arena_used
                 pos = n = 0
                 while pos < end:
                     step_end = pos + WALK_STEP
                     while pos < end and pos < step_end:
                         e = <const kd_entry *>(self.kd.arena + pos)
-                        pos += kd_entry_bytes(e)
                         if e.seg < nslots and rank_of[e.seg] != none:   # KD_DEAD >= nslots
                             if n == cap:
                                 cap = cap * 2 if cap else 4096
-                                nb = <uint64_t *>realloc(buf, cap * sizeof(uint64_t))
+                                nb = <uint64_t *>realloc(buf, cap * 2 * sizeof(uint64_t))
                                 if nb == NULL:
                                     raise MemoryError()
                                 buf = nb
-                            buf[n] = (<uint64_t>rank_of[e.seg] << 32) | e.off
+                            buf[2 * n] = (<uint64_t>rank_of[e.seg] << 32) | e.off
+                            buf[2 * n + 1] = pos
                             n += 1
+                        pos += kd_entry_bytes(e)
                     with nogil:
                         let_others_run()
                     if self.merge_stop or self.closed or self.clears != clears:
                         return 1
-                    if self.kd.gen != kgen:
+                    if self.kd.gen != kgen[0]:
                         break
                 else:
                     with nogil:
-                        rc = sort_u64(buf, n)
+                        rc = sort_pairs(buf, n)
                     if rc < 0:
                         raise MemoryError()
                     found[0] = buf
@@ -2460,7 +2485,7 @@ cdef void restamp(char *p, size_t n, uint64_t magic) noexcept nogil:
 cdef size_t sum_moves(size_t *moves, size_t n) noexcept nogil:
     cdef size_t t = 0, k
     for k in range(n):
-        t += moves[3 * k + 2]
+        t += moves[4 * k + 2]
     return t
 
 

@@ -124,7 +124,7 @@ cdef class Store:
                            int state) except? 0xFFFFFFFF
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1
     cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
-                          size_t *nfound) except -1
+                          size_t *nfound, uint64_t *kgen) except -1
     cdef int _release(self, uint32_t si) except -1
     cdef int _retire(self, uint32_t si) except -1
     cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,
