@@ -59,7 +59,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.errno cimport errno, EINTR, EIO
-from posix.unistd cimport write as c_write, fdatasync, ftruncate
+from posix.unistd cimport write as c_write, fdatasync, ftruncate, usleep
 from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE,
                          MAP_ANONYMOUS, MAP_FAILED)
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
@@ -145,6 +145,11 @@ cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
 cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
+cdef size_t NO_ENTRY = <size_t>-1     # a merge's move found by key, not by arena position
+cdef size_t NOT_COPIED = <size_t>-2
+cdef size_t MERGE_STEP = 16384         # records a merge looks at per hold of the GIL
+cdef size_t WALK_STEP = 1 << 20        # keydir arena bytes a merge walks per hold of the GIL
+cdef uint64_t WALK_RATIO = 8           # a keydir entry walked costs under 1/8 of a record scanned
 MARKER = "FASTDYN-STORE"
 MARKER_TEXT = "fastdyn log-structured store, format 2\n"
 
@@ -487,6 +492,61 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     if x.off != y.off:
         return -1 if x.off < y.off else 1
     return 0
+
+
+cdef int sort_pairs(uint64_t *a, size_t n) noexcept nogil:
+    """Sort the n pairs of words at a by their first word: LSD radix a byte at a time,
+    skipping the bytes all keys share (a merge sorts up to one pair per keydir entry; qsort
+    cost more than walking them).  -1: no memory."""
+    cdef uint64_t *tmp
+    cdef uint64_t *src = a
+    cdef uint64_t *dst
+    cdef uint64_t *t
+    cdef size_t count[256]
+    cdef size_t i, total, c
+    cdef uint64_t seen = 0
+    cdef int shift
+    if n < 2:
+        return 0
+    for i in range(n):
+        seen |= a[2 * i]
+    tmp = <uint64_t *>malloc(n * 2 * sizeof(uint64_t))
+    if tmp == NULL:
+        return -1
+    dst = tmp
+    for shift in range(0, 64, 8):
+        if (seen >> shift) == 0:
+            break
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[(src[2 * i] >> shift) & 255] += 1
+        if count[(src[0] >> shift) & 255] == n:
+            continue
+        total = 0
+        for i in range(256):
+            c = count[i]
+            count[i] = total
+            total += c
+        for i in range(n):
+            c = (src[2 * i] >> shift) & 255
+            dst[2 * count[c]] = src[2 * i]
+            dst[2 * count[c] + 1] = src[2 * i + 1]
+            count[c] += 1
+        t = src
+        src = dst
+        dst = t
+    if src != a:
+        memcpy(a, src, n * 2 * sizeof(uint64_t))
+    free(tmp)
+    return 0
+
+
+cdef void let_others_run() noexcept nogil:
+    """Called with the GIL released, between steps of a long merge.  Releasing and at once
+    retaking the GIL would mostly win the race against a thread waiting for it (which must
+    first be woken) and restart that thread's 5 ms wait before it may ask for a switch: stay
+    out briefly so that the waiter (the event loop) really gets the GIL."""
+    usleep(50)
 
 
 cdef class _Batch:
@@ -836,8 +896,13 @@ cdef class Store:
                     uint8_t flags, uint64_t expiry, int64_t now) except -1:
         """Replay one record (from a scan or a hint) into the keydir; later records win."""
         cdef int64_t slot
+        self.segs[si].nrec += 1
+        if (flags & (F_TOMB | F_CLEAR)) or expiry != 0:
+            self.segs[si].nshadow += 1
         if flags & F_CLEAR:
             kd_clear(&self.kd)
+            self.segs[si].live = SEG_HDR       # what came before the marker here is gone too
+            self.segs[si].kept = 0
             cleared = self.recovery_report["cleared"]
             for i in range(self.nsegs):
                 if i != si and self.segs[i].state == SEG_SEALED and self.segs[i].id < self.segs[si].id:
@@ -1119,6 +1184,9 @@ cdef class Store:
         encode_record(self.wbuf + self.wlen, self.segs[self.active].magic, <uint64_t>now, expiry,
                       flags, kp, kl, vp, vl)
         self.wlen += rec
+        self.segs[self.active].nrec += 1
+        if (flags & (F_TOMB | F_CLEAR)) or expiry != 0:
+            self.segs[self.active].nshadow += 1
         return 0
 
     cdef bint _needs_rotation(self, size_t rec) noexcept:
@@ -1742,7 +1810,9 @@ cdef class Store:
         for i in range(self.nsegs):
             if self.segs[i].state == SEG_SEALED:
                 doomed.append(i)
-            self.segs[i].live = 0
+            # the active segment keeps its header (and the marker, which is dead)
+            self.segs[i].live = SEG_HDR if i == <uint32_t>self.active else 0
+            self.segs[i].kept = 0
         self._flush()
         self._fsync_active()
         for i in doomed:
@@ -1911,7 +1981,7 @@ cdef class Store:
         cdef uint64_t expiry
         cdef int fd, err
         cdef ssize_t r
-        cdef size_t *moves      # triples: old offset, offset in mbuf, size
+        cdef size_t *moves      # old offset, offset in mbuf, size, arena position or NO_ENTRY
         cdef size_t nmoves
         cdef uint32_t j
         cdef uint64_t top = 0, limit = self.next_major * ID_GAP, gen = self.clears
@@ -1949,42 +2019,99 @@ cdef class Store:
                     keep = True
             keep_tombs[v] = keep
         mbuf = <char *>malloc(mcap)
-        moves = <size_t *>malloc(3 * sizeof(size_t) * (mcap // HDR + 1))
+        moves = <size_t *>malloc(4 * sizeof(size_t) * (mcap // HDR + 1))
         if mbuf == NULL or moves == NULL:
             free(mbuf)
             free(moves)
             raise MemoryError()
         cdef HintBuf hb
         cdef uint64_t out_size = 0
+        cdef uint64_t *found = NULL     # pairs (victim rank << 32 | offset, arena position)
+        cdef size_t nfound = 0, fi = 0, fend = 0, at = 0, entry_at
+        cdef uint64_t walk_gen = 0      # the arena positions in found hold while kd.gen is this
+        cdef size_t examined, nrec_out, nshadow_out
+        cdef int64_t nxt
+        cdef bint walk
         hb.p = NULL
         outputs = []
         emitted = set()
         stopped = False
         try:
-            for i in victims:
+            walked = self._walk_plan(victims, keep_tombs)
+            if walked and self._walk_keydir(victims, walked, gen, &found, &nfound, &walk_gen):
+                stopped = True
+            for rank, i in enumerate(victims):
+                if stopped:
+                    break
                 si = i
+                walk = rank in walked
+                if walk:   # this victim's entries: found[fi:fend]
+                    fi = fend
+                    while fi < nfound and (found[2 * fi] >> 32) < <uint64_t>rank:
+                        fi += 1
+                    fend = fi
+                    while fend < nfound and (found[2 * fend] >> 32) == <uint64_t>rank:
+                        fend += 1
                 self.segs[si].readers += 1
                 try:
                     pos = SEG_HDR
                     end = self.segs[si].size
                     vmagic = self.segs[si].magic
-                    while pos < end:
+                    while True:
+                        if walk and fi == fend:
+                            # the safety net: scan a victim something still points into (a record
+                            # the walk could not copy) rather than retire it
+                            if self.segs[si].live == SEG_HDR + self.segs[si].kept:
+                                break
+                            walk = False
+                            pos = SEG_HDR
+                        if not walk and pos >= end:
+                            break
                         now = self._now()
                         # a clear retires the victims and makes every copy pointless: give up
                         if (self.merge_stop or self.closed or self.clears != gen
                                 or self.segs[si].state != SEG_SEALED):
                             stopped = True
                             break
-                        # -- with the GIL: choose what to keep from up to ~256 KiB of records
+                        # -- with the GIL: choose what to keep from up to ~256 KiB of records,
+                        # looking at a bounded number of records (the event loop waits for the GIL)
                         base = self.segs[si].map
                         mlen = 0
                         nmoves = 0
-                        while pos < end and mlen < (256 << 10):
-                            rec = next_record(base, &pos, end, vmagic)
-                            if rec == 0:
-                                break
+                        examined = 0
+                        nrec_out = nshadow_out = 0
+                        while mlen < (256 << 10) and examined < MERGE_STEP:
+                            examined += 1
+                            if walk:
+                                if fi == fend:
+                                    break
+                                pos = <uint32_t>found[2 * fi]
+                                at = found[2 * fi + 1]
+                                fi += 1
+                                # the entry pointed here when the walk saw it: an intact header
+                                if pos < SEG_HDR or pos + HDR > end:
+                                    continue
+                                rec = frame_size(base + pos, vmagic)
+                                if rec == 0 or rec > end - pos:
+                                    continue
+                            else:
+                                if pos >= end:
+                                    break
+                                nxt = find_frame(base, pos, end, vmagic)
+                                if nxt < 0:
+                                    pos = end
+                                    break
+                                pos = <size_t>nxt
+                                # the header has its own CRC: the size is trusted, and the body
+                                # is checked only for a record that is copied or whose key is used
+                                rec = frame_size(base + pos, vmagic)
+                                if rec > end - pos:
+                                    pos = end
+                                    break
                             if mlen + rec > mcap:
                                 if mlen:
+                                    if walk:
+                                        fi -= 1
                                     break
                                 mcap = rec + HDR
                                 mbuf = <char *>realloc(mbuf, mcap)
@@ -1994,35 +2121,65 @@ cdef class Store:
                             kl = ld32(base + pos + R_KL)
                             kp = base + pos + HDR
                             expiry = ld64(base + pos + R_EXP)
+                            # where the entry of a record to copy is: a position in the arena,
+                            # NO_ENTRY (look the key up again), or NOT_COPIED
+                            entry_at = NOT_COPIED
+                            slot = 0
+                            if walk and self.kd.gen == walk_gen:
+                                # the entry the walk saw, unmoved: when it still points here and
+                                # has not expired, copy without looking the key up
+                                e = <kd_entry *>(self.kd.arena + at)
+                                if (e.seg == si and e.off == pos and not (flags & F_TOMB)
+                                        and (e.expiry == 0 or <int64_t>e.expiry > now)):
+                                    entry_at = at
                             if flags & F_CLEAR:
-                                if keep_tombs[i]:
+                                if keep_tombs[i] and not walk and body_ok(base + pos, rec):
                                     memcpy(mbuf + mlen, base + pos, rec)
                                     mlen += rec
+                                    nrec_out += 1
+                                    nshadow_out += 1
                                 pos += rec
                                 continue
-                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
-                            if slot >= 0 and not (flags & F_TOMB):
-                                e = kd_entry_at(&self.kd, slot)
-                                if e.seg == si and e.off == pos:
-                                    if e.expiry != 0 and <int64_t>e.expiry <= now:
-                                        self._remove_slot(slot)
-                                        self.expired_removed += 1
-                                        slot = -1
-                                    else:
-                                        memcpy(mbuf + mlen, base + pos, rec)
-                                        moves[3 * nmoves] = pos
-                                        moves[3 * nmoves + 1] = mlen
-                                        moves[3 * nmoves + 2] = rec
-                                        nmoves += 1
-                                        mlen += rec
-                            if slot < 0 and keep_tombs[i]:
+                            if entry_at == NOT_COPIED:
+                                # an unchecked key is safe to look up: only the key that was
+                                # indexed at exactly this record can match below
+                                slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                                if slot >= 0 and not (flags & F_TOMB):
+                                    e = kd_entry_at(&self.kd, slot)
+                                    if e.seg == si and e.off == pos:
+                                        if e.expiry != 0 and <int64_t>e.expiry <= now:
+                                            if body_ok(base + pos, rec):
+                                                self._remove_slot(slot)
+                                                self.expired_removed += 1
+                                                slot = -1
+                                        else:
+                                            entry_at = NO_ENTRY
+                            if entry_at != NOT_COPIED:
+                                if body_ok(base + pos, rec):    # else skipped whole, as a scan does
+                                    memcpy(mbuf + mlen, base + pos, rec)
+                                    moves[4 * nmoves] = pos
+                                    moves[4 * nmoves + 1] = mlen
+                                    moves[4 * nmoves + 2] = rec
+                                    moves[4 * nmoves + 3] = entry_at
+                                    nmoves += 1
+                                    mlen += rec
+                                    nrec_out += 1
+                                    if expiry != 0:
+                                        nshadow_out += 1
+                                pos += rec
+                                continue
+                            if slot < 0 and keep_tombs[i] and body_ok(base + pos, rec):
                                 key = PyBytes_FromStringAndSize(kp, kl)
                                 if key not in emitted:
                                     emitted.add(key)
                                     mlen += encode_record(mbuf + mlen, 0, <uint64_t>now, 0,
                                                           F_TOMB, kp, kl, NULL, 0)
+                                    nrec_out += 1
+                                    nshadow_out += 1
                             pos += rec
                         if mlen == 0:
+                            with nogil:
+                                let_others_run()
                             continue
                         # -- an output segment with room
                         if out == 0xFFFFFFFF or (out_size > SEG_HDR and out_size + mlen > self.segment_bytes):
@@ -2063,26 +2220,36 @@ cdef class Store:
                         seg_prefault(self.segs[out].map, out_size, out_size + mlen)
                         # -- with the GIL: move keydir entries that still point at the originals
                         for k in range(nmoves):
-                            kp = mbuf + moves[3 * k + 1] + HDR
-                            kl = ld32(mbuf + moves[3 * k + 1] + R_KL)
-                            slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
-                            if slot < 0:
-                                continue
-                            e = kd_entry_at(&self.kd, slot)
-                            if e.seg == si and e.off == moves[3 * k]:
+                            if moves[4 * k + 3] != NO_ENTRY and self.kd.gen == walk_gen:
+                                e = <kd_entry *>(self.kd.arena + moves[4 * k + 3])
+                            else:
+                                kp = mbuf + moves[4 * k + 1] + HDR
+                                kl = ld32(mbuf + moves[4 * k + 1] + R_KL)
+                                slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
+                                if slot < 0:
+                                    continue
+                                e = kd_entry_at(&self.kd, slot)
+                            if e.seg == si and e.off == moves[4 * k]:
                                 self.segs[si].live -= e.size
                                 e.seg = out
-                                e.off = <uint32_t>(out_size + moves[3 * k + 1])
+                                e.off = <uint32_t>(out_size + moves[4 * k + 1])
                                 self.segs[out].live += e.size
                         # tombstones and markers a merge keeps are needed: count them live
                         self.segs[out].live += mlen - sum_moves(moves, nmoves)
+                        self.segs[out].kept += mlen - sum_moves(moves, nmoves)
+                        self.segs[out].nrec += nrec_out
+                        self.segs[out].nshadow += nshadow_out
                         self.segs[out].size += mlen
                         out_size += mlen
+                        self.merge_copied += nmoves
+                    if not stopped:
+                        if rank in walked and walk:
+                            self.merge_walked += 1
+                        else:
+                            self.merge_scanned += 1
                 finally:
                     self.segs[si].readers -= 1
                     self._release(si)
-                if stopped:
-                    break
             if out != 0xFFFFFFFF:
                 self._finish_output(out, &hb)
             if not stopped and self.clears == gen:
@@ -2109,7 +2276,103 @@ cdef class Store:
                 self._release(si)
             free(mbuf)
             free(moves)
+            free(found)
             free(hb.p)
+
+    def _walk_plan(self, victims, keep_tombs):
+        """Ranks (in victims) of the victims whose live records a walk of the keydir finds,
+        when one walk costs less than scanning their records.  A walk sees only the keys the
+        keydir holds, so not for a victim that may have to leave tombstones behind: one that
+        keeps tombstones and holds a tombstone, clear marker or record with an expiry (whose
+        key may be gone without a tombstone)."""
+        cdef uint64_t records = 0
+        cdef size_t live = self.kd.arena_used - self.kd.arena_dead
+        cdef double entries = (<double>self.kd.arena_used * self.kd.count / live) if live else 0
+        ranks = set()
+        for rank, v in enumerate(victims):
+            if not keep_tombs[v] or self.segs[<uint32_t>v].nshadow == 0:
+                ranks.add(rank)
+                records += self.segs[<uint32_t>v].nrec
+        if not ranks or entries > WALK_RATIO * records:
+            return set()
+        return ranks
+
+    cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
+                          size_t *nfound, uint64_t *kgen) except -1:
+        """Collect a pair (rank << 32 | offset, position in the arena) for every keydir entry
+        that points into a victim of `walked`, sorted, into a new array; *kgen is the arena's
+        generation they are valid for.  The arena is walked in steps, letting other threads
+        run in between: they may remove entries or add new ones at the end (which point at the
+        active segment, never into a victim), but a rebuild moves entries, so the walk starts
+        over.  1 when the merge must stop; empties `walked` when the arena keeps moving."""
+        cdef uint32_t nslots = self.nsegs, none = 0xFFFFFFFF
+        cdef uint32_t *rank_of = <uint32_t *>malloc(nslots * sizeof(uint32_t) + 1)
+        cdef uint64_t *buf = NULL
+        cdef uint64_t *nb
+        cdef size_t pos, end, step_end, n = 0, cap = 0
+        cdef const kd_entry *e
+        cdef int rc
+        if rank_of == NULL:
+            raise MemoryError()
+        try:
+            memset(rank_of, 0xFF, nslots * sizeof(uint32_t))
+            for rank in walked:
+                rank_of[<uint32_t>victims[rank]] = rank
+            for _ in range(3):
+                kgen[0] = self.kd.gen
+                end = self.kd.arena_used
+                pos = n = 0
+                while pos < end:
+                    step_end = pos + WALK_STEP
+                    while pos < end and pos < step_end:
+                        e = <const kd_entry *>(self.kd.arena + pos)
+                        if e.seg < nslots and rank_of[e.seg] != none:   # KD_DEAD >= nslots
+                            if n == cap:
+                                cap = cap * 2 if cap else 4096
+                                nb = <uint64_t *>realloc(buf, cap * 2 * sizeof(uint64_t))
+                                if nb == NULL:
+                                    raise MemoryError()
+                                buf = nb
+                            buf[2 * n] = (<uint64_t>rank_of[e.seg] << 32) | e.off
+                            buf[2 * n + 1] = pos
+                            n += 1
+                        pos += kd_entry_bytes(e)
+                    with nogil:
+                        let_others_run()
+                    if self.merge_stop or self.closed or self.clears != clears:
+                        return 1
+                    if self.kd.gen != kgen[0]:
+                        break
+                else:
+                    with nogil:
+                        rc = sort_pairs(buf, n)
+                    if rc < 0:
+                        raise MemoryError()
+                    found[0] = buf
+                    nfound[0] = n
+                    buf = NULL
+                    return 0
+            walked.clear()
+            return 0
+        finally:
+            free(rank_of)
+            free(buf)
+
+    def _segment_accounting(self):
+        """For tests: per sealed or active segment id, (live, kept, SEG_HDR + sizes of the
+        keydir entries pointing into it); live should be kept + the last."""
+        cdef size_t pos = 0
+        cdef const kd_entry *e
+        cdef uint32_t i
+        self._check_open()
+        pointed = [SEG_HDR] * self.nsegs
+        while pos < self.kd.arena_used:
+            e = <const kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            if e.seg != KD_DEAD:
+                pointed[e.seg] += e.size
+        return {self.segs[i].id: (self.segs[i].live, self.segs[i].kept, pointed[i])
+                for i in range(self.nsegs) if self.segs[i].state in (SEG_SEALED, SEG_ACTIVE)}
 
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1:
         """fsync a merge output and write its hint file (which frees hb)."""
@@ -2173,6 +2436,11 @@ cdef class Store:
             "sync": self.sync,
             "merging": self._merge_thread is not None and self._merge_thread.is_alive(),
             "merges": self._merges_done,
+            # victims whose live records a keydir walk found / that were read whole, records
+            # merges copied (since open)
+            "merge_walked_segments": self.merge_walked,
+            "merge_scanned_segments": self.merge_scanned,
+            "merge_copied_records": self.merge_copied,
             "recovery": self.recovery_report,
         }
 
@@ -2256,7 +2524,7 @@ cdef void restamp(char *p, size_t n, uint64_t magic) noexcept nogil:
 cdef size_t sum_moves(size_t *moves, size_t n) noexcept nogil:
     cdef size_t t = 0, k
     for k in range(n):
-        t += moves[3 * k + 2]
+        t += moves[4 * k + 2]
     return t
 
 

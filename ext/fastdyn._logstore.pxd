@@ -28,6 +28,7 @@ cdef extern from "keydir.h":
         size_t ntimers
         uint64_t seed0
         uint64_t seed1
+        uint64_t gen
 
 
 cdef enum:
@@ -43,6 +44,10 @@ cdef struct Seg:
     uint64_t size       # bytes in the file (written with write())
     uint64_t synced     # bytes a successful fsync covers (it began when the file was this long)
     uint64_t live       # bytes of records the keydir points at, plus tombstones a merge kept
+    uint64_t kept       # of which tombstones and clear markers a merge kept (in this process)
+    uint64_t nrec       # records (a merge's cost estimate)
+    uint64_t nshadow    # tombstones, clear markers and records with an expiry: what a merge may
+                        # have to leave a tombstone for (see Store._merge_segments)
     int readers         # pins by unlocked reads, folds, fsync: unmap only when 0
     int state           # SEG_* below
     int hinted
@@ -78,6 +83,9 @@ cdef class Store:
     cdef size_t segment_bytes, max_value_bytes, compress_threshold, map_len
     cdef double merge_ratio
     cdef uint64_t expired_removed   # keys dropped because they expired, since open
+    cdef uint64_t merge_walked      # victims whose live records a keydir walk found, since open
+    cdef uint64_t merge_scanned     # victims merged by reading all their records, since open
+    cdef uint64_t merge_copied      # records merges copied, since open
     cdef object _clock
     cdef object on_write
     cdef readonly object path
@@ -123,6 +131,8 @@ cdef class Store:
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1
+    cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
+                          size_t *nfound, uint64_t *kgen) except -1
     cdef int _release(self, uint32_t si) except -1
     cdef int _retire(self, uint32_t si) except -1
     cdef int _apply(self, uint32_t si, uint32_t off, uint32_t size, const char *kp, size_t kl,

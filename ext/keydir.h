@@ -59,6 +59,7 @@ typedef struct {
     kd_timer *timers;  /* min-heap on expiry; a timer whose key changed since is stale */
     size_t ntimers, timers_cap;
     uint64_t seed0, seed1;
+    uint64_t gen;      /* bumped whenever entries move in (or leave) the arena: rebuild, clear */
 } keydir;
 
 /* ---- hashing: a multiply-fold hash, seeded per keydir so that chosen keys cannot
@@ -251,6 +252,7 @@ static int kd_rebuild(keydir *kd, size_t cap) {
         kd->arena_cap = acap;
         kd->arena_used = used;
         kd->arena_dead = 0;
+        kd->gen++;
         return 0;
     }
 }
@@ -325,9 +327,11 @@ static int kd_maybe_compact(keydir *kd) {
 
 /* Empty the keydir, keeping its current table size small again. */
 static int kd_clear(keydir *kd) {
-    uint64_t s0 = kd->seed0, s1 = kd->seed1;
+    uint64_t s0 = kd->seed0, s1 = kd->seed1, gen = kd->gen;
     kd_free(kd);
-    return kd_init(kd, s0, s1);
+    int rc = kd_init(kd, s0, s1);
+    kd->gen = gen + 1;
+    return rc;
 }
 
 /* SCAN support: the first hash whose home slot is >= i, or 0 when i is past the homes. */
