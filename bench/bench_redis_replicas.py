@@ -17,12 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_server import HOST, free_port  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench_server import HOST, cpu_seconds, free_port  # noqa: E402
 
 
 def redis(port: int, directory: str, *extra: str) -> subprocess.Popen:

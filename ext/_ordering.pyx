@@ -47,6 +47,8 @@ cdef class _Group:
     cdef list args            # of the operations waiting to start: a function to call, or
     cdef list pendings        # for a batched kind what the batch needs; and their results
     cdef list successors      # groups waiting for this one (None: none yet)
+    cdef tuple written        # a PLAIN_WRITE group: (value, expiry_ms, result) of its latest
+    cdef _Group source        # a READ group queued behind a PLAIN_WRITE group: that group
 
     def __call__(self, _result):
         self.coord._one_finished(self)
@@ -59,6 +61,29 @@ cdef _Group new_group(OrderedCoordinator coord, int kind, object key, tuple keys
     group.key = key
     group.keys = keys
     return group
+
+
+@cython.final
+cdef class _ReadOwnWrite:
+    """A GET queued behind a group of plain writes of its key, run once they have finished:
+    their latest write decides the value (it is stamped after every earlier one by this
+    node's clock, so it won), so an acknowledged one answers without a read quorum; after a
+    failed one the GET reads."""
+    cdef _Group source
+    cdef object read          # the quorum read, a function
+    cdef object clock
+
+    def __call__(self):
+        value, expiry_ms, result = self.source.written
+        if type(result) is PendingType:
+            if not (<object>result).done:
+                return self.read()
+            result = (<object>result).result
+        if isinstance(result, Exception):
+            return self.read()
+        if expiry_ms and expiry_ms <= self.clock():
+            return None
+        return value
 
 
 @cython.final
@@ -219,13 +244,22 @@ cdef class OrderedCoordinator:
                     ready.append(later)
         if self._starting or not ready:
             return
-        # a loop rather than recursion: a group that finishes at once starts the next one
+        # a loop rather than recursion: a group that finishes at once starts the next one.
+        # A failing reply callback (run when an operation completes at its start) must not
+        # leave the groups after it unstarted: they all start, then the first error is raised.
         self._starting = True
+        error = None
         try:
             while ready:
-                self._start(ready.pop(0))
+                try:
+                    self._start(ready.pop(0))
+                except Exception as exc:
+                    if error is None:
+                        error = exc
         finally:
             self._starting = False
+        if error is not None:
+            raise error
 
     cdef _start(self, _Group group):
         cdef Py_ssize_t i
@@ -265,9 +299,28 @@ cdef class OrderedCoordinator:
     # -- one key ---------------------------------------------------------------------------
     cdef _get(self, key):
         cdef _Group tail = self._tail(key)
+        cdef _Group source
+        cdef _ReadOwnWrite own
         if self._now(tail, READ):
             return self._started(key, READ, tail, self.inner.get(key))
-        return self._later(key, READ, tail, partial(self.inner.get, key))
+        read = partial(self.inner.get, key)
+        source = None
+        if tail is not None and tail.key is not None:
+            if tail.kind == PLAIN_WRITE:
+                source = tail
+            elif tail.kind == READ and not tail.started:
+                source = tail.source
+        if source is None:
+            return self._later(key, READ, tail, read)
+        own = _ReadOwnWrite.__new__(_ReadOwnWrite)
+        own.source = source
+        own.read = read
+        own.clock = self.inner.clock
+        pending = self._later(key, READ, tail, own)
+        tail = self._tail(key)
+        if tail.kind == READ:
+            tail.source = source
+        return pending
 
     cdef _get_entry(self, key):
         cdef _Group tail = self._tail(key)
@@ -278,9 +331,14 @@ cdef class OrderedCoordinator:
     cdef _put(self, key, value, expiry_ms):
         cdef _Group tail = self._tail(key)
         if self._now(tail, PLAIN_WRITE):
-            return self._started(key, PLAIN_WRITE, tail, self.inner.put(key, value, expiry_ms))
-        return self._later(key, PLAIN_WRITE, tail,
-                           partial(self.inner.put, key, value, expiry_ms))
+            result = self._started(key, PLAIN_WRITE, tail, self.inner.put(key, value, expiry_ms))
+        else:
+            result = self._later(key, PLAIN_WRITE, tail,
+                                 partial(self.inner.put, key, value, expiry_ms))
+        tail = self._tail(key)        # the group holding the key, while the write waits
+        if tail is not None and tail.kind == PLAIN_WRITE:
+            tail.written = (value, expiry_ms, result)
+        return result
 
     cdef _delete_one(self, key):
         cdef _Group tail = self._tail(key)

@@ -11,6 +11,10 @@ class Scripted:
     def __init__(self):
         self.started = []     # (name, key or None, argument)
         self.pending = []
+        self.now = 1000
+
+    def clock(self):
+        return self.now
 
     def _op(self, name, key=None, arg=None):
         self.started.append((name, key, arg))
@@ -65,9 +69,48 @@ def test_reads_run_together_and_a_read_waits_for_an_earlier_write():
     inner.finish(1)
     assert inner.names()[2:] == [("put", b"a")]
     inner.finish(2)
-    assert inner.names()[3:] == [("get", b"a")]
-    inner.finish(3, b"1")
+    # the write it waited for was acknowledged: that write is the value, no read quorum
     assert late.done and late.result == b"1"
+    assert len(inner.started) == 3
+
+
+def test_a_read_behind_writes_answers_with_the_latest_acknowledged_one():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    coord.get(b"a")
+    coord.put(b"a", b"1")
+    coord.put(b"a", b"2")
+    first = coord.get(b"a")
+    second = coord.get(b"a")
+    coord.put(b"a", b"3")            # after the reads: they must not see it
+    inner.finish(0)                  # the first read: now both writes run
+    assert inner.names() == [("get", b"a"), ("put", b"a"), ("put", b"a")]
+    inner.finish(1)
+    assert not first.done
+    inner.finish(2)
+    assert first.result == b"2" and second.result == b"2"
+    assert inner.names()[3:] == [("put", b"a")]
+
+
+def test_a_read_behind_a_failed_write_reads():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    coord.put(b"a", b"1")
+    late = coord.get(b"a")
+    inner.finish(0, CommandError("NOQUORUM 1 of 2 replicas answered"))
+    assert inner.names() == [("put", b"a"), ("get", b"a")]
+    inner.finish(1, b"0")
+    assert late.result == b"0"
+
+
+def test_a_read_behind_a_write_that_expired_meanwhile_finds_nothing():
+    inner = Scripted()
+    coord = OrderedCoordinator(inner)
+    coord.put(b"a", b"1", 1500)
+    late = coord.get(b"a")
+    inner.now = 1500
+    inner.finish(0)
+    assert late.done and late.result is None and len(inner.started) == 1
 
 
 def test_other_keys_are_not_held():
@@ -188,12 +231,12 @@ def test_a_failing_reply_callback_does_not_hold_the_key():
 
     queued.add_done_callback(broken)
     coord.put(b"k", b"2")
-    inner.finish(0)
     try:
-        inner.finish(1)
+        inner.finish(0)            # the GET answers from the write: its callback fails
     except RuntimeError:
         pass
-    assert inner.names()[2:] == [("put", b"k")]
+    assert queued.result == b"1"
+    assert inner.names()[1:] == [("put", b"k")]
 
 
 def test_shape_and_counters_come_from_the_inner_coordinator():

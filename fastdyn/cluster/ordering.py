@@ -7,7 +7,9 @@ one node could read the same total and one increment would be lost, and a read c
 replies that already hold a later command's write. Redis runs one command after another; this
 keeps the order that matters per key on each coordinator:
 
-- a read starts once every earlier write of the key has finished (it sees them);
+- a read starts once every earlier write of the key has finished (it sees them); a GET
+  queued behind plain writes answers with the latest of them once it is acknowledged (that
+  write won over every earlier one), without a read quorum, and reads when it failed;
 - a plain write (SET, MSET: last-writer-wins, stamped by this node's clock, so a later one
   always wins over an earlier one whatever their delivery) starts once every earlier read and
   read-modify-write has finished (none of them sees it), without waiting for earlier plain
