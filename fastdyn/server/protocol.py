@@ -174,12 +174,18 @@ class ClientConnection(asyncio.Protocol):
             self.server.commands_processed += run_received(self, data)
             if self.backlog is None and not self.closing and self.replies.idle \
                     and self.parser.error is None:
-                # the common case, inline: nothing deferred, no write waiting for the log
+                # the common cases, inline: nothing deferred, and no write waiting for the log
+                # (the replies leave now) or this turn's commit to wait for (they wait there)
                 commits = self.commits
                 if self.coord.write_seq == commits.acked_seq and not commits.waiting:
                     data = self.out.take()
                     if data:
                         self.transport.write(data)
+                    return
+                n = len(self.out)
+                if n and self.held + n <= HELD_HIGH_WATER:
+                    self.held += n
+                    commits.wait(self.write_held, self.out.take(), False)
                     return
         self.after_commands()
 
