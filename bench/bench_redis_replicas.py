@@ -1,12 +1,15 @@
-"""CPU per SET of redis-server alone and of a redis-server master with two replicas, in one run.
+"""CPU per SET of redis-server alone, of a redis-server master with two replicas, and of a
+3-node fastdyn cluster, in one run.
 
     python bench/bench_redis_replicas.py [--requests 2000000] [--pipeline 16]
 
 The reference for what replication costs a store written in C on this machine: Redis' own
 replication is asynchronous (no acknowledgement before the client's reply, no comparison
-before a write), the cheapest kind there is. Each process's CPU time (user + system, from
-/proc) is summed over the processes and divided by the requests; both setups run
-`appendonly yes, appendfsync everysec`, as in bench_server.py.
+before a write), the cheapest kind there is. The fastdyn cluster (N=3, W=2, --sync interval)
+acknowledges each SET after two replicas hold it; the load goes to node 0, as it goes to the
+Redis master. Each process's CPU time (user + system, from /proc) is summed over the processes
+and divided by the requests; the Redis setups run `appendonly yes, appendfsync everysec`, as
+in bench_server.py.
 """
 import argparse
 import os
@@ -17,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_server import HOST, cpu_seconds, free_port  # noqa: E402
+from bench_server import HOST, cpu_seconds, free_port, start  # noqa: E402
 
 
 def redis(port: int, directory: str, *extra: str) -> subprocess.Popen:
@@ -32,6 +35,21 @@ def redis(port: int, directory: str, *extra: str) -> subprocess.Popen:
             raise RuntimeError(f"redis-server on {port} did not start")
         time.sleep(0.05)
     return proc
+
+
+def fastdyn_cluster(directory: str, nodes: int = 3) -> list:
+    """`nodes` fastdyn serve processes that know each other; node 0's client port first."""
+    ports = []
+    while len(ports) < nodes:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    seeds = ",".join(f"{HOST}:{p + 10000}" for p in ports)
+    procs = [start([sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port", str(p),
+                    "--data-dir", os.path.join(directory, f"node{i}"), "--sync", "interval",
+                    "--seeds", seeds, "--log-level", "warning"], p, directory)
+             for i, p in enumerate(ports)]
+    return ports[0], procs
 
 
 def set_load(port: int, requests: int, pipeline: int) -> None:
@@ -54,14 +72,18 @@ def main() -> int:
     print("| setup | SET/s | CPU us per SET, summed | per process |")
     print("|---|---|---|---|")
     base = None
-    for replicas in (0, 2):
+    for replicas in (0, 2, "fastdyn"):
         tmp = tempfile.mkdtemp(prefix="bench-redis-replicas-")
-        master = free_port()
-        procs = [redis(master, tmp)]
+        procs = []
         try:
-            for _ in range(replicas):
-                procs.append(redis(free_port(), tmp, "--replicaof", HOST, str(master)))
-            time.sleep(1.5)                       # the replicas' first full sync
+            if replicas == "fastdyn":
+                master, procs = fastdyn_cluster(tmp)
+            else:
+                master = free_port()
+                procs.append(redis(master, tmp))
+                for _ in range(replicas):
+                    procs.append(redis(free_port(), tmp, "--replicaof", HOST, str(master)))
+            time.sleep(1.5)                       # first sync, or the nodes learn each other
             set_load(master, 200_000, args.pipeline)
             before = [cpu_seconds(p.pid) for p in procs]
             start = time.monotonic()
@@ -76,7 +98,8 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         per_op = sum(used) / args.requests * 1e6
         base = base or per_op
-        name = "master alone" if not replicas else f"master + {replicas} replicas"
+        name = ("fastdyn, 3 nodes, W=2, load on node 0" if replicas == "fastdyn" else
+                "redis master alone" if not replicas else f"redis master + {replicas} replicas")
         print(f"| {name} | {args.requests / elapsed:,.0f} | {per_op:.2f} ({per_op / base:.1f}x) "
               f"| {', '.join(f'{u / args.requests * 1e6:.2f}' for u in used)} |")
     return 0
