@@ -2252,7 +2252,7 @@ cdef class Store:
                     self._release(si)
             if out != 0xFFFFFFFF:
                 self._finish_output(out, &hb)
-            if not stopped and self.clears == gen:
+            if not stopped and self.clears == gen and not self._forget_uncopied(victims, gen):
                 # a victim may hold the only durable version of a key whose newer version sits
                 # in a later segment not yet synced: that must be durable before the victim goes
                 self._flush()
@@ -2278,6 +2278,41 @@ cdef class Store:
             free(moves)
             free(found)
             free(hb.p)
+
+    cdef int _forget_uncopied(self, list victims, uint64_t clears) except -1:
+        """Before the victims go: drop the keydir entries that still point into one - records
+        that failed their CRC, which the merge could not copy (a read of them fails its checksum
+        anyway; a cluster's replicas repair the key) - so that no entry outlives its segment.
+        1 when the merge must stop; raises when the keydir kept moving under the walk (the
+        merge is then left undone: its outputs replay after the victims, so nothing is lost)."""
+        cdef uint64_t *found = NULL
+        cdef size_t nfound = 0, i
+        cdef uint64_t kgen = 0
+        cdef const kd_entry *e
+        cdef int64_t slot
+        left = {rank for rank, v in enumerate(victims)
+                if self.segs[<uint32_t>v].live != SEG_HDR + self.segs[<uint32_t>v].kept}
+        if not left:
+            return 0
+        slots = {victims[rank] for rank in left}
+        try:
+            if self._walk_keydir(victims, left, clears, &found, &nfound, &kgen):
+                return 1
+            if not left or self.kd.gen != kgen:
+                raise StorageError("a merge could not find the records it left behind")
+            keys = []
+            for i in range(nfound):
+                e = <const kd_entry *>(self.kd.arena + found[2 * i + 1])
+                keys.append(PyBytes_FromStringAndSize(e.key, <size_t>e.klen_m1 + 1))
+        finally:
+            free(found)
+        for key in keys:
+            slot = kd_find(&self.kd, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key),
+                           kd_hash(&self.kd, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)))
+            if slot >= 0 and kd_entry_at(&self.kd, slot).seg in slots:
+                self._remove_slot(slot)
+                self.merge_dropped += 1
+        return 0
 
     def _walk_plan(self, victims, keep_tombs):
         """Ranks (in victims) of the victims whose live records a walk of the keydir finds,
@@ -2441,6 +2476,7 @@ cdef class Store:
             "merge_walked_segments": self.merge_walked,
             "merge_scanned_segments": self.merge_scanned,
             "merge_copied_records": self.merge_copied,
+            "merge_dropped_records": self.merge_dropped,
             "recovery": self.recovery_report,
         }
 

@@ -86,6 +86,7 @@ cdef class Store:
     cdef uint64_t merge_walked      # victims whose live records a keydir walk found, since open
     cdef uint64_t merge_scanned     # victims merged by reading all their records, since open
     cdef uint64_t merge_copied      # records merges copied, since open
+    cdef uint64_t merge_dropped     # live records merges dropped for a bad CRC, since open
     cdef object _clock
     cdef object on_write
     cdef readonly object path
@@ -131,6 +132,7 @@ cdef class Store:
     cdef uint32_t _add_seg(self, uint64_t seg_id, int fd, size_t map_len, uint64_t size,
                            int state) except? 0xFFFFFFFF
     cdef int _finish_output(self, uint32_t out, HintBuf *hb) except -1
+    cdef int _forget_uncopied(self, list victims, uint64_t clears) except -1
     cdef int _walk_keydir(self, list victims, set walked, uint64_t clears, uint64_t **found,
                           size_t *nfound, uint64_t *kgen) except -1
     cdef int _release(self, uint32_t si) except -1

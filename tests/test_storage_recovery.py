@@ -233,3 +233,26 @@ def test_damaged_segment_header_and_first_record_lose_only_that_record(tmp_path)
             if k != first_key:
                 assert s[k] == v
         assert first_key not in s
+
+
+def test_merge_drops_a_live_record_that_went_bad_instead_of_pointing_past_it(tmp_path):
+    """A record damaged on disk after it was indexed cannot be copied by a merge: its key is
+    dropped (counted), never left pointing into the retired segment, and the rest moves."""
+    path = str(tmp_path / "db")
+    with Store(path, segment_bytes=4096, auto_merge=False) as s:
+        for i in range(200):
+            s[b"k%03d" % i] = b"value-%03d" % i + b"." * 40
+        for i in range(0, 200, 2):                 # dead bytes: the sealed segments qualify
+            s[b"k%03d" % i] = b"new-%03d" % i
+        expect = {k: s[k] for k in s}
+        victim = segments(path)[0]
+        offset, size, key = next(r for r in records(victim) if r[2] in (b"k001", b"k003"))
+        flip(victim, offset + size - 1)            # the value's last byte: the body CRC fails
+        assert s.merge() >= 1
+        assert not os.path.exists(victim)
+        assert s.stats()["merge_dropped_records"] == 1
+        assert s.get(key) is None
+        del expect[key]
+        assert {k: s[k] for k in s} == expect
+    with Store(path) as s:
+        assert {k: s[k] for k in s} == expect
