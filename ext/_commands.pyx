@@ -672,27 +672,20 @@ def run_received(conn, data):
     cdef list cmds
     if direct is None:
         cmds = parser.parse(data)
-        if cmds:
-            done = execute(conn, cmds)
-            if done < PyList_GET_SIZE(cmds) and not conn.closing:
-                conn.backlog = cmds[done:]
-        return len(cmds)
-    parser.append(data)
-    if parser.error is None and parser.mb_left == 0 and conn.multi is None:
-        try:
-            run_direct(conn, <Store>direct, parser, out, &ran, &writes)
-        finally:
-            if writes:
-                conn.coord.write_seq += writes
-        if parser.start == parser.end and parser.cap <= (1 << 20):
-            parser.start = parser.end = 0     # all of it ran (parse would free a big buffer)
-            return ran
-    cmds = parser.parse(b"")
+    else:
+        parser.append(data)
+        if parser.error is None and parser.mb_left == 0 and conn.multi is None:
+            try:
+                run_direct(conn, <Store>direct, parser, out, &ran, &writes)
+            finally:
+                if writes:
+                    conn.coord.write_seq += writes
+            if parser.start == parser.end and parser.cap <= (1 << 20):
+                parser.start = parser.end = 0   # all of it ran (parse would free a big buffer)
+                return ran
+        cmds = parser.parse(b"")
     if cmds:
-        if out.len > OUTPUT_HIGH_WATER:
-            done = 0
-        else:
-            done = execute(conn, cmds)
+        done = execute(conn, cmds)    # (returns 0 at once past the output high-water mark)
         if done < PyList_GET_SIZE(cmds) and not conn.closing:
             conn.backlog = cmds[done:]
     return ran + PyList_GET_SIZE(cmds)
