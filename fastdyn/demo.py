@@ -202,8 +202,9 @@ def cluster(root):
     with node_logs_on_failure(nodes):
         clients = [node.start() for node in nodes]
         for i, client in enumerate(clients):
-            wait_for(lambda: cluster_info(client)["cluster_members"] == "3",
-                     f"node{i} does not see 3 members")
+            wait_for(lambda: cluster_info(client)["cluster_members"] == "3"
+                     and cluster_info(client)["cluster_reachable"] == "3",
+                     f"node{i} does not reach 3 members")
         say(f"3 nodes on ports {', '.join(map(str, ports))}: each sees cluster_members:3")
         clients[0].execute("SET", "greeting", "hello")
         value = clients[2].execute("GET", "greeting")

@@ -244,22 +244,27 @@ class Cluster:
     Placement is checked on the stores themselves: `stores()` opens every node's data
     directory once the nodes are stopped."""
 
-    def __init__(self, root, k: int, *extra):
+    def __init__(self, root, k: int, *extra, seeds=None):
+        """seeds: per node, the indexes of the nodes it is given as --seeds (default: all)."""
         self.root = root
         ports = []
         while len(ports) < k:
             port = free_port()
-            if port not in ports and port + PEER_OFFSET not in ports:
+            taken = set(ports) | {p + PEER_OFFSET for p in ports}
+            # neither its client nor its peer port may be another node's client or peer port
+            if port not in taken and port + PEER_OFFSET not in taken:
                 ports.append(port)
         self.names = [f"{HOST}:{p}" for p in ports]
         self.peer_addresses = [f"{HOST}:{p + PEER_OFFSET}" for p in ports]
-        seeds = ",".join(self.peer_addresses)
         self.nodes = []
         for i, port in enumerate(ports):
             data_dir = os.path.join(root, f"node{i}")
             os.makedirs(data_dir, exist_ok=True)
+            given = range(k) if seeds is None else seeds[i]
             self.nodes.append(ServerProcess(
-                fastdyn_argv(port, data_dir, "--seeds", seeds, *extra), port, data_dir,
+                fastdyn_argv(port, data_dir, "--seeds",
+                             ",".join(self.peer_addresses[j] for j in given), *extra),
+                port, data_dir,
                 os.path.join(root, f"node{i}.log")))
 
     def __len__(self) -> int:

@@ -5,7 +5,7 @@ import random
 import threading
 
 
-from conftest import cluster_view, dyn_get, dyn_put, wait_until
+from conftest import cluster_view, dyn_get, dyn_put, info_fields, wait_until
 
 OK = ("simple", b"OK")
 
@@ -272,12 +272,17 @@ def test_split_of_five_nodes_heals_to_the_preference_lists(start_cluster):
         for j in large:
             _fault(cluster, i, "PARTITION", cluster.peer_addresses[j])
             _fault(cluster, j, "PARTITION", cluster.peer_addresses[i])
+    # every node learns that the other side is gone (its requests or gossip time out, or
+    # the failure detector hears no heartbeat): a causal write through a node that holds no
+    # replica of its key is then coordinated by a replica on the same side
+    for side, other in ((small, large), (large, small)):
+        gone = ",".join(sorted(cluster.names[j] for j in other))
+        for i in side:
+            wait_until(lambda: info_fields(cluster.ports[i], "cluster")["cluster_unreachable"]
+                       == gone, 30, f"node {i} still reaches the other side")
     cs, cl = cluster.client(0), cluster.client(3)
     try:
-        # a side learns that the other is gone when its requests time out: until then a read
-        # may miss its quorum, and the client reads again. Every node learns it, not only the
-        # two the clients use: a causal write through a node that holds no replica of its key
-        # is coordinated by a replica on the same side.
+        # until then a read may miss its quorum, and the client reads again
         for i in range(5):
             with cluster.client(i) as c:
                 for n in range(20):

@@ -2,7 +2,7 @@
 quorum the coordinator's Python path takes, follows ring changes, and leaves the uncommon
 cases (a peer down) to the Python path."""
 from fastdyn.cluster.hlc import HybridClock
-from fastdyn.cluster.membership import Members
+from fastdyn.cluster.membership import VALID, Member, Members
 from fastdyn.cluster.quorum import QuorumCoordinator
 
 KEYS = [b"k%d" % i for i in range(500)]
@@ -29,6 +29,10 @@ def coordinator(tmp_path, n=3, r=2, w=2):
     return coord, members
 
 
+def add(members, name):
+    members.merge([Member(name, name + ":1", 1, 0, VALID, 0)])
+
+
 def python_path(coord, key):
     q = coord.quorum()
     primaries, targets = coord._targets(key, q.n)
@@ -41,7 +45,7 @@ def test_targets_and_quorum_match_the_python_path(tmp_path):
     for added in ["b", "c", "d", "e"]:
         for key in KEYS:
             assert plain.targets_of(key) == python_path(coord, key)
-        members.add(added, added + ":1")    # a new ring: derived again at the next key
+        add(members, added)         # a new ring: derived again at the next key
     assert plain.targets_of(KEYS[0])[2:] == (2, 2)
 
 
@@ -52,7 +56,7 @@ def test_one_member_clamps_the_quorum(tmp_path):
 
 def test_a_peer_down_or_an_unusual_key_takes_the_python_path(tmp_path):
     coord, members = coordinator(tmp_path)
-    members.add("b", "b:1")
+    add(members, "b")
     plain = coord._plain
     assert plain.targets_of(b"key") is not None
     coord.pool.down = 1

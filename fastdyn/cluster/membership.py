@@ -1,34 +1,88 @@
-"""Who is in the cluster: member names, their peer addresses, and the ring they make.
+"""Who is in the cluster: one record per member, a merge rule gossip applies, and the ring.
 
-The coordinator asks only this object, so the source of the member set can change (a static
-list learned from --seeds today, gossip later) without touching it. The set is persisted in the
-data directory (`members.json`), so a restarted node knows every member — and so routes every
-key as before — even while some of them are down.
+A member's record has two parts, each owned by someone else and each merged by taking the
+larger of two versions, so merging is commutative, associative and idempotent (a join
+semilattice: gossip may deliver records in any order, any number of times):
 
-A node learns a member's name by dialling a seed's peer address and exchanging HELLOs; every
-node may be given the same seed list, itself included: a HELLO that answers with the node's own
-name is the node itself and never makes a second member.
+- liveness — (generation, heartbeat, address), owned by the member itself. The generation is
+  raised at every start (to the wall clock in seconds at least, so a node whose data directory
+  was wiped still outranks what the others remember of it); the heartbeat counts gossip rounds
+  within a generation; the address is what the member advertises now.
+- status — (version, status), changed by an explicit membership change (join, leave, removal)
+  on any node, which raises the version. Status ranks joining < valid < leaving < removed, so
+  of two changes with the same version the later stage wins.
+
+"Down" is not a status: whether a member answers is each node's own opinion (the failure
+detector and the peer pool), never a membership change — as in Dynamo.
+
+The ring is the ring function of the members that are not removed. The view is persisted in
+the data directory (`members.json`) on every change of membership or address, so a restarted
+node routes every key as before — even while some members are down — and comes back under its
+own name with a higher generation.
 """
 import json
 import os
+import time
+from typing import NamedTuple
 
 from fastdyn.ring import Ring
 
 FILE = "members.json"
 
+JOINING, VALID, LEAVING, REMOVED = "joining", "valid", "leaving", "removed"
+STATUSES = (JOINING, VALID, LEAVING, REMOVED)
+RANK = {status: rank for rank, status in enumerate(STATUSES)}
+
+
+class Member(NamedTuple):
+    name: str
+    address: str
+    generation: int
+    heartbeat: int
+    status: str
+    version: int
+
+    def liveness(self) -> tuple:
+        return (self.generation, self.heartbeat, self.address)
+
+    def standing(self) -> tuple:
+        return (self.version, RANK[self.status])
+
+
+def merge_member(a: Member, b: Member) -> Member:
+    """The larger liveness and the larger status of two records of the same member."""
+    live = a if a.liveness() >= b.liveness() else b
+    stand = a if a.standing() >= b.standing() else b
+    if live is stand:
+        return live
+    return live._replace(status=stand.status, version=stand.version)
+
 
 class Members:
-    def __init__(self, data_dir: str, name: str, address: str, partitions: int):
-        self.path = os.path.join(data_dir, FILE)
+    """This node's view of the membership. `merge(records)` folds in what gossip brought and
+    says what changed; the rest of the node asks `ring`, `names()`, `peers()`, `address()`."""
+
+    def __init__(self, data_dir: str | None, name: str, address: str, partitions: int,
+                 now_s=time.time):
+        """data_dir None keeps the view in memory only (a simulation)."""
+        self.path = None if data_dir is None else os.path.join(data_dir, FILE)
         self.name = name
         self.partitions = partitions
-        self._addresses = {name: address}
+        self.records: dict[str, Member] = {}
         self._listeners = []
         self.load()
-        self._addresses[name] = address
-        self.ring = Ring(sorted(self._addresses), partitions)
+        own = self.records.get(name)
+        generation = max(int(now_s()), own.generation + 1 if own else 0)
+        self.records[name] = Member(name, address, generation, 0,
+                                    own.status if own else VALID, own.version if own else 0)
+        self._ring_members = None
+        self.ring = self._make_ring()
+        self.save()
 
+    # -- persistence -----------------------------------------------------------------------
     def load(self) -> None:
+        if self.path is None:
+            return
         try:
             with open(self.path) as f:
                 saved = json.load(f)
@@ -39,42 +93,117 @@ class Members:
         if saved.get("partitions", self.partitions) != self.partitions:
             raise ValueError(f"{self.path}: this data directory belongs to a cluster of "
                              f"{saved['partitions']} partitions, not {self.partitions}")
-        self._addresses.update(saved.get("members", {}))
+        try:
+            for name, entry in saved.get("members", {}).items():
+                if isinstance(entry, str):      # a static member list of an earlier release
+                    entry = {"address": entry}
+                self.records[name] = Member(name, entry["address"],
+                                            int(entry.get("generation", 0)), 0,
+                                            entry.get("status", VALID),
+                                            int(entry.get("version", 0)))
+                if self.records[name].status not in RANK:
+                    raise ValueError(f"status {self.records[name].status!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{self.path}: unreadable member list: bad entry ({exc!r})") \
+                from None
 
     def save(self) -> None:
+        if self.path is None:
+            return
+        members = {r.name: {"address": r.address, "generation": r.generation,
+                            "status": r.status, "version": r.version}
+                   for r in self.records.values()}
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"partitions": self.partitions, "members": self._addresses}, f, indent=1)
+            json.dump({"partitions": self.partitions, "members": members}, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
+    # -- changes ---------------------------------------------------------------------------
     def on_change(self, fn) -> None:
-        """fn(ring) after every change of the member set."""
+        """fn(ring) after every change of the ring's member set."""
         self._listeners.append(fn)
 
-    def add(self, name: str, address: str) -> bool:
-        """Learn a member (or a member's new address); True when the ring changed."""
-        known = self._addresses.get(name)
-        if known == address:
-            return False
-        self._addresses[name] = address
-        self.save()
-        if known is not None:
-            return False
-        self.ring = Ring(sorted(self._addresses), self.partitions)
-        for fn in self._listeners:
-            fn(self.ring)
-        return True
+    def merge(self, records) -> tuple[list[str], list[str]]:
+        """Fold in records of any members. Returns (names whose heartbeat or generation
+        advanced — evidence that they live —, names whose record changed otherwise: new,
+        moved, or of another status)."""
+        beating, changed = [], []
+        for theirs in records:
+            mine = self.records.get(theirs.name)
+            if mine is None:
+                merged = theirs
+            else:
+                merged = merge_member(mine, theirs)
+                if merged == mine:
+                    continue
+            if theirs.name == self.name:
+                merged = self._reassert(merged)
+            self.records[theirs.name] = merged
+            if mine is None or (merged.address, merged.standing()) != (mine.address,
+                                                                      mine.standing()):
+                changed.append(theirs.name)
+            if (mine is not None and theirs.name != self.name
+                    and merged.liveness()[:2] > mine.liveness()[:2]):
+                beating.append(theirs.name)
+        if changed:
+            self._changed()
+        return beating, changed
 
+    def _reassert(self, merged: Member) -> Member:
+        """A record of this node from elsewhere: its status is taken (someone ran a
+        membership change on it), but liveness is this node's own: a generation or address
+        somebody remembers from before is outranked."""
+        own = self.records[self.name]
+        if merged.liveness() > own.liveness():
+            own = own._replace(generation=merged.generation + 1, heartbeat=0)
+        return own._replace(status=merged.status, version=merged.version)
+
+    def set_status(self, name: str, status: str) -> Member:
+        """An explicit membership change of `name` (known), decided on this node."""
+        if status not in RANK:
+            raise ValueError(f"unknown member status {status!r}")
+        record = self.records[name]
+        record = self.records[name] = record._replace(status=status,
+                                                      version=record.version + 1)
+        self._changed()
+        return record
+
+    def beat(self) -> Member:
+        """This node's next heartbeat (once per gossip round)."""
+        own = self.records[self.name]
+        own = self.records[self.name] = own._replace(heartbeat=own.heartbeat + 1)
+        return own
+
+    def _changed(self) -> None:
+        self.save()
+        ring = self._make_ring()
+        if ring.members != self.ring.members:
+            self.ring = ring
+            for fn in self._listeners:
+                fn(ring)
+
+    def _make_ring(self) -> Ring:
+        return Ring(sorted(n for n, r in self.records.items() if r.status != REMOVED),
+                    self.partitions)
+
+    # -- questions -------------------------------------------------------------------------
     def names(self) -> tuple[str, ...]:
+        """The ring's members."""
         return self.ring.members
 
     def peers(self) -> list[str]:
         return [n for n in self.ring.members if n != self.name]
 
     def address(self, name: str) -> str:
-        return self._addresses[name]
+        return self.records[name].address
+
+    def status(self, name: str) -> str:
+        return self.records[name].status
+
+    def own(self) -> Member:
+        return self.records[self.name]
 
     def __len__(self) -> int:
-        return len(self._addresses)
+        return len(self.ring.members)

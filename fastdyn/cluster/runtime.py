@@ -1,8 +1,9 @@
 """A node's cluster half: members, peer listener and pool, hints, and the quorum coordinator.
 
-The server builds this when the node is given --seeds. It listens on the peer port, asks every
-seed for its name (HELLO) until each has answered, and delivers hints to their owners whenever
-those are reachable.
+The server builds this when the node is given --seeds. It listens on the peer port, gossips
+membership (first with every seed, then every round with a random member), suspects members
+whose heartbeats stop (phi accrual; the peer pool then probes them until they answer), and
+delivers hints to their owners whenever those are reachable.
 
 Data format: a cluster node stores versioned objects (`object.py`), a single node stores plain
 values. The data directory's `FORMAT` file says which; a single node's directory started as a
@@ -14,13 +15,15 @@ import os
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.dvv import node_id
+from fastdyn.cluster.failure_detector import PhiAccrual
+from fastdyn.cluster.gossip import Gossip
 from fastdyn.cluster.hints import HintStore
 from fastdyn.cluster.hlc import HybridClock
-from fastdyn.cluster.membership import Members
+from fastdyn.cluster.membership import VALID, Members
 from fastdyn.cluster.ordering import OrderedCoordinator
 from fastdyn.cluster.quorum import QuorumCoordinator
 from fastdyn.cluster.replica import Replica, record_expiry
-from fastdyn.errors import StorageError
+from fastdyn.errors import PeerRequestFailed, StorageError
 from fastdyn.peer import messages as m
 from fastdyn.peer.faults import Faults
 from fastdyn.peer.handler import ReplicaHandler
@@ -31,7 +34,8 @@ log = logging.getLogger("fastdyn.cluster")
 
 FORMAT_FILE = "FORMAT"
 OBJECTS_FORMAT = "objects 1"
-HELLO_RETRY_S = 1.0
+GOSSIP_DEADLINE_S = 2.0
+PROBE_DEADLINE_S = 1.0
 HINT_PERIOD_S = 0.5
 HINT_BATCH = 256
 
@@ -73,6 +77,10 @@ def convert_to_objects(store, data_dir: str, node: int, hlc) -> int:
     return converted
 
 
+def _ignore(result) -> None:
+    pass
+
+
 def merge_bytes(a, b) -> bytes:
     return vo.encode(vo.sync(vo.decode(a), vo.decode(b)))
 
@@ -99,7 +107,15 @@ class Cluster:
             n=config.n, r=config.r, w=config.w, timeout_s=config.peer_timeout_ms / 1000,
             log=log)
         self.coordinator = OrderedCoordinator(self.quorum_coordinator)
-        self._unnamed = set(config.seeds)
+        self.detector = PhiAccrual(config.phi_threshold,
+                                   first_interval_s=config.gossip_interval_ms / 1000)
+        self.gossip = Gossip(self.members, config.seeds,
+                             up=lambda name: self.pool.reachable(self.members.address(name)))
+        self.gossip_interval_s = config.gossip_interval_ms / 1000
+        self.join_error = ""
+        self.closed = False
+        self._gossip_timer = None
+        self._verifying = set()
         self._delivering = set()
         self._timers = []
 
@@ -113,6 +129,7 @@ class Cluster:
         self.quorum_coordinator.commits = commits
         handler = ReplicaHandler(self.replica, self.hints, commits)
         handler.coordinator = self.coordinator
+        handler.membership = self
         self.server = PeerServer(handler, self.name, loop=loop, faults=self.faults)
         if sockets:
             for sock in sockets:
@@ -120,7 +137,7 @@ class Cluster:
         else:
             await self.server.start(cfg.host, cfg.peer_port)
         self.loop = loop
-        self._ask_seeds()
+        self._gossip_round(first=True)
         self._every(HINT_PERIOD_S, self._deliver_hints)
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))
@@ -135,36 +152,95 @@ class Cluster:
         index = len(self._timers)
         self._timers.append(self.loop.call_later(period, tick))
 
-    # -- learning members from the seeds --------------------------------------------------
-    def _ask_seeds(self) -> None:
-        for seed in list(self._unnamed):
-            self.pool.request(seed, m.HELLO, m.pack_name(self.name), 2.0,
-                              lambda result, seed=seed: self._seed_answered(seed, result))
+    # -- membership: gossip and failure detection -----------------------------------------
+    def _gossip_round(self, first: bool = False) -> None:
+        """Check members whose heartbeats stopped, then start this round's exchanges (the
+        first round of a start asks every seed, so a new cluster forms at once)."""
+        now = self.loop.time()
+        for name in self.members.peers():
+            address = self.members.address(name)
+            if (name not in self._verifying and self.pool.reachable(address)
+                    and self.detector.suspects(name, now)):
+                self._verify(name, address, now)
+        targets = self.gossip.targets()
+        if first:
+            targets = list(dict.fromkeys(targets + self.gossip.seeds))
+        syn = self.gossip.syn()
+        for address in targets:
+            self.pool.request(address, m.GOSSIP_SYN, syn, GOSSIP_DEADLINE_S,
+                              lambda result, address=address: self._acked(address, result))
+        self._gossip_timer = self.loop.call_later(
+            self.gossip_interval_s * self.gossip.rng.uniform(0.8, 1.2), self._guarded,
+            self._gossip_round)
 
-    def _seed_answered(self, seed, result) -> None:
+    def _verify(self, name, address, now) -> None:
+        """A member whose heartbeats stopped is asked directly before it is treated as down:
+        heartbeats travel through random peers and can be late while the member answers."""
+        reason = "no heartbeat for %.1f s (phi %.1f) and no answer to a probe" % (
+            self.detector.silence(name, now), self.detector.phi(name, now))
+        self._verifying.add(name)
+
+        def answered(result):
+            self._verifying.discard(name)
+            if isinstance(result, Exception):
+                self.pool.suspect(address, reason)
+            else:
+                self.detector.alive(name, self.loop.time())
+        self.pool.request(address, m.PING, b"", PROBE_DEADLINE_S, answered)
+
+    def _guarded(self, fn) -> None:
+        if self.closed:
+            return
+        try:
+            fn()
+        except Exception:
+            log.exception("cluster timer failed")
+
+    def _acked(self, address, result) -> None:
+        if isinstance(result, PeerRequestFailed) and "partitions" in result.reason:
+            if self.join_error != result.reason:
+                log.error("cannot join through %s: %s", address, result.reason)
+            self.join_error = result.reason
+            return
         if isinstance(result, Exception):
-            if not self.loop.is_closed():
-                self.loop.call_later(HELLO_RETRY_S, self._retry_seed, seed)
             return
-        name = m.unpack_name(result)
-        self._unnamed.discard(seed)
-        if name == self.name:
+        responder, push, beating, changed = self.gossip.on_ack(result)
+        if responder == self.name:
+            self.gossip.forget_seed(address)     # a seed that is this node itself
             return
-        if self.members.add(name, seed):
-            log.info("member %s at %s joined the ring (%d members)", name, seed,
-                     len(self.members))
-        self.coordinator.send_epoch(name)
+        self.join_error = ""
+        self._learned(beating, changed)
+        if push is not None:
+            self.pool.request(address, m.GOSSIP_PUSH, push, GOSSIP_DEADLINE_S, _ignore)
 
-    def _retry_seed(self, seed) -> None:
-        if seed in self._unnamed and self.pool is not None:
-            self.pool.request(seed, m.HELLO, m.pack_name(self.name), 2.0,
-                              lambda result: self._seed_answered(seed, result))
+    def answer_syn(self, payload) -> bytes:
+        return self.gossip.answer_syn(payload)
+
+    def apply_push(self, payload) -> None:
+        self._learned(*self.gossip.on_push(payload))
+
+    def _learned(self, beating, changed) -> None:
+        now = self.loop.time()
+        for name in beating:
+            self.detector.heartbeat(name, now)
+            # news of it: if this node holds it down, ask it now rather than after a backoff
+            self.pool.probe_now(self.members.address(name))
+        for name in changed:
+            if name == self.name:
+                continue
+            record = self.members.records[name]
+            log.info("member %s at %s is %s (%d members)", name, record.address,
+                     record.status, len(self.members))
+            self.detector.heartbeat(name, now)
+            self.pool.probe_now(record.address)
+            self.coordinator.send_epoch(name)
 
     def _reachable_again(self, address) -> None:
-        # flush epochs first, so no hint or repair carries flushed data to a node that missed
-        # a FLUSHDB; then the hints
+        # a direct answer clears suspicion; flush epochs first, so no hint or repair carries
+        # flushed data to a node that missed a FLUSHDB; then the hints
         for name in self.members.peers():
             if self.members.address(name) == address:
+                self.detector.alive(name, self.loop.time())
                 self.coordinator.send_epoch(name)
         self._deliver_hints()
 
@@ -205,7 +281,10 @@ class Cluster:
         # cluster_enabled stays 0 (fastdyn is not a Redis Cluster: no slots, no redirects)
         out = {"cluster_members": len(members), "cluster_reachable": len(reachable),
                "cluster_unreachable": ",".join(sorted(set(members) - set(reachable))),
-               "cluster_flush_epoch": self.replica.flush_epoch}
+               "cluster_flush_epoch": self.replica.flush_epoch,
+               "cluster_generation": self.members.own().generation,
+               "cluster_heartbeat": self.members.own().heartbeat,
+               "cluster_join_error": self.join_error}
         hints = self.hints.stats()
         out.update({k: v for k, v in hints.items() if k != "hints_by_owner"})
         out.update(self.coordinator.stats)
@@ -218,11 +297,16 @@ class Cluster:
         for name in ring.members:
             address = self.members.address(name)
             up = name == self.name or self.pool is None or self.pool.reachable(address)
-            out.append({"name": name, "address": address, "status": "up" if up else "down",
+            status = self.members.status(name)
+            out.append({"name": name, "address": address,
+                        "status": "down" if not up else "up" if status == VALID else status,
                         "partitions": len(ring.partitions_of(name, 1))})
         return out
 
     async def close(self) -> None:
+        self.closed = True
+        if self._gossip_timer is not None:
+            self._gossip_timer.cancel()
         for t in self._timers:
             t.cancel()
         if self.server is not None:

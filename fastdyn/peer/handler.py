@@ -7,14 +7,16 @@ node's group commit has written the records, fsynced for a DW put or under --syn
 fsync covers the turn's client and replica writes); HINT keeps each object for its intended
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
-node holding no replica of the key hands over, through this node's coordinator. A key whose
-object is bad gets an ERROR result of its own; the rest of the batch is served.
+node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
+GOSSIP_PUSH go to the node's membership (fastdyn/cluster/runtime.py). A key whose object is bad
+gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.keyspace import live_keys_from
-from fastdyn.errors import BadObject, HintStoreFull, StorageError
+from fastdyn.cluster.gossip import PartitionMismatch
+from fastdyn.errors import BadObject, HintStoreFull, ProtocolError, StorageError
 from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, each, then
 
@@ -46,6 +48,7 @@ class ReplicaHandler:
         self.hints = hints
         self.commits = commits
         self.coordinator = None   # this node's coordinator, for COORDINATE (set by the runtime)
+        self.membership = None    # answers gossip: answer_syn(payload), apply_push(payload)
 
     def handle(self, conn, frame) -> None:
         kind = frame.kind
@@ -73,6 +76,16 @@ class ReplicaHandler:
             return
         elif kind == m.COORDINATE and self.coordinator is not None:
             self._coordinate(conn, frame)
+            return
+        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH) and self.membership is not None:
+            try:
+                if kind == m.GOSSIP_SYN:
+                    conn.reply(frame, self.membership.answer_syn(frame.payload))
+                else:
+                    self.membership.apply_push(frame.payload)
+                    conn.reply(frame)
+            except (PartitionMismatch, ProtocolError) as exc:
+                conn.reply_error(frame, str(exc))
             return
         else:
             conn.reply_error(frame, f"unknown message kind {kind}")

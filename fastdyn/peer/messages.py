@@ -17,6 +17,8 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
                  u8 tombstone, u8 W, u8 DW (255: the receiver's default), u64 TTL ms; for
                  INCR: batch of i64 delta      response: results, one per write or delta
                  (OK: the new context, or the counter's new value in decimal)
+    GOSSIP_SYN   request: partitions, name, digest     response: ACK (fastdyn/cluster/gossip.py)
+    GOSSIP_PUSH  request: records                    response: empty
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -34,9 +36,11 @@ import struct
 
 from fastdyn._peer import (pack_hints, pack_keys, pack_puts, pack_results, unpack_hints,
                            unpack_keys, unpack_puts, unpack_results)
+from fastdyn.cluster import gossip
 from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
+           "GOSSIP_SYN", "GOSSIP_PUSH",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
            "pack_coordinate", "unpack_coordinate",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
@@ -51,6 +55,8 @@ HINT = 5
 FLUSH = 6
 KEYS = 7
 COORDINATE = 8
+GOSSIP_SYN = 9
+GOSSIP_PUSH = 10
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -207,4 +213,8 @@ KINDS = {kind.code: kind for kind in (
     MessageKind(KEYS, "KEYS", pack_listing, unpack_listing, pack_keys, unpack_keys),
     MessageKind(COORDINATE, "COORDINATE", lambda args: pack_coordinate(*args),
                 unpack_coordinate, pack_results, unpack_results),
+    MessageKind(GOSSIP_SYN, "GOSSIP_SYN", lambda args: gossip.pack_syn(*args),
+                gossip.unpack_syn, lambda args: gossip.pack_ack(*args), gossip.unpack_ack),
+    MessageKind(GOSSIP_PUSH, "GOSSIP_PUSH", gossip.pack_push, gossip.unpack_push, pack_empty,
+                unpack_empty),
 )}

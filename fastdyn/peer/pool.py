@@ -129,6 +129,28 @@ class PeerPool:
         link = self._links.get(peer)
         return link is None or link.reachable
 
+    def suspect(self, peer: str, reason: str) -> None:
+        """Treat `peer` as unreachable now (the failure detector's verdict) until a probe
+        answers."""
+        link = self._links.get(peer)
+        if link is None:
+            try:
+                link = self._add_link(peer)
+            except ValueError:
+                return
+        self._mark_down(link, reason)
+
+    def probe_now(self, peer: str) -> None:
+        """Probe an unreachable `peer` at once (something says it is back), not after its
+        backoff."""
+        link = self._links.get(peer)
+        if link is None or link.reachable or link.probing or self._closed:
+            return
+        if link.probe_timer is not None:
+            link.probe_timer.cancel()
+        link.backoff = self.backoff_min_s
+        self._probe(link)
+
     def unreachable(self) -> list[str]:
         return [peer for peer, link in self._links.items() if not link.reachable]
 

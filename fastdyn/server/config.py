@@ -43,6 +43,8 @@ class ServerConfig:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT  # 0 = no limit
     hint_max_bytes: int = 1 << 30       # bound of the hint store (a full one refuses hints)
     peer_timeout_ms: int = 2000         # deadline of a replica request
+    gossip_interval_ms: int = 1000      # period of a gossip round
+    phi_threshold: float = 8.0          # failure detector: suspect a member from this phi
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -71,7 +73,8 @@ class ServerConfig:
                              ("max_bulk_bytes", 1, HARD_MAX_BULK),
                              ("max_query_bytes", 1024, HARD_MAX_QUERY),
                              ("max_output_bytes", 0, 1 << 40),
-                             ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000)):
+                             ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000),
+                             ("gossip_interval_ms", 10, 600_000), ("phi_threshold", 1, 100)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
@@ -106,6 +109,8 @@ def load_toml(path: str) -> dict:
         if name in ("protected_mode", "fault_injection") and isinstance(value, str) \
                 and value in ("yes", "no"):
             value = value == "yes"
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
         if want is int and isinstance(value, bool) or not isinstance(value, want):
             raise ConfigError(f"config file {path}: {key} must be a {want.__name__}, "
                               f"not {type(value).__name__}")
@@ -141,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="unsent replies a client may have before it is disconnected (default 1 GiB, 0 = none)")
     a("--hint-max-bytes", type=int, help="bound of the hint store (default 1 GiB)")
     a("--peer-timeout-ms", type=int, help="deadline of a replica request (default 2000)")
+    a("--gossip-interval-ms", type=int, help="period of a gossip round (default 1000)")
+    a("--phi-threshold", type=float,
+      help="failure detector: suspect a member from this phi (default 8, as Cassandra)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")
