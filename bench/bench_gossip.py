@@ -36,8 +36,8 @@ class _Names:
 
 
 class SimMembers(Members):
-    def _make_ring(self):
-        return _Names(sorted(self.records))
+    def _make_ring(self, names):
+        return _Names(sorted(names))
 
 
 class Node:

@@ -1,4 +1,10 @@
-"""`fastdyn cluster up|down|status`: a local cluster of `fastdyn serve` processes.
+"""`fastdyn cluster up|down|status|join|leave`: a local cluster of `fastdyn serve` processes,
+and membership changes of any cluster.
+
+`cluster join NODE SEED` tells the node whose client address is NODE (host:port; started with
+--seeds, its own peer address being enough) to join the cluster of SEED (a member's
+host:peer-port); `cluster leave NODE` tells NODE to hand its partitions off and exit (or, with
+`--via HOST:PORT`, asks that member to make NODE leave).
 
 Node i of `cluster up --nodes K --base-port B --data-dir D` listens for clients on B+i and for
 peers on B+i+10000, keeps its data in D/node<i> and its log in D/node<i>.log, and is given every
@@ -33,10 +39,20 @@ def add_arguments(parser):
     status = sub.add_parser("status", help="members as one node sees them", allow_abbrev=False)
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7379)
+    join = sub.add_parser("join", help="make a node join the cluster of a seed",
+                          allow_abbrev=False)
+    join.add_argument("node", help="the joining node's client address, HOST:PORT")
+    join.add_argument("seed", help="a member's peer address, HOST:PEER-PORT")
+    leave = sub.add_parser("leave", help="make a member hand off its data and exit",
+                           allow_abbrev=False)
+    leave.add_argument("node", help="the leaving member: its client address (= its name)")
+    leave.add_argument("--via", help="send the request through this member (HOST:PORT), e.g. "
+                                     "when NODE does not answer clients")
 
 
 def run(args) -> int:
-    return {"up": up, "down": down, "status": status}[args.action](args)
+    return {"up": up, "down": down, "status": status, "join": join,
+            "leave": leave}[args.action](args)
 
 
 def _port_free(port: int) -> bool:
@@ -184,6 +200,31 @@ def status(args) -> int:
               f"{_s(fields.get(b'status')):<8} {fields.get(b'partitions', 0)}")
     print(_s(info).strip())
     return 0
+
+
+def _ask(address: str, *command) -> int:
+    """Send one command to the node at HOST:PORT; print its answer or error."""
+    from fastdyn.client import connect
+    from fastdyn.errors import FastdynError
+
+    try:
+        with connect(f"redis://{address}") as client:
+            reply = client.execute(*command)
+    except (OSError, FastdynError) as exc:
+        print(f"fastdyn cluster: {address}: {exc}", file=sys.stderr)
+        return 1
+    print(_s(reply))
+    return 0
+
+
+def join(args) -> int:
+    return _ask(args.node, b"DYN.JOIN", args.seed.encode())
+
+
+def leave(args) -> int:
+    if args.via:
+        return _ask(args.via, b"DYN.LEAVE", args.node.encode())
+    return _ask(args.node, b"DYN.LEAVE")
 
 
 def _s(value) -> str:

@@ -15,7 +15,15 @@ semilattice: gossip may deliver records in any order, any number of times):
 "Down" is not a status: whether a member answers is each node's own opinion (the failure
 detector and the peer pool), never a membership change — as in Dynamo.
 
-The ring is the ring function of the members that are not removed. The view is persisted in
+**The ring and its changes.** The ring is the ring function of the *owners*: members valid or
+leaving. A membership change is pending while a member is joining or leaving; changes run one
+at a time (the smallest (status version, name) first, so every node picks the same one), and
+`next_ring` is the ring once it is done. `moves` maps each partition whose preference list
+differs between the two rings to its (giver, receiver) pairs: each node entering the list gets
+the partition from the node it replaces there, so a write acknowledged by W of the old replicas
+is on W of the new ones after the handoff (fastdyn/cluster/handoff.py). A joining member turns
+valid once it has received every partition it enters; a leaving member is removed once every
+partition it gives is acknowledged. The view is persisted in
 the data directory (`members.json`) on every change of membership or address, so a restarted
 node routes every key as before — even while some members are down — and comes back under its
 own name with a higher generation.
@@ -58,16 +66,34 @@ def merge_member(a: Member, b: Member) -> Member:
     return live._replace(status=stand.status, version=stand.version)
 
 
+def moves(ring: Ring, next_ring: Ring, n: int) -> dict[int, list[tuple[str, str]]]:
+    """partition -> [(giver, receiver), ...] for every node that enters the partition's first
+    n (clamped to the ring size) between ring and next_ring, given by the node it replaces
+    (by the first old replica when none is replaced: the ring grew below n)."""
+    out = {}
+    n_now, n_next = min(n, len(ring)), min(n, len(next_ring))
+    for p in range(ring.partition_count):
+        now = ring.preference_list(p, n_now)
+        later = next_ring.preference_list(p, n_next)
+        entering = [x for x in later if x not in now]
+        if entering:
+            exiting = [x for x in now if x not in later]
+            out[p] = [(exiting[i] if i < len(exiting) else now[0], x)
+                      for i, x in enumerate(entering)]
+    return out
+
+
 class Members:
     """This node's view of the membership. `merge(records)` folds in what gossip brought and
     says what changed; the rest of the node asks `ring`, `names()`, `peers()`, `address()`."""
 
     def __init__(self, data_dir: str | None, name: str, address: str, partitions: int,
-                 now_s=time.time):
+                 now_s=time.time, replicas: int = 3):
         """data_dir None keeps the view in memory only (a simulation)."""
         self.path = None if data_dir is None else os.path.join(data_dir, FILE)
         self.name = name
         self.partitions = partitions
+        self.replicas = replicas
         self.records: dict[str, Member] = {}
         self._listeners = []
         self.load()
@@ -75,8 +101,12 @@ class Members:
         generation = max(int(now_s()), own.generation + 1 if own else 0)
         self.records[name] = Member(name, address, generation, 0,
                                     own.status if own else VALID, own.version if own else 0)
-        self._ring_members = None
-        self.ring = self._make_ring()
+        self.ring = self._make_ring(self._owners())
+        self.change = None          # (name, status, version) of the pending change, or None
+        self.next_ring = None
+        self.moves = {}             # partition -> [(giver, receiver), ...] while it is pending
+        self._planned = None
+        self._plan()
         self.save()
 
     # -- persistence -----------------------------------------------------------------------
@@ -178,15 +208,45 @@ class Members:
 
     def _changed(self) -> None:
         self.save()
-        ring = self._make_ring()
+        ring = self._make_ring(self._owners())
         if ring.members != self.ring.members:
             self.ring = ring
+            self._plan()
             for fn in self._listeners:
                 fn(ring)
+        else:
+            self._plan()
 
-    def _make_ring(self) -> Ring:
-        return Ring(sorted(n for n, r in self.records.items() if r.status != REMOVED),
-                    self.partitions)
+    def _owners(self) -> list[str]:
+        owners = [n for n, r in self.records.items() if r.status in (VALID, LEAVING)]
+        # a node that only knows itself joining still routes through itself
+        return owners or [n for n, r in self.records.items() if r.status != REMOVED]
+
+    def _make_ring(self, names) -> Ring:
+        return Ring(sorted(names), self.partitions)
+
+    def _plan(self) -> None:
+        """The pending change, the ring after it and the partitions it moves."""
+        pending = sorted((r.version, n) for n, r in self.records.items()
+                         if r.status in (JOINING, LEAVING))
+        change = None
+        if pending:
+            record = self.records[pending[0][1]]
+            change = (record.name, record.status, record.version)
+        if (change, self.ring) == self._planned:
+            return
+        self._planned = (change, self.ring)
+        self.change = change
+        if change is None:
+            self.next_ring, self.moves = None, {}
+            return
+        owners = set(self.ring.members)
+        if change[1] == JOINING:
+            owners.add(change[0])
+        else:
+            owners.discard(change[0])
+        self.next_ring = self._make_ring(owners) if owners else self.ring
+        self.moves = moves(self.ring, self.next_ring, self.replicas)
 
     # -- questions -------------------------------------------------------------------------
     def names(self) -> tuple[str, ...]:

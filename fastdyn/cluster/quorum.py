@@ -160,6 +160,8 @@ class QuorumCoordinator:
         q = self.quorum(w=w)
         primaries, targets = self._targets(key, q.n)
         dw = self.dw if dw is None else dw
+        if self.members.moves:
+            self._write_to_receivers(key, data)
         if not dw and targets[-1].hint_for is None and len(targets) == len(primaries):
             return write_to_primaries(self, key, data, primaries, targets, q.w, restamp)
         write = Write(self, key, data, PutCore(len(targets), q.w, min(dw, q.n)))
@@ -202,6 +204,20 @@ class QuorumCoordinator:
                 self._send(t.node, m.HINT, (t.hint_for, key, data), write, t)
         write.settle()
         return write.result()
+
+    def _write_to_receivers(self, key, data) -> None:
+        """While a handoff moves key's partition, its writes also go to the nodes receiving
+        it (they do not count towards W): the handoff's fold may have passed the key already."""
+        pairs = self.members.moves.get(self.members.ring.partition(key))
+        for _, receiver in pairs or ():
+            if receiver == self.name:
+                try:
+                    self.replica.merge_in(key, data)
+                except StorageError as exc:
+                    if self.log:
+                        self.log.warning("write of %r for a handoff failed: %s", key, exc)
+            else:
+                self._send(receiver, m.REPLICA_PUT, (key, data), _ignore, None)
 
     def _keep_hint(self, owner, key, data) -> bool:
         try:

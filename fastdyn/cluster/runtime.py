@@ -17,9 +17,10 @@ from fastdyn.cluster import object as vo
 from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.failure_detector import PhiAccrual
 from fastdyn.cluster.gossip import Gossip
+from fastdyn.cluster.handoff import Handoff
 from fastdyn.cluster.hints import HintStore
 from fastdyn.cluster.hlc import HybridClock
-from fastdyn.cluster.membership import VALID, Members
+from fastdyn.cluster.membership import JOINING, LEAVING, REMOVED, VALID, Members
 from fastdyn.cluster.ordering import OrderedCoordinator
 from fastdyn.cluster.quorum import QuorumCoordinator
 from fastdyn.cluster.replica import Replica, record_expiry
@@ -27,7 +28,7 @@ from fastdyn.errors import PeerRequestFailed, StorageError
 from fastdyn.peer import messages as m
 from fastdyn.peer.faults import Faults
 from fastdyn.peer.handler import ReplicaHandler
-from fastdyn.peer.pool import PeerPool
+from fastdyn.peer.pool import PeerPool, split_address
 from fastdyn.peer.server import PeerServer
 
 log = logging.getLogger("fastdyn.cluster")
@@ -37,6 +38,7 @@ OBJECTS_FORMAT = "objects 1"
 GOSSIP_DEADLINE_S = 2.0
 PROBE_DEADLINE_S = 1.0
 HINT_PERIOD_S = 0.5
+HANDOFF_PERIOD_S = 0.25
 HINT_BATCH = 256
 
 
@@ -98,7 +100,8 @@ class Cluster:
                                max_bytes=config.hint_max_bytes, sync=config.sync
                                if config.sync != "always" else "always")
         self.members = Members(config.data_dir, config.name,
-                               f"{config.advertise}:{config.peer_port}", config.partitions)
+                               f"{config.advertise}:{config.peer_port}", config.partitions,
+                               replicas=config.n)
         self.faults = Faults()
         self.pool = None
         self.server = None
@@ -114,6 +117,8 @@ class Cluster:
         self.gossip_interval_s = config.gossip_interval_ms / 1000
         self.join_error = ""
         self.closed = False
+        self.handoff = None
+        self.on_removed = None      # set by the server: stops the node
         self._gossip_timer = None
         self._verifying = set()
         self._delivering = set()
@@ -137,7 +142,14 @@ class Cluster:
         else:
             await self.server.start(cfg.host, cfg.peer_port)
         self.loop = loop
+        self.handoff = Handoff(self.members, self.replica.store, self.pool, cfg.data_dir,
+                               concurrency=cfg.handoff_concurrency,
+                               bytes_per_s=cfg.handoff_bytes_per_s,
+                               settle_s=cfg.handoff_settle_ms / 1000,
+                               timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log,
+                               on_removed=self._removed)
         self._gossip_round(first=True)
+        self._every(HANDOFF_PERIOD_S, self.handoff.step)
         self._every(HINT_PERIOD_S, self._deliver_hints)
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))
@@ -187,6 +199,47 @@ class Cluster:
             else:
                 self.detector.alive(name, self.loop.time())
         self.pool.request(address, m.PING, b"", PROBE_DEADLINE_S, answered)
+
+    # -- explicit membership changes ---------------------------------------------------------
+    def join(self, seed: str) -> None:
+        """DYN.JOIN: this node, alone so far, joins the cluster `seed` (a peer address) is in.
+        It turns valid by itself once it has received its partitions."""
+        split_address(seed)
+        others = [n for n, r in self.members.records.items()
+                  if n != self.name and r.status != REMOVED]
+        if others:
+            raise ValueError(f"this node is already a member of a cluster of "
+                             f"{len(others) + 1}; DYN.LEAVE it first")
+        if self.members.own().status == JOINING:
+            raise ValueError("this node is already joining a cluster")
+        self.members.set_status(self.name, JOINING)
+        if seed not in self.gossip.seeds:
+            self.gossip.seeds.append(seed)
+        self.pool.request(seed, m.GOSSIP_SYN, self.gossip.syn(), GOSSIP_DEADLINE_S,
+                          lambda result: self._acked(seed, result))
+        log.info("joining the cluster of %s", seed)
+
+    def leave(self, name: str | None = None) -> str:
+        """DYN.LEAVE: `name` (default this node) hands its partitions off, then exits."""
+        name = name or self.name
+        record = self.members.records.get(name)
+        if record is None or record.status == REMOVED:
+            raise ValueError(f"{name} is not a member")
+        if record.status != VALID:
+            raise ValueError(f"{name} is {record.status}, not valid")
+        if len([n for n in self.members.ring.members if n != name]) < 1:
+            raise ValueError("the last member cannot leave")
+        self.members.set_status(name, LEAVING)
+        log.info("member %s is leaving", name)
+        return name
+
+    def _removed(self) -> None:
+        """This node has handed off everything: once the others have heard (a few gossip
+        rounds), it stops."""
+        delay = max(3 * self.gossip_interval_s, 1.0)
+        log.info("removed from the cluster: stopping in %.1f s", delay)
+        if self.on_removed is not None:
+            self.loop.call_later(delay, self.on_removed)
 
     def _guarded(self, fn) -> None:
         if self.closed:
@@ -287,6 +340,8 @@ class Cluster:
                "cluster_join_error": self.join_error}
         hints = self.hints.stats()
         out.update({k: v for k, v in hints.items() if k != "hints_by_owner"})
+        if self.handoff is not None:
+            out.update(self.handoff.info())
         out.update(self.coordinator.stats)
         return out
 
@@ -294,13 +349,14 @@ class Cluster:
         """DYN.MEMBERS: one entry per member (name, address, status, partitions owned)."""
         ring = self.members.ring
         out = []
-        for name in ring.members:
+        for name in sorted(n for n, r in self.members.records.items() if r.status != REMOVED):
             address = self.members.address(name)
             up = name == self.name or self.pool is None or self.pool.reachable(address)
             status = self.members.status(name)
             out.append({"name": name, "address": address,
                         "status": "down" if not up else "up" if status == VALID else status,
-                        "partitions": len(ring.partitions_of(name, 1))})
+                        "partitions": len(ring.partitions_of(name, 1))
+                        if name in ring.members else 0})
         return out
 
     async def close(self) -> None:
@@ -309,6 +365,8 @@ class Cluster:
             self._gossip_timer.cancel()
         for t in self._timers:
             t.cancel()
+        if self.handoff is not None:
+            self.handoff.close()
         if self.server is not None:
             self.server.close()
         if self.pool is not None:

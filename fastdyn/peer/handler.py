@@ -8,14 +8,13 @@ fsync covers the turn's client and replica writes); HINT keeps each object for i
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
 node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
-GOSSIP_PUSH go to the node's membership (fastdyn/cluster/runtime.py). A key whose object is bad
+GOSSIP_PUSH go to the node's membership, HANDOFF_DONE to its handoff (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.keyspace import live_keys_from
-from fastdyn.cluster.gossip import PartitionMismatch
 from fastdyn.errors import BadObject, HintStoreFull, ProtocolError, StorageError
 from fastdyn.peer import messages as m
 from fastdyn.pending import Pending, each, then
@@ -77,14 +76,18 @@ class ReplicaHandler:
         elif kind == m.COORDINATE and self.coordinator is not None:
             self._coordinate(conn, frame)
             return
-        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH) and self.membership is not None:
+        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE) \
+                and self.membership is not None:
             try:
                 if kind == m.GOSSIP_SYN:
                     conn.reply(frame, self.membership.answer_syn(frame.payload))
-                else:
+                elif kind == m.GOSSIP_PUSH:
                     self.membership.apply_push(frame.payload)
                     conn.reply(frame)
-            except (PartitionMismatch, ProtocolError) as exc:
+                else:
+                    self.membership.handoff.receive_done(frame.payload)
+                    conn.reply(frame)
+            except (ValueError, ProtocolError) as exc:
                 conn.reply_error(frame, str(exc))
             return
         else:

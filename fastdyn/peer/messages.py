@@ -19,6 +19,8 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
                  (OK: the new context, or the counter's new value in decimal)
     GOSSIP_SYN   request: partitions, name, digest     response: ACK (fastdyn/cluster/gossip.py)
     GOSSIP_PUSH  request: records                    response: empty
+    HANDOFF_DONE request: blob name and u32 status version of the change, u32 count,
+                 count x u32 partition              response: empty (fastdyn/cluster/handoff.py)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -40,9 +42,9 @@ from fastdyn.cluster import gossip
 from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
-           "GOSSIP_SYN", "GOSSIP_PUSH",
+           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
-           "pack_coordinate", "unpack_coordinate",
+           "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -57,6 +59,7 @@ KEYS = 7
 COORDINATE = 8
 GOSSIP_SYN = 9
 GOSSIP_PUSH = 10
+HANDOFF_DONE = 11
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -182,6 +185,32 @@ def unpack_coordinate(view):
     raise ProtocolError(f"unknown coordinate operation {op}")
 
 
+_DONE_TAIL = struct.Struct("<II")
+
+
+def pack_done(change, partitions) -> bytes:
+    """HANDOFF_DONE: change is (name, status, version); partitions an iterable of numbers."""
+    parts = sorted(partitions)
+    return (_blob(change[0].encode()) + _DONE_TAIL.pack(change[2], len(parts))
+            + b"".join(_U32.pack(p) for p in parts))
+
+
+def unpack_done(view):
+    """((name, version), [partitions]) of a HANDOFF_DONE."""
+    raw, at = _take_blob(view, 0, "change name")
+    if len(view) - at < _DONE_TAIL.size:
+        raise ProtocolError("peer message truncated in handoff partitions")
+    version, count = _DONE_TAIL.unpack_from(view, at)
+    at += _DONE_TAIL.size
+    if len(view) - at != 4 * count:
+        raise ProtocolError("peer HANDOFF_DONE partitions have the wrong size")
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("peer HANDOFF_DONE change name is not UTF-8") from None
+    return (name, version), [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -217,4 +246,6 @@ KINDS = {kind.code: kind for kind in (
                 gossip.unpack_syn, lambda args: gossip.pack_ack(*args), gossip.unpack_ack),
     MessageKind(GOSSIP_PUSH, "GOSSIP_PUSH", gossip.pack_push, gossip.unpack_push, pack_empty,
                 unpack_empty),
+    MessageKind(HANDOFF_DONE, "HANDOFF_DONE", lambda args: pack_done(*args), unpack_done,
+                pack_empty, unpack_empty),
 )}

@@ -45,6 +45,9 @@ class ServerConfig:
     peer_timeout_ms: int = 2000         # deadline of a replica request
     gossip_interval_ms: int = 1000      # period of a gossip round
     phi_threshold: float = 8.0          # failure detector: suspect a member from this phi
+    handoff_concurrency: int = 2        # partitions' receivers streamed to at once
+    handoff_bytes_per_s: int = 64 << 20  # handoff throughput bound (0 = none)
+    handoff_settle_ms: int = 3000       # wait after learning of a change before streaming
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -74,7 +77,9 @@ class ServerConfig:
                              ("max_query_bytes", 1024, HARD_MAX_QUERY),
                              ("max_output_bytes", 0, 1 << 40),
                              ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000),
-                             ("gossip_interval_ms", 10, 600_000), ("phi_threshold", 1, 100)):
+                             ("gossip_interval_ms", 10, 600_000), ("phi_threshold", 1, 100),
+                             ("handoff_concurrency", 1, 64), ("handoff_bytes_per_s", 0, 1 << 40),
+                             ("handoff_settle_ms", 0, 600_000)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
@@ -149,6 +154,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gossip-interval-ms", type=int, help="period of a gossip round (default 1000)")
     a("--phi-threshold", type=float,
       help="failure detector: suspect a member from this phi (default 8, as Cassandra)")
+    a("--handoff-concurrency", type=int,
+      help="nodes a handoff streams partitions to at once (default 2)")
+    a("--handoff-bytes-per-s", type=int,
+      help="bound of a node's handoff throughput in bytes/s (default 64 MiB, 0 = none)")
+    a("--handoff-settle-ms", type=int,
+      help="wait after learning of a membership change before streaming (default 3000)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")

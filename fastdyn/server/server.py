@@ -132,6 +132,7 @@ class Node:
                           for sock in self.sockets]
         self.expire_timer = self.loop.call_later(EXPIRE_PERIOD, self._active_expire)
         if self.cluster is not None:
+            self.cluster.on_removed = self.stopping.set    # a member that left exits
             await self.cluster.start(self.loop, self.commits, self.peer_sockets)
         rep = self.coord.replication()
         log.info("fastdyn %s listening on %s:%d (data %s, sync %s, n=%d r=%d w=%d effective "

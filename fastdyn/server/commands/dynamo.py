@@ -5,6 +5,8 @@ DYN.PUT key context value [W n] [DW n] [TTL s]     -> new context
 DYN.DEL key context [W n]                          -> OK
 DYN.RING                                           -> [[partition, [node, ...]], ...]
 DYN.MEMBERS                                        -> [[name, address, status, partitions]...]
+DYN.JOIN host:peer-port                            -> OK (this node joins that seed's cluster)
+DYN.LEAVE [node]                                   -> OK (the node hands off, then exits)
 DYN.FAULT PARTITION|DELAY|DROP|HEAL|CLOCK ...      -> OK (only with --fault-injection yes)
 
 A single node (no --seeds) answers them too, as a cluster of one; its context is always empty
@@ -124,6 +126,40 @@ def cmd_dyn_members(conn, args):
             out.bulk(m[field].encode())
         out.bulk(b"partitions")
         out.integer(m["partitions"])
+
+
+def _member_runtime(conn, what):
+    cluster = conn.server.cluster
+    if cluster is None:
+        raise CommandError(f"ERR {what} needs a cluster member: start this node with --seeds "
+                           f"(its own peer address is enough to make it a cluster of one)")
+    return cluster
+
+
+@command("dyn.join", 2, "admin",
+         summary="Makes this node join the cluster of a seed (host:peer-port); it receives its "
+                 "partitions, then serves them.")
+def cmd_dyn_join(conn, args):
+    cluster = _member_runtime(conn, "DYN.JOIN")
+    try:
+        cluster.join(args[1].decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise CommandError(f"ERR {exc}") from None
+    conn.out.ok()
+
+
+@command("dyn.leave", -1, "admin",
+         summary="Makes a member (default this node) hand its partitions off and leave the "
+                 "cluster; it exits when done.")
+def cmd_dyn_leave(conn, args):
+    if len(args) > 2:
+        raise CommandError(ERR_SYNTAX)
+    cluster = _member_runtime(conn, "DYN.LEAVE")
+    try:
+        cluster.leave(args[1].decode("utf-8", "replace") if len(args) == 2 else None)
+    except ValueError as exc:
+        raise CommandError(f"ERR {exc}") from None
+    conn.out.ok()
 
 
 @command("dyn.fault", -2, "admin",

@@ -1,0 +1,278 @@
+"""Partition handoff: the data of a membership change moves to the nodes that enter the
+preference lists, and is dropped by the nodes that leave them.
+
+While a change is pending (membership.py: `change`, `next_ring`, `moves`) every node that gives
+partitions (the node each receiver replaces in a preference list) streams them to their
+receivers: one fold of its store per receiver, the objects of those partitions sent as
+REPLICA_PUT batches (the receiver syncs them in as it syncs a replica write, so data it
+already has costs nothing and newer data is never overwritten), then HANDOFF_DONE naming the
+partitions. The receiver records them (persisted, so a restart of either side resumes with
+the partitions not yet acknowledged) and answers; the giver records the acknowledgement.
+
+Meanwhile coordinators send every write of a moving partition to its receivers too
+(quorum.py), so a write the fold passed before it landed still arrives. A giver waits
+`settle_s` after it learns of a change before it folds, so the coordinators have heard of the
+change (gossip) and already copy their writes to the receivers.
+
+A joining node turns itself valid once it has received every partition it enters; a leaving
+node turns itself removed once every partition it gives is acknowledged, and then exits. Once
+no change is pending, each node deletes the keys of partitions it no longer replicates (only
+then: their receivers have acknowledged them; and only after a change this node took part in,
+never for members learnt at start-up).
+
+Transfers are throttled, like Riak's handoff_concurrency and Cassandra's stream throughput:
+at most `concurrency` receivers at a time, at most `bytes_per_s` in all (0: unlimited), one
+batch in flight per receiver.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from fastdyn.cluster.membership import JOINING, LEAVING, REMOVED, VALID
+from fastdyn.peer import messages as m
+
+FILE = "handoff.json"
+BATCH_KEYS = 256
+BATCH_BYTES = 256 * 1024
+FOLD_YIELD = 2048           # keys looked at between two yields to the event loop
+RETRY_S = 1.0
+
+class Handoff:
+    def __init__(self, members, store, pool, data_dir, *, concurrency=2, bytes_per_s=0,
+                 settle_s=3.0, timeout_s=10.0, log=None, on_removed=None):
+        self.members = members
+        self.store = store
+        self.pool = pool
+        self.path = os.path.join(data_dir, FILE)
+        self.concurrency = concurrency
+        self.bytes_per_s = bytes_per_s
+        self.settle_s = settle_s
+        self.timeout_s = timeout_s
+        self.log = log
+        self.on_removed = on_removed
+        self.change = None
+        self.given: dict[str, set] = {}
+        self.received: set = set()
+        self._load()
+        self._learned_at = time.monotonic()
+        self._sessions: dict[str, asyncio.Task] = {}
+        self._retry_at: dict[str, float] = {}
+        self._drop_after = False    # drop foreign partitions once no change is pending
+        self._cleaning = None
+        self.stats = {"handoff_keys_sent": 0, "handoff_bytes_sent": 0,
+                      "handoff_partitions_given": 0, "handoff_partitions_received": 0,
+                      "handoff_keys_dropped": 0}
+
+    # -- persisted progress ----------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            with open(self.path) as f:
+                saved = json.load(f)
+            self.change = tuple(saved["change"]) if saved["change"] else None
+            self.given = {r: set(ps) for r, ps in saved["given"].items()}
+            self.received = set(saved["received"])
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.path}: unreadable handoff state: {exc}") from None
+
+    def _save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"change": self.change, "given": {r: sorted(ps) for r, ps in
+                                                       self.given.items()},
+                       "received": sorted(self.received)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    # -- what this node owes and awaits ------------------------------------------------------
+    def to_give(self) -> dict[str, set]:
+        """receiver -> partitions this node still has to give it in the pending change."""
+        me = self.members.name
+        out: dict[str, set] = {}
+        for p, pairs in self.members.moves.items():
+            for giver, receiver in pairs:
+                if giver == me and receiver != me and p not in self.given.get(receiver, ()):
+                    out.setdefault(receiver, set()).add(p)
+        return out
+
+    def to_receive(self) -> set:
+        me = self.members.name
+        return {p for p, pairs in self.members.moves.items()
+                if any(receiver == me and giver != me for giver, receiver in pairs)
+                and p not in self.received}
+
+    # -- the periodic step -----------------------------------------------------------------
+    def step(self) -> None:
+        members = self.members
+        change = members.change
+        if change != self.change:
+            if self.change is not None:
+                # a change this node saw through has ended: its receivers hold what it gave
+                self._drop_after = True
+            self.change = change
+            self.given, self.received = {}, set()
+            self._learned_at = time.monotonic()
+            self._save()
+        if change is None:
+            if self._drop_after:
+                self._drop_foreign()
+            return
+        name, status, _ = change
+        if name == members.name:
+            others = [n for n in members.ring.members if n != name]
+            if status == JOINING and others and not self.to_receive():
+                members.set_status(name, VALID)
+                self._say("received every partition: valid")
+                return
+            if status == LEAVING and not self.to_give():
+                members.set_status(name, REMOVED)
+                self._say("handed off every partition: removed")
+                if self.on_removed is not None:
+                    self.on_removed()
+                return
+        if time.monotonic() - self._learned_at < self.settle_s:
+            return
+        now = time.monotonic()
+        for receiver, partitions in sorted(self.to_give().items()):
+            if len(self._sessions) >= self.concurrency:
+                break
+            if receiver in self._sessions or self._retry_at.get(receiver, 0) > now:
+                continue
+            if receiver not in members.records or not self.pool.reachable(
+                    members.address(receiver)):
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._give(change, receiver, partitions))
+            self._sessions[receiver] = task
+
+    def _say(self, text, *args) -> None:
+        if self.log is not None:
+            self.log.info("handoff: " + text, *args)
+
+    # -- giving ----------------------------------------------------------------------------
+    async def _give(self, change, receiver, partitions) -> None:
+        address = self.members.address(receiver)
+        partition = self.members.ring.partition
+        started = time.monotonic()
+        keys = sent = 0
+        try:
+            batch, size = [], 0
+            for i, (key, data, _) in enumerate(self.store.items()):
+                if i % FOLD_YIELD == FOLD_YIELD - 1:
+                    await asyncio.sleep(0)
+                    if self.members.change != change:
+                        return
+                if partition(key) not in partitions:
+                    continue
+                batch.append((key, data))
+                size += len(key) + len(data)
+                if len(batch) >= BATCH_KEYS or size >= BATCH_BYTES:
+                    sent += await self._send_batch(address, batch, size, started, sent)
+                    keys += len(batch)
+                    batch, size = [], 0
+            if batch:
+                sent += await self._send_batch(address, batch, size, started, sent)
+                keys += len(batch)
+            await self._request(address, m.HANDOFF_DONE, m.pack_done(change, partitions))
+        except Exception as exc:
+            self._retry_at[receiver] = time.monotonic() + RETRY_S
+            self._say("giving %d partitions to %s stopped (%s); will resume",
+                      len(partitions), receiver, exc)
+            return
+        finally:
+            self._sessions.pop(receiver, None)
+        if self.members.change == change == self.change:
+            self.given.setdefault(receiver, set()).update(partitions)
+            self._save()
+        self.stats["handoff_partitions_given"] += len(partitions)
+        self._say("gave %d partitions to %s: %d keys, %d bytes in %.2f s", len(partitions),
+                  receiver, keys, sent, time.monotonic() - started)
+
+    async def _send_batch(self, address, batch, size, started, sent_before) -> int:
+        if self.bytes_per_s:
+            ahead = (sent_before + size) / self.bytes_per_s - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        result = await self._request(address, m.REPLICA_PUT, m.pack_puts(batch))
+        for status, blob in m.unpack_results(result):
+            if status == m.ERROR:
+                raise RuntimeError(f"receiver refused a key: {bytes(blob).decode(errors='replace')}")
+        self.stats["handoff_keys_sent"] += len(batch)
+        self.stats["handoff_bytes_sent"] += size
+        return size
+
+    def _request(self, address, kind, payload):
+        future = asyncio.get_running_loop().create_future()
+
+        def done(result):
+            if future.done():
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(bytes(result))
+        self.pool.request(address, kind, payload, self.timeout_s, done)
+        return future
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive_done(self, payload) -> None:
+        """HANDOFF_DONE from a giver: the partitions it names are all here."""
+        (name, version), partitions = m.unpack_done(payload)
+        change = self.members.change
+        if change is None or (change[0], change[2]) != (name, version):
+            raise ValueError(f"no change of {name} (version {version}) is pending here")
+        if change != self.change:
+            self.step()
+        self.received.update(partitions)
+        self.stats["handoff_partitions_received"] += len(partitions)
+        self._save()
+
+    # -- dropping what this node no longer replicates ------------------------------------------
+    def _drop_foreign(self) -> None:
+        ring = self.members.ring
+        if self._cleaning is not None:
+            return
+        if self.members.status(self.members.name) != VALID:
+            return
+        self._cleaning = asyncio.get_running_loop().create_task(self._drop(ring))
+
+    async def _drop(self, ring) -> None:
+        me = self.members.name
+        n = min(self.members.replicas, len(ring))
+        mine = set(ring.partitions_of(me, n))
+        dropped = 0
+        try:
+            for i, key in enumerate(list(self.store.keys())):
+                if i % FOLD_YIELD == FOLD_YIELD - 1:
+                    await asyncio.sleep(0)
+                    if self.members.ring is not ring or self.members.change is not None:
+                        return
+                if ring.partition(key) not in mine:
+                    self.store.delete(key)
+                    dropped += 1
+            self._drop_after = False
+        finally:
+            self._cleaning = None
+        if dropped:
+            self.stats["handoff_keys_dropped"] += dropped
+            self._say("dropped %d keys of partitions this node no longer replicates", dropped)
+
+    def info(self) -> dict:
+        change = self.members.change
+        out = {"handoff_change": "" if change is None else f"{change[0]} {change[1]}",
+               "handoff_partitions_to_give": sum(len(p) for p in self.to_give().values()),
+               "handoff_partitions_to_receive": len(self.to_receive()),
+               "handoff_active": len(self._sessions)}
+        out.update(self.stats)
+        return out
+
+    def close(self) -> None:
+        for task in list(self._sessions.values()):
+            task.cancel()
+        if self._cleaning is not None:
+            self._cleaning.cancel()

@@ -1,0 +1,162 @@
+"""Growing and shrinking a loaded cluster with explicit joins and leaves, under writes: no
+acknowledged write is lost, data ends up where the ring says, the leaving node exits by
+itself."""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import (HOST, PEER_OFFSET, Cluster, ServerProcess, dyn_get, fastdyn_argv,
+                      free_port, info_fields, wait_until)
+from fastdyn.ring import Ring
+from resp_client import RawClient, encode_command
+
+FAST = ("--gossip-interval-ms", "200", "--handoff-settle-ms", "600", "--peer-timeout-ms", "2000")
+LOADED = 20_000
+
+
+def pipeline_set(client, items):
+    out = b"".join(encode_command("SET", k, v) for k, v in items)
+    client.sock.sendall(out)
+    return [client.read_reply() for _ in items]
+
+
+def start_alone(root, name):
+    """A node that is a cluster of one (its own peer address as seed), ready to join."""
+    taken = True
+    while taken:
+        port = free_port()
+        taken = port + PEER_OFFSET > 65535
+    data_dir = os.path.join(root, name)
+    os.makedirs(data_dir)
+    node = ServerProcess(fastdyn_argv(port, data_dir, "--seeds", f"{HOST}:{port + PEER_OFFSET}",
+                                      *FAST), port, data_dir, os.path.join(root, name + ".log"))
+    return node.start()
+
+
+class Writer(threading.Thread):
+    """Plain SETs through one node until stopped; remembers the last acknowledged value of
+    every key it wrote (an error leaves the key's earlier acknowledged value in place, and
+    marks the key undecided)."""
+
+    def __init__(self, cluster, i):
+        super().__init__(daemon=True)
+        self.client = cluster.client(i, timeout=30)
+        self.stop = threading.Event()
+        self.acked = {}
+        self.undecided = set()
+        self.errors = []
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set():
+            items = [(b"w:%d" % ((n + j) % 3000), b"v%d" % (n + j)) for j in range(50)]
+            n += 50
+            for (key, value), reply in zip(items, pipeline_set(self.client, items)):
+                if reply == ("simple", b"OK"):
+                    self.acked[key] = value
+                    self.undecided.discard(key)
+                else:
+                    self.errors.append(reply)
+                    self.undecided.add(key)
+            time.sleep(0.01)
+
+
+def wait_settled(ports, members, timeout=120):
+    for port in ports:
+        wait_until(lambda: (lambda f: int(f["cluster_members"]) == members
+                            and f["handoff_change"] == ""
+                            and f["handoff_partitions_to_give"] == "0")(
+            info_fields(port, "cluster")), timeout, f"node on {port} has not settled")
+
+
+def test_grow_to_five_and_shrink_under_writes(tmp_path):
+    cluster = Cluster(tmp_path, 3, *FAST).start()
+    extra = []
+    try:
+        with cluster.client(0) as c:
+            for start in range(0, LOADED, 1000):
+                replies = pipeline_set(c, [(b"k:%d" % i, b"value-%d" % i)
+                                           for i in range(start, start + 1000)])
+                assert set(replies) == {("simple", b"OK")}
+        writer = Writer(cluster, 0)
+        writer.start()
+
+        # a 4th node joins through DYN.JOIN, a 5th through `fastdyn cluster join`
+        fourth = start_alone(tmp_path, "node3")
+        extra.append(fourth)
+        with RawClient(fourth.port, timeout=30) as c:
+            assert c.call("DYN.JOIN", cluster.peer_addresses[0]) == ("simple", b"OK")
+            assert c.call("DYN.JOIN", cluster.peer_addresses[0])[0] == "error"
+        wait_settled(cluster.ports + [fourth.port], 4)
+        fifth = start_alone(tmp_path, "node4")
+        extra.append(fifth)
+        run = subprocess.run([sys.executable, "-m", "fastdyn", "cluster", "join",
+                              f"{HOST}:{fifth.port}", cluster.peer_addresses[1]],
+                             capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        ports = cluster.ports + [fourth.port, fifth.port]
+        wait_settled(ports, 5)
+        names = cluster.names + [f"{HOST}:{fourth.port}", f"{HOST}:{fifth.port}"]
+        assert len({repr(info_fields(p, "cluster")["fastdyn_members"]) for p in ports}) == 1
+
+        # node 1 leaves through `fastdyn cluster leave`, and exits by itself
+        run = subprocess.run([sys.executable, "-m", "fastdyn", "cluster", "leave",
+                              cluster.names[1]], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        assert cluster.nodes[1].proc.wait(60) == 0
+        ports.remove(cluster.ports[1])
+        names.remove(cluster.names[1])
+        wait_settled(ports, 4)
+        writer.stop.set()
+        writer.join(30)
+        assert not writer.errors, writer.errors[:3]
+        assert len(writer.acked) == 3000
+
+        # every acknowledged write reads back with R=3 through every node
+        expected = {b"k:%d" % i: b"value-%d" % i for i in range(LOADED)}
+        expected.update(writer.acked)
+        sample = sorted(expected)[::7]
+        for port in ports:
+            with RawClient(port, timeout=30) as c:
+                for key in sample:
+                    assert dyn_get(c, key, "R", 3)[1] == [expected[key]], (port, key)
+        ring = Ring(sorted(names))
+        for name in names:
+            assert len(ring.partitions_of(name, 1)) in (256 // 4, 256 // 4 + 1)
+    finally:
+        for node in extra:
+            node.kill()
+        cluster.kill_all()
+    # no node holds data for partitions it does not replicate, and each holds all of its own
+    import fastdyn
+
+    placed = {}
+    for name, data_dir in zip(names, [n.data_dir for i, n in enumerate(cluster.nodes) if i != 1]
+                              + [fourth.data_dir, fifth.data_dir]):
+        with fastdyn.open(data_dir) as store:
+            placed[name] = set(store.keys())
+    for name, keys in placed.items():
+        mine = set(ring.partitions_of(name, 3))
+        assert all(ring.partition(k) in mine for k in keys), name
+        wanted = {k for k in expected if ring.partition(k) in mine}
+        assert wanted <= keys, (name, len(wanted - keys))
+    for node in cluster.nodes[:1] + cluster.nodes[2:] + extra:
+        assert "Traceback" not in node.log()
+
+
+def test_join_and_leave_refuse_what_cannot_be_done(tmp_path, start_fastdyn):
+    single = start_fastdyn()
+    with RawClient(single.port) as c:
+        reply = c.call("DYN.JOIN", "127.0.0.1:1")
+        assert reply[0] == "error" and b"needs a cluster member" in reply[1]
+    cluster = Cluster(tmp_path, 2, *FAST).start()
+    try:
+        assert cluster.call(0, "DYN.JOIN", cluster.peer_addresses[1])[1].startswith(
+            b"ERR this node is already a member of a cluster of 2")
+        assert cluster.call(0, "DYN.LEAVE", "nobody")[1] == b"ERR nobody is not a member"
+        assert cluster.call(0, "DYN.LEAVE", "a", "b")[0] == "error"
+        assert cluster.call(0, "DYN.JOIN", "not-an-address")[0] == "error"
+    finally:
+        cluster.kill_all()
