@@ -136,15 +136,19 @@ def _member_runtime(conn, what):
     return cluster
 
 
+def _change(fn, arg):
+    """A membership change; a refusal is the client's error."""
+    try:
+        fn(arg)
+    except ValueError as exc:
+        raise CommandError(f"ERR {exc}") from None
+
+
 @command("dyn.join", 2, "admin",
          summary="Makes this node join the cluster of a seed (host:peer-port); it receives its "
                  "partitions, then serves them.")
 def cmd_dyn_join(conn, args):
-    cluster = _member_runtime(conn, "DYN.JOIN")
-    try:
-        cluster.join(args[1].decode("utf-8", "replace"))
-    except ValueError as exc:
-        raise CommandError(f"ERR {exc}") from None
+    _change(_member_runtime(conn, "DYN.JOIN").join, args[1].decode("utf-8", "replace"))
     conn.out.ok()
 
 
@@ -154,11 +158,8 @@ def cmd_dyn_join(conn, args):
 def cmd_dyn_leave(conn, args):
     if len(args) > 2:
         raise CommandError(ERR_SYNTAX)
-    cluster = _member_runtime(conn, "DYN.LEAVE")
-    try:
-        cluster.leave(args[1].decode("utf-8", "replace") if len(args) == 2 else None)
-    except ValueError as exc:
-        raise CommandError(f"ERR {exc}") from None
+    _change(_member_runtime(conn, "DYN.LEAVE").leave,
+            args[1].decode("utf-8", "replace") if len(args) == 2 else None)
     conn.out.ok()
 
 

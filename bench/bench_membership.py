@@ -1,0 +1,263 @@
+"""Membership under failure and change on a local 3-node cluster (N=3, R=2, W=2).
+
+1. Failure detection: a node is killed with SIGKILL (or stopped with SIGSTOP) while a client
+   writes and reads through the two others; the time until each of them reports it
+   unreachable (INFO cluster), and the client errors from the kill on. SIGSTOP is also run
+   without any client traffic, where only gossip heartbeats and the failure detector tell.
+2. Handoff: a 4th node joins a cluster loaded with --keys keys (DYN.JOIN); the time until the
+   change is done, and the handoff's MB/s and keys/s (INFO handoff_bytes_sent/keys_sent summed
+   over the givers), without and with a foreground `fastdyn bench --rate` load, whose p99 is
+   compared with the same load on the same cluster before the join.
+
+    python bench/bench_membership.py [--keys 200000] [--value-size 100] [--rate 4000]
+                                     [--only detect|handoff] [--json FILE]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_server import HOST, free_port, start, stop  # noqa: E402
+
+PEER = 10000
+
+
+def ports(k):
+    out = []
+    while len(out) < k:
+        p = free_port()
+        taken = set(out) | {q + PEER for q in out}
+        if p + PEER < 65536 and p not in taken and p + PEER not in taken:
+            out.append(p)
+    return out
+
+
+class Resp:
+    """A minimal blocking RESP client: one command at a time."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        self.buf = b""
+
+    def call(self, *args):
+        out = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a), a) for a in (x if isinstance(x, bytes) else
+                                                      str(x).encode() for x in args))
+        self.sock.sendall(out)
+        return self._reply()
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self.buf += self.sock.recv(1 << 16)
+            data, self.buf = self.buf[:n], self.buf[n + 2:]
+            return data
+        if kind == b"-":
+            return RuntimeError(rest.decode())
+        if kind == b"*":
+            return [self._reply() for _ in range(int(rest))]
+        return rest
+
+    def info(self, section="cluster"):
+        text = self.call(b"INFO", section).decode()
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def close(self):
+        self.sock.close()
+
+
+class Cluster:
+    def __init__(self, root, k, *extra):
+        self.root = root
+        self.ports = ports(k)
+        seeds = ",".join(f"{HOST}:{p + PEER}" for p in self.ports)
+        self.names = [f"{HOST}:{p}" for p in self.ports]
+        self.procs = [self.serve(p, f"n{i}", "--seeds", seeds, *extra)
+                      for i, p in enumerate(self.ports)]
+        for p in self.ports:
+            wait(lambda: Resp(p).info()["cluster_reachable"] == str(k), 30)
+
+    def serve(self, port, name, *flags):
+        data = os.path.join(self.root, name)
+        os.makedirs(data, exist_ok=True)
+        return start([sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port",
+                      str(port), "--data-dir", data, *flags], port, self.root)
+
+
+def wait(cond, timeout, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return True
+        except (OSError, ConnectionError, KeyError):
+            pass
+        time.sleep(step)
+    raise TimeoutError("condition not met")
+
+
+class Load(threading.Thread):
+    """SET then GET of random keys through one node, as fast as one connection goes; errors
+    counted after `mark` is set."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.client = Resp(port)
+        self.stop = threading.Event()
+        self.mark = None
+        self.ops = self.errors = 0
+        self.first_error = None
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            key = b"load:%d" % (i % 5000)
+            for cmd in ((b"SET", key, b"x" * 100), (b"GET", key)):
+                reply = self.client.call(*cmd)
+                self.ops += 1
+                if isinstance(reply, RuntimeError) and self.mark is not None:
+                    self.errors += 1
+                    self.first_error = self.first_error or str(reply)
+            i += 1
+
+
+def detection(how, with_load, root):
+    cluster = Cluster(os.path.join(root, f"detect-{how}-{with_load}"), 3)
+    victim = cluster.procs[2]
+    loads = [Load(p) for p in cluster.ports[:2]] if with_load else []
+    for load in loads:
+        load.start()
+    time.sleep(2.0)
+    for load in loads:
+        load.mark = True
+    t0 = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    seen = []
+    for p in cluster.ports[:2]:
+        wait(lambda: cluster.names[2] in Resp(p).info()["cluster_unreachable"], 60)
+        seen.append(round(time.monotonic() - t0, 3))
+    time.sleep(2.0)
+    for load in loads:
+        load.stop.set()
+        load.join()
+    if how == "stop":
+        os.kill(victim.pid, signal.SIGCONT)
+    stop(cluster.procs, None)
+    return {"signal": "SIGKILL" if how == "kill" else "SIGSTOP",
+            "client_load": with_load, "seconds_to_down": seen,
+            "client_ops": sum(load.ops for load in loads),
+            "client_errors": sum(load.errors for load in loads),
+            "first_error": next((load.first_error for load in loads if load.first_error), None)}
+
+
+def fill(port, keys, value_size):
+    subprocess.run(["redis-benchmark", "-h", HOST, "-p", str(port), "-c", "16", "-P", "16",
+                    "-t", "set", "-n", str(keys), "-r", str(keys), "-d", str(value_size), "-q"],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def bench_load(port, rate, seconds, keys, out):
+    return subprocess.Popen([sys.executable, "-m", "fastdyn", "bench", "--target",
+                             f"redis://{HOST}:{port}", "--rate", str(rate), "--duration",
+                             str(seconds), "--mix", "get=0.5,set=0.5", "--keys", str(keys),
+                             "--clients", "8", "--out", out], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def p99(out):
+    with open(os.path.join(out, "summary.json")) as f:
+        ops = json.load(f)["ops"]
+    return {name: round(v["p99_ms"], 3) for name, v in ops.items()}
+
+
+def handoff(keys, value_size, rate, root, foreground):
+    base = os.path.join(root, f"handoff-{foreground}")
+    flags = ("--handoff-bytes-per-s", "0", "--handoff-settle-ms", "1000")
+    cluster = Cluster(base, 3, *flags)
+    fill(cluster.ports[0], keys, value_size)
+    out = {"foreground": foreground}
+    if foreground:
+        before = os.path.join(base, "before")
+        bench_load(cluster.ports[0], rate, 10, 100000, before).wait()
+        out["p99_ms_without_handoff"] = p99(before)
+    (port,) = ports(1)
+    joiner = cluster.serve(port, "joiner", "--seeds", f"{HOST}:{port + PEER}", *flags)
+    during = os.path.join(base, "during")
+    load = bench_load(cluster.ports[0], rate, 12, 100000, during) if foreground else None
+    if load is not None:
+        time.sleep(1.0)
+    t0 = time.monotonic()
+    reply = Resp(port).call(b"DYN.JOIN", f"{HOST}:{cluster.ports[0] + PEER}")
+    assert reply == b"OK", reply
+    every = cluster.ports + [port]
+    wait(lambda: all(Resp(p).info()["handoff_change"] == "" and
+                     Resp(p).info()["cluster_members"] == "4" for p in every), 600, 0.05)
+    seconds = time.monotonic() - t0
+    infos = [Resp(p).info() for p in every]
+    sent = sum(int(i["handoff_bytes_sent"]) for i in infos)
+    moved = sum(int(i["handoff_keys_sent"]) for i in infos)
+    out.update({"keys_loaded": int(Resp(cluster.ports[0]).call(b"DBSIZE")),
+                "seconds_to_join": round(seconds, 2), "keys_handed_off": moved,
+                "bytes_handed_off": sent,
+                # the settle delay is waiting, not transfer: left out of the rates
+                "mb_per_s": round(sent / 1e6 / max(seconds - 1.0, 1e-3), 1),
+                "keys_per_s": round(moved / max(seconds - 1.0, 1e-3))})
+    if load is not None:
+        load.wait()
+        out["p99_ms_during_handoff"] = p99(during)
+    stop(cluster.procs + [joiner], None)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--keys", type=int, default=200000)
+    p.add_argument("--value-size", type=int, default=100)
+    p.add_argument("--rate", type=int, default=4000)
+    p.add_argument("--only", choices=("detect", "handoff"))
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    root = tempfile.mkdtemp(prefix="fastdyn-membership-")
+    results = []
+    try:
+        if args.only != "handoff":
+            for how, with_load in (("kill", True), ("stop", True), ("stop", False)):
+                results.append(detection(how, with_load, root))
+                print(json.dumps(results[-1]), flush=True)
+        if args.only != "detect":
+            for foreground in (False, True):
+                results.append(handoff(args.keys, args.value_size, args.rate, root,
+                                       foreground))
+                print(json.dumps(results[-1]), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
