@@ -3,7 +3,8 @@
 Every server a test talks to is a real process on 127.0.0.1 with a free port and its own
 temporary directory: fastdyn nodes (`fastdyn serve`), clusters of them (`Cluster`), and
 redis-server / memcached for the comparison tests (skipped with a reason when the binary is
-missing).
+missing). The helpers take another host where a test needs one: test_cluster_hosts.py runs a
+Cluster across network namespaces.
 """
 import contextlib
 import os
@@ -43,24 +44,26 @@ def free_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20.0,
+                  host: str = HOST) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection((HOST, port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout}s")
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
 class ServerProcess:
-    """A started server process: its port, data directory and how to stop it."""
+    """A started server process: its address, data directory and how to stop it."""
 
-    def __init__(self, argv, port, data_dir, log_path, env=None):
+    def __init__(self, argv, port, data_dir, log_path, env=None, host=HOST):
         self.argv = list(argv)
+        self.host = host
         self.port = port
         self.data_dir = data_dir
         self.log_path = log_path
@@ -81,7 +84,7 @@ class ServerProcess:
 
     def wait_listening(self, timeout: float = 20.0) -> "ServerProcess":
         try:
-            wait_for_port(self.port, self.proc, timeout)
+            wait_for_port(self.port, self.proc, timeout, self.host)
         except RuntimeError as exc:
             self.kill()
             raise RuntimeError(f"{exc}\n--- log ---\n{self.log()}") from None
@@ -111,11 +114,11 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}"
+        return f"redis://{self.host}:{self.port}"
 
 
-def fastdyn_argv(port, data_dir, *extra):
-    return [sys.executable, "-m", "fastdyn", "serve", "--host", HOST, "--port", str(port),
+def fastdyn_argv(port, data_dir, *extra, host=HOST):
+    return [sys.executable, "-m", "fastdyn", "serve", "--host", host, "--port", str(port),
             "--data-dir", str(data_dir), *map(str, extra)]
 
 
@@ -183,11 +186,11 @@ PEER_OFFSET = 10000            # a node's default peer port is its client port +
 LOG_PROBLEMS = ("Traceback", "Exception in callback", "Task exception was never retrieved")
 
 
-def info_fields(port: int, section: str = "") -> dict:
-    """`INFO [section]` of the server on port as {field: text value}."""
+def info_fields(port: int, section: str = "", host: str = HOST) -> dict:
+    """`INFO [section]` of the server on host:port as {field: text value}."""
     from resp_client import RawClient
 
-    with RawClient(port, timeout=5) as c:
+    with RawClient(port, host, timeout=5) as c:
         reply = c.call("INFO", *([section] if section else []))
     if reply[0] not in ("bulk", "verbatim"):
         raise RuntimeError(f"INFO {section} on port {port}: {reply!r}")
@@ -195,10 +198,10 @@ def info_fields(port: int, section: str = "") -> dict:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-def cluster_view(port: int) -> dict:
-    """What the node on port knows: members and reachable members (counts), hints pending
-    (None when its INFO does not say)."""
-    fields = info_fields(port, "cluster")
+def cluster_view(port: int, host: str = HOST) -> dict:
+    """What the node on host:port knows: members and reachable members (counts), hints
+    pending (None when its INFO does not say)."""
+    fields = info_fields(port, "cluster", host)
     if "cluster_members" in fields:
         members = int(fields["cluster_members"])
     else:
@@ -222,6 +225,18 @@ def dyn_put(client, key, context, value, *options):
     reply = client.call("DYN.PUT", key, context, value, *options)
     assert reply[0] == "bulk", reply
     return reply[1]
+
+
+def members_of(cluster, i) -> dict:
+    """{member name: status} as DYN.MEMBERS through node i lists them."""
+    reply = cluster.call(i, "DYN.MEMBERS")
+    assert reply[0] == "array", reply
+    out = {}
+    for entry in reply[1]:
+        fields = entry[1]
+        pairs = {fields[k][1]: fields[k + 1][1] for k in range(0, len(fields), 2)}
+        out[pairs[b"name"].decode()] = pairs[b"status"].decode()
+    return out
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
@@ -291,17 +306,19 @@ class Cluster:
         as run: a write before that would be kept by the members a node knows so far."""
         k = len(self.nodes)
         for i in self.running() if nodes is None else nodes:
-            port = self.nodes[i].port
-
             def joined():
-                view = cluster_view(port)
+                view = self.view(i)
                 return view["members"] == k and view["reachable"] >= len(self.running())
 
             wait_until(joined, timeout, f"node {i} does not reach the {len(self.running())} "
-                                        f"running members: {cluster_view(port)['fields']}")
+                                        f"running members: {self.view(i)['fields']}")
+
+    def view(self, i: int) -> dict:
+        """cluster_view of node i."""
+        return cluster_view(self.nodes[i].port, self.nodes[i].host)
 
     def hints_pending(self, i: int) -> int:
-        view = cluster_view(self.nodes[i].port)
+        view = self.view(i)
         assert view["hints_pending"] is not None, \
             f"INFO cluster of node {i} has no hints_pending: {view['fields']}"
         return view["hints_pending"]
@@ -354,12 +371,27 @@ class Cluster:
     def client(self, i: int, timeout: float = 10.0):
         from resp_client import RawClient
 
-        return RawClient(self.nodes[i].port, timeout=timeout)
+        return RawClient(self.nodes[i].port, self.nodes[i].host, timeout=timeout)
 
     def call(self, i: int, *args):
         """One command through node i on a new connection; its reply."""
         with self.client(i) as c:
             return c.call(*args)
+
+    def read_through_every_node(self, acked: dict, unknown: dict = None) -> None:
+        """Every node reads every acknowledged key ({key: value}) with R=3, and a key whose
+        write had no answer or was refused ({key: value}) as absent or as written."""
+        unknown = unknown or {}
+        keys = list(acked) + list(unknown)
+        self.wait_joined()           # R=3 needs every node to reach every other
+        for i in range(len(self)):
+            with self.client(i) as c:
+                replies = c.pipeline([("DYN.GET", key, "R", 3) for key in keys])
+            for key, reply in zip(keys, replies):
+                assert reply[0] == "array", (i, key, reply)
+                values = [item[1] for item in reply[1][1][1]]
+                assert values in ([[acked[key]]] if key in acked else [[], [unknown[key]]]), \
+                    (i, key, values)
 
     def random_node(self, rng=random) -> int:
         return rng.choice(self.running())

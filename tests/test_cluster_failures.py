@@ -23,22 +23,6 @@ def _stores_hold(cluster, acked):
     assert not wrong, f"{len(wrong)} keys differ between replicas, e.g. {list(wrong.items())[:3]}"
 
 
-def _read_through_every_node(cluster, acked, unknown=None):
-    """Every node reads every acknowledged key ({key: value}) with R=3, and a key whose write
-    had no answer ({key: value}) as absent or as written."""
-    unknown = unknown or {}
-    keys = list(acked) + list(unknown)
-    cluster.wait_joined()           # R=3 needs every node to reach every other
-    for i in range(len(cluster)):
-        with cluster.client(i) as c:
-            replies = c.pipeline([("DYN.GET", key, "R", 3) for key in keys])
-        for key, reply in zip(keys, replies):
-            assert reply[0] == "array", (i, key, reply)
-            values = [item[1] for item in reply[1][1][1]]
-            assert values in ([[acked[key]]] if key in acked else [[], [unknown[key]]]), \
-                (i, key, values)
-
-
 def _kill_one_during_writes(cluster):
     """A client writes (W=2) and reads (R=2) through node 0; node 1 is killed -9 right after
     the 200th write is acknowledged, then restarted once the writes are over. No reply may be
@@ -80,7 +64,7 @@ def test_kill9_during_writes_loses_no_acknowledged_write(start_cluster):
     cluster = start_cluster(3)
     acked = _kill_one_during_writes(cluster)
     cluster.wait_hints_delivered()
-    _read_through_every_node(cluster, acked)
+    cluster.read_through_every_node(acked)
 
 
 def test_kill9_during_writes_then_hints_leave_every_replica_complete(start_cluster):
@@ -296,4 +280,4 @@ def test_rolling_kills_lose_no_acknowledged_write(start_cluster):
     unknown = dict(tag for o in outcomes for tag, ok in o if not ok)
     assert len(unknown) < len(acked)
     _stores_hold(cluster, acked)
-    _read_through_every_node(cluster, acked, unknown)
+    cluster.read_through_every_node(acked, unknown)

@@ -3,20 +3,9 @@ failure detector notices a silent member without any client traffic, and a node 
 with another partition count is refused."""
 import time
 
-from conftest import Cluster, cluster_view, info_fields, wait_until
+from conftest import Cluster, cluster_view, info_fields, members_of, wait_until
 
 FAST = ("--gossip-interval-ms", "200")
-
-
-def members_of(cluster, i):
-    reply = cluster.call(i, "DYN.MEMBERS")
-    assert reply[0] == "array", reply
-    out = {}
-    for entry in reply[1]:
-        fields = entry[1]
-        pairs = {fields[k][1]: fields[k + 1][1] for k in range(0, len(fields), 2)}
-        out[pairs[b"name"].decode()] = pairs[b"status"].decode()
-    return out
 
 
 def test_groups_started_from_different_seeds_become_one_ring(tmp_path):
