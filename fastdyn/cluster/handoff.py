@@ -3,7 +3,7 @@ preference lists, and is dropped by the nodes that leave them.
 
 While a change is pending (membership.py: `change`, `next_ring`, `moves`) every node that gives
 partitions (the node each receiver replaces in a preference list) streams them to their
-receivers: one fold of its store per receiver, the objects of those partitions sent as
+receivers: one pass over its keys per receiver (SCAN pages), the objects of those partitions sent as
 REPLICA_PUT batches (the receiver syncs them in as it syncs a replica write, so data it
 already has costs nothing and newer data is never overwritten), then HANDOFF_DONE naming the
 partitions. The receiver records them (persisted, so a restart of either side resumes with
@@ -32,12 +32,13 @@ import os
 import time
 
 from fastdyn.cluster.membership import JOINING, LEAVING, REMOVED, VALID
+from fastdyn.cluster.statefile import StateFile, write_atomically
 from fastdyn.peer import messages as m
 
 FILE = "handoff.json"
 BATCH_KEYS = 256
 BATCH_BYTES = 256 * 1024
-FOLD_YIELD = 2048           # keys looked at between two yields to the event loop
+SCAN_PAGE = 1024            # keys looked at between two yields to the event loop
 RETRY_S = 1.0
 
 class Handoff:
@@ -47,6 +48,7 @@ class Handoff:
         self.store = store
         self.pool = pool
         self.path = os.path.join(data_dir, FILE)
+        self._file = StateFile(self.path, background=True)
         self.concurrency = concurrency
         self.bytes_per_s = bytes_per_s
         self.settle_s = settle_s
@@ -79,15 +81,16 @@ class Handoff:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{self.path}: unreadable handoff state: {exc}") from None
 
-    def _save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"change": self.change, "given": {r: sorted(ps) for r, ps in
-                                                       self.given.items()},
-                       "received": sorted(self.received)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+    def _save(self, durable: bool = False) -> None:
+        """durable: on disk before this returns (what a receiver acknowledges must be)."""
+        data = json.dumps({"change": self.change,
+                           "given": {r: sorted(ps) for r, ps in self.given.items()},
+                           "received": sorted(self.received)}).encode()
+        if durable:
+            self._file.flush()
+            write_atomically(self.path, data)
+        else:
+            self._file.save(data)
 
     # -- what this node owes and awaits ------------------------------------------------------
     def to_give(self) -> dict[str, set]:
@@ -162,13 +165,14 @@ class Handoff:
         keys = sent = 0
         try:
             batch, size = [], 0
-            for i, (key, data, _) in enumerate(self.store.items()):
-                if i % FOLD_YIELD == FOLD_YIELD - 1:
-                    await asyncio.sleep(0)
-                    if self.members.change != change:
-                        return
+            async for key in self._keys():
+                if self.members.change != change:
+                    return
                 if partition(key) not in partitions:
                     continue
+                data = self.store.get(key)
+                if data is None:
+                    continue            # deleted or expired since the scan listed it
                 batch.append((key, data))
                 size += len(key) + len(data)
                 if len(batch) >= BATCH_KEYS or size >= BATCH_BYTES:
@@ -219,6 +223,19 @@ class Handoff:
         self.pool.request(address, kind, payload, self.timeout_s, done)
         return future
 
+    async def _keys(self):
+        """Every key of the store, a SCAN page at a time with the event loop served between
+        pages (no pass over the whole store at once: a fold of a million keys would stall
+        the node's clients)."""
+        cursor = 0
+        while True:
+            cursor, keys = self.store.scan(cursor, SCAN_PAGE)
+            for key in keys:
+                yield key
+            if cursor == 0:
+                return
+            await asyncio.sleep(0)
+
     # -- receiving -------------------------------------------------------------------------
     def receive_done(self, payload) -> None:
         """HANDOFF_DONE from a giver: the partitions it names are all here."""
@@ -230,7 +247,7 @@ class Handoff:
             self.step()
         self.received.update(partitions)
         self.stats["handoff_partitions_received"] += len(partitions)
-        self._save()
+        self._save(durable=True)
 
     # -- dropping what this node no longer replicates ------------------------------------------
     def _drop_foreign(self) -> None:
@@ -247,11 +264,9 @@ class Handoff:
         mine = set(ring.partitions_of(me, n))
         dropped = 0
         try:
-            for i, key in enumerate(list(self.store.keys())):
-                if i % FOLD_YIELD == FOLD_YIELD - 1:
-                    await asyncio.sleep(0)
-                    if self.members.ring is not ring or self.members.change is not None:
-                        return
+            async for key in self._keys():
+                if self.members.ring is not ring or self.members.change is not None:
+                    return
                 if ring.partition(key) not in mine:
                     self.store.delete(key)
                     dropped += 1

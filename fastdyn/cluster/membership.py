@@ -33,6 +33,7 @@ import os
 import time
 from typing import NamedTuple
 
+from fastdyn.cluster.statefile import StateFile
 from fastdyn.ring import Ring
 
 FILE = "members.json"
@@ -88,9 +89,11 @@ class Members:
     says what changed; the rest of the node asks `ring`, `names()`, `peers()`, `address()`."""
 
     def __init__(self, data_dir: str | None, name: str, address: str, partitions: int,
-                 now_s=time.time, replicas: int = 3):
-        """data_dir None keeps the view in memory only (a simulation)."""
+                 now_s=time.time, replicas: int = 3, background: bool = False):
+        """data_dir None keeps the view in memory only (a simulation); background: saves
+        are written by a thread (statefile.py), as a serving node needs."""
         self.path = None if data_dir is None else os.path.join(data_dir, FILE)
+        self._file = None if data_dir is None else StateFile(self.path, background)
         self.name = name
         self.partitions = partitions
         self.replicas = replicas
@@ -107,7 +110,10 @@ class Members:
         self.moves = {}             # partition -> [(giver, receiver), ...] while it is pending
         self._planned = None
         self._plan()
-        self.save()
+        if self._file is not None:
+            self._file.background, background = False, self._file.background
+            self.save()                 # the new generation is on disk before the node serves
+            self._file.background = background
 
     # -- persistence -----------------------------------------------------------------------
     def load(self) -> None:
@@ -138,17 +144,17 @@ class Members:
                 from None
 
     def save(self) -> None:
-        if self.path is None:
+        if self._file is None:
             return
         members = {r.name: {"address": r.address, "generation": r.generation,
                             "status": r.status, "version": r.version}
                    for r in self.records.values()}
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"partitions": self.partitions, "members": members}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        self._file.save(json.dumps({"partitions": self.partitions, "members": members},
+                                   indent=1).encode())
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
 
     # -- changes ---------------------------------------------------------------------------
     def on_change(self, fn) -> None:

@@ -13,6 +13,7 @@ import os
 
 from fastdyn._replica import ReplicaCore, answer_gets, apply_puts
 from fastdyn.cluster import object as vo
+from fastdyn.cluster.statefile import write_atomically
 from fastdyn.errors import BadObject
 
 EPOCH_FILE = "FLUSH_EPOCH"
@@ -100,12 +101,7 @@ class Replica(ReplicaCore):
             return False
         newer_here = epoch <= self.hlc.last
         self.hlc.observe(epoch)
-        tmp = self.epoch_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(str(epoch))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.epoch_path)
+        write_atomically(self.epoch_path, str(epoch).encode())
         self.flush_epoch = epoch
         if newer_here:
             for key, data, _ in list(self.store.items()):

@@ -24,6 +24,7 @@ from fastdyn.cluster.membership import JOINING, LEAVING, REMOVED, VALID, Members
 from fastdyn.cluster.ordering import OrderedCoordinator
 from fastdyn.cluster.quorum import QuorumCoordinator
 from fastdyn.cluster.replica import Replica, record_expiry
+from fastdyn.cluster.statefile import write_atomically
 from fastdyn.errors import PeerRequestFailed, StorageError
 from fastdyn.peer import messages as m
 from fastdyn.peer.faults import Faults
@@ -70,12 +71,7 @@ def convert_to_objects(store, data_dir: str, node: int, hlc) -> int:
         converted += 1
     store.flush_buffer()
     store.fsync()
-    path = os.path.join(data_dir, FORMAT_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.write(OBJECTS_FORMAT + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    write_atomically(os.path.join(data_dir, FORMAT_FILE), (OBJECTS_FORMAT + "\n").encode())
     return converted
 
 
@@ -101,7 +97,7 @@ class Cluster:
                                if config.sync != "always" else "always")
         self.members = Members(config.data_dir, config.name,
                                f"{config.advertise}:{config.peer_port}", config.partitions,
-                               replicas=config.n)
+                               replicas=config.n, background=True)
         self.faults = Faults()
         self.pool = None
         self.server = None
@@ -367,6 +363,7 @@ class Cluster:
             t.cancel()
         if self.handoff is not None:
             self.handoff.close()
+        self.members.flush()
         if self.server is not None:
             self.server.close()
         if self.pool is not None:
