@@ -22,7 +22,7 @@ def pipeline_set(client, items):
     return [client.read_reply() for _ in items]
 
 
-def start_alone(root, name):
+def start_alone(root, name, *flags):
     """A node that is a cluster of one (its own peer address as seed), ready to join."""
     taken = True
     while taken:
@@ -31,7 +31,8 @@ def start_alone(root, name):
     data_dir = os.path.join(root, name)
     os.makedirs(data_dir)
     node = ServerProcess(fastdyn_argv(port, data_dir, "--seeds", f"{HOST}:{port + PEER_OFFSET}",
-                                      *FAST), port, data_dir, os.path.join(root, name + ".log"))
+                                      *FAST, *flags), port, data_dir,
+                        os.path.join(root, name + ".log"))
     return node.start()
 
 
@@ -67,7 +68,8 @@ def wait_settled(ports, members, timeout=120):
     for port in ports:
         wait_until(lambda: (lambda f: int(f["cluster_members"]) == members
                             and f["handoff_change"] == ""
-                            and f["handoff_partitions_to_give"] == "0")(
+                            and f["handoff_partitions_to_give"] == "0"
+                            and f["handoff_drop_pending"] == "0")(
             info_fields(port, "cluster")), timeout, f"node on {port} has not settled")
 
 
@@ -160,3 +162,39 @@ def test_join_and_leave_refuse_what_cannot_be_done(tmp_path, start_fastdyn):
         assert cluster.call(0, "DYN.JOIN", "not-an-address")[0] == "error"
     finally:
         cluster.kill_all()
+
+
+def test_a_handoff_resumes_after_the_giver_and_the_joiner_are_killed(tmp_path):
+    throttled = FAST + ("--handoff-bytes-per-s", "200000")
+    cluster = Cluster(tmp_path, 3, *throttled).start()
+    joiner = None
+    try:
+        with cluster.client(0) as c:
+            for start in range(0, 6000, 1000):
+                pipeline_set(c, [(b"k:%d" % i, b"v" * 100) for i in range(start, start + 1000)])
+        joiner = start_alone(tmp_path, "node3", *("--handoff-bytes-per-s", "200000"))
+        with RawClient(joiner.port) as c:
+            assert c.call("DYN.JOIN", cluster.peer_addresses[0]) == ("simple", b"OK")
+        giving = wait_until(lambda: [i for i in range(3) if int(info_fields(
+            cluster.ports[i], "cluster")["handoff_active"])], 30, "no handoff starts")
+        cluster.kill(giving[0])                 # a giver dies mid-stream
+        joiner.kill()                           # and so does the joiner
+        assert "joining" in open(os.path.join(joiner.data_dir, "members.json")).read()
+        cluster.nodes[giving[0]].start()
+        joiner.start()
+        ports = cluster.ports + [joiner.port]
+        wait_settled(ports, 4)
+        ring = Ring(sorted(cluster.names + [f"{HOST}:{joiner.port}"]))
+        with RawClient(joiner.port, timeout=30) as c:
+            for i in range(0, 6000, 5):
+                assert dyn_get(c, b"k:%d" % i, "R", 3)[1] == [b"v" * 100], i
+    finally:
+        if joiner is not None:
+            joiner.kill()
+        cluster.kill_all()
+    import fastdyn
+
+    with fastdyn.open(joiner.data_dir) as store:
+        held = set(store.keys())
+    mine = set(ring.partitions_of(f"{HOST}:{joiner.port}", 3))
+    assert {b"k:%d" % i for i in range(6000) if ring.partition(b"k:%d" % i) in mine} <= held

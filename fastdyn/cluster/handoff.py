@@ -16,8 +16,9 @@ change (gossip) and already copy their writes to the receivers.
 
 A joining node turns itself valid once it has received every partition it enters; a leaving
 node turns itself removed once every partition it gives is acknowledged, and then exits. Once
-no change is pending, each node deletes the keys of partitions it no longer replicates (only
-then: their receivers have acknowledged them; and only after a change this node took part in,
+no change is pending (and `settle_s` more, for coordinators still writing to the old replicas),
+each node deletes the keys of partitions it no longer replicates (only then: their receivers
+have acknowledged them; and only after a change this node took part in,
 never for members learnt at start-up).
 
 Transfers are throttled, like Riak's handoff_concurrency and Cassandra's stream throughput:
@@ -63,6 +64,7 @@ class Handoff:
         self._sessions: dict[str, asyncio.Task] = {}
         self._retry_at: dict[str, float] = {}
         self._drop_after = False    # drop foreign partitions once no change is pending
+        self._drop_at = 0.0
         self._cleaning = None
         self.stats = {"handoff_keys_sent": 0, "handoff_bytes_sent": 0,
                       "handoff_partitions_given": 0, "handoff_partitions_received": 0,
@@ -115,14 +117,17 @@ class Handoff:
         change = members.change
         if change != self.change:
             if self.change is not None:
-                # a change this node saw through has ended: its receivers hold what it gave
+                # a change this node saw through has ended: its receivers hold what it gave.
+                # Coordinators that have not heard yet still write to the old replicas: the
+                # drop waits for them as the streams waited
                 self._drop_after = True
+                self._drop_at = time.monotonic() + self.settle_s
             self.change = change
             self.given, self.received = {}, set()
             self._learned_at = time.monotonic()
             self._save()
         if change is None:
-            if self._drop_after:
+            if self._drop_after and time.monotonic() >= self._drop_at:
                 self._drop_foreign()
             return
         name, status, _ = change
@@ -282,7 +287,8 @@ class Handoff:
         out = {"handoff_change": "" if change is None else f"{change[0]} {change[1]}",
                "handoff_partitions_to_give": sum(len(p) for p in self.to_give().values()),
                "handoff_partitions_to_receive": len(self.to_receive()),
-               "handoff_active": len(self._sessions)}
+               "handoff_active": len(self._sessions),
+               "handoff_drop_pending": int(self._drop_after)}
         out.update(self.stats)
         return out
 

@@ -296,7 +296,13 @@ class Cluster:
     # -- hinted handoff -------------------------------------------------------------------
     def _deliver_hints(self) -> None:
         for owner in self.hints.owners():
-            if owner in self._delivering or owner not in self.members.names():
+            if owner in self._delivering:
+                continue
+            record = self.members.records.get(owner)
+            if record is not None and record.status == REMOVED:
+                self._rehome_hints(owner)
+                continue
+            if owner not in self.members.names():
                 continue
             address = self.members.address(owner)
             if not self.pool.reachable(address):
@@ -308,6 +314,23 @@ class Cluster:
             self.pool.request(address, m.REPLICA_PUT, m.pack_puts(batch), 5.0,
                               lambda result, owner=owner, batch=batch:
                               self._hints_delivered(owner, batch, result))
+
+    def _rehome_hints(self, owner) -> None:
+        """Hints for a member that has left go to the keys' replicas now (best effort: a
+        replica that misses one is brought up to date by read repair)."""
+        ring = self.members.ring
+        n = self.quorum_coordinator.quorum().n
+        for key, obj in self.hints.pending(owner, HINT_BATCH):
+            for node in ring.primaries(key, n):
+                if node == self.name:
+                    try:
+                        self.replica.merge_in(key, obj)
+                    except StorageError as exc:
+                        log.warning("hint for %r not kept: %s", key, exc)
+                else:
+                    self.pool.request(self.members.address(node), m.REPLICA_PUT,
+                                      m.pack_puts([(key, obj)]), 5.0, _ignore)
+            self.hints.acknowledged(owner, key, obj)
 
     def _hints_delivered(self, owner, batch, result) -> None:
         self._delivering.discard(owner)
