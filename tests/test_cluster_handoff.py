@@ -2,6 +2,7 @@
 acknowledged write is lost, data ends up where the ring says, the leaving node exits by
 itself."""
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -198,3 +199,34 @@ def test_a_handoff_resumes_after_the_giver_and_the_joiner_are_killed(tmp_path):
         held = set(store.keys())
     mine = set(ring.partitions_of(f"{HOST}:{joiner.port}", 3))
     assert {b"k:%d" % i for i in range(6000) if ring.partition(b"k:%d" % i) in mine} <= held
+
+
+def test_a_dead_member_is_forced_out_and_its_name_joins_again(tmp_path):
+    cluster = Cluster(tmp_path, 4, *FAST).start()
+    try:
+        with cluster.client(0) as c:
+            pipeline_set(c, [(b"k:%d" % i, b"v%d" % i) for i in range(2000)])
+        cluster.kill(3)
+        wait_until(lambda: cluster.names[3] in info_fields(cluster.ports[0], "cluster")[
+            "cluster_unreachable"], 30, "the dead node is not noticed")
+        reply = cluster.call(0, "DYN.LEAVE", cluster.names[3])
+        assert reply[0] == "error" and b"FORCE" in reply[1]       # a down node cannot hand off
+        assert cluster.call(0, "DYN.LEAVE", cluster.names[3], "FORCE") == ("simple", b"OK")
+        wait_settled(cluster.ports[:3], 3)
+        with cluster.client(1) as c:
+            for i in range(0, 2000, 3):
+                assert c.call("GET", b"k:%d" % i) == ("bulk", b"v%d" % i)
+        # the same name, an empty disk: it joins again through DYN.JOIN
+        node = cluster.nodes[3]
+        node.argv[node.argv.index("--seeds") + 1] = f"{HOST}:{node.port + PEER_OFFSET}"
+        shutil.rmtree(node.data_dir)
+        os.makedirs(node.data_dir)
+        node.start()
+        with RawClient(node.port) as c:
+            assert c.call("DYN.JOIN", cluster.peer_addresses[0]) == ("simple", b"OK")
+        wait_settled(cluster.ports, 4)
+        with RawClient(node.port, timeout=30) as c:
+            for i in range(0, 2000, 3):
+                assert dyn_get(c, b"k:%d" % i, "R", 3)[1] == [b"v%d" % i], i
+    finally:
+        cluster.kill_all()

@@ -195,7 +195,7 @@ def test_key_listing_requests_round_trip_and_refuse_bad_lengths():
 def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
                                 m.KEYS, m.COORDINATE, m.GOSSIP_SYN, m.GOSSIP_PUSH,
-                                m.HANDOFF_DONE]
+                                m.HANDOFF_DONE, m.HANDOFF_STATUS]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 

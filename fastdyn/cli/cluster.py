@@ -46,6 +46,8 @@ def add_arguments(parser):
     leave = sub.add_parser("leave", help="make a member hand off its data and exit",
                            allow_abbrev=False)
     leave.add_argument("node", help="the leaving member: its client address (= its name)")
+    leave.add_argument("--force", action="store_true",
+                       help="remove a dead member at once, without a handoff (needs --via)")
     leave.add_argument("--via", help="send the request through this member (HOST:PORT), e.g. "
                                      "when NODE does not answer clients")
 
@@ -222,8 +224,12 @@ def join(args) -> int:
 
 
 def leave(args) -> int:
+    if args.force and not args.via:
+        print("fastdyn cluster leave: --force needs --via HOST:PORT (a live member)",
+              file=sys.stderr)
+        return 2
     if args.via:
-        return _ask(args.via, b"DYN.LEAVE", args.node.encode())
+        return _ask(args.via, b"DYN.LEAVE", args.node.encode(), *([b"FORCE"] * args.force))
     return _ask(args.node, b"DYN.LEAVE")
 
 

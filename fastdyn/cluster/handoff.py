@@ -62,6 +62,9 @@ class Handoff:
         self._load()
         self._learned_at = time.monotonic()
         self._sessions: dict[str, asyncio.Task] = {}
+        self._next_send = 0.0       # when the throttle lets the next batch go
+        self._remaining: dict[str, int] = {}   # receiver -> partitions it still awaits
+        self._asking: set = set()
         self._retry_at: dict[str, float] = {}
         self._drop_after = False    # drop foreign partitions once no change is pending
         self._drop_at = 0.0
@@ -124,22 +127,23 @@ class Handoff:
                 self._drop_at = time.monotonic() + self.settle_s
             self.change = change
             self.given, self.received = {}, set()
+            self._remaining, self._asking = {}, set()
             self._learned_at = time.monotonic()
             self._save()
         if change is None:
             if self._drop_after and time.monotonic() >= self._drop_at:
                 self._drop_foreign()
             return
-        name, status, _ = change
+        name, status = change[0], change[1]
         if name == members.name:
             others = [n for n in members.ring.members if n != name]
-            if status == JOINING and others and not self.to_receive():
+            if status == JOINING and others and not self.to_receive() and self._all_received():
                 members.set_status(name, VALID)
-                self._say("received every partition: valid")
+                self._say("every receiver has its partitions: valid")
                 return
-            if status == LEAVING and not self.to_give():
+            if status == LEAVING and not self.to_give() and self._all_received():
                 members.set_status(name, REMOVED)
-                self._say("handed off every partition: removed")
+                self._say("every receiver has its partitions: removed")
                 if self.on_removed is not None:
                     self.on_removed()
                 return
@@ -157,6 +161,31 @@ class Handoff:
             task = asyncio.get_running_loop().create_task(
                 self._give(change, receiver, partitions))
             self._sessions[receiver] = task
+
+    def _all_received(self) -> bool:
+        """The subject of the change asks every other receiver how many partitions it still
+        awaits (HANDOFF_STATUS): True once all have answered 0 for this very change."""
+        me = self.members.name
+        receivers = {r for pairs in self.members.moves.values() for _, r in pairs} - {me}
+        change = self.change
+        for receiver in receivers:
+            if self._remaining.get(receiver) == 0 or receiver in self._asking:
+                continue
+            if receiver not in self.members.records:
+                continue
+            self._asking.add(receiver)
+
+            def answered(result, receiver=receiver):
+                self._asking.discard(receiver)
+                if self.change != change:
+                    return
+                if isinstance(result, Exception):
+                    self._remaining.pop(receiver, None)
+                else:
+                    self._remaining[receiver] = m.unpack_remaining(result)
+            self.pool.request(self.members.address(receiver), m.HANDOFF_STATUS,
+                              m.pack_change(change), self.timeout_s, answered)
+        return all(self._remaining.get(r) == 0 for r in receivers)
 
     def _say(self, text, *args) -> None:
         if self.log is not None:
@@ -204,9 +233,12 @@ class Handoff:
 
     async def _send_batch(self, address, batch, size, started, sent_before) -> int:
         if self.bytes_per_s:
-            ahead = (sent_before + size) / self.bytes_per_s - (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
+            # one bucket for every stream of this node: the bound is the node's
+            now = time.monotonic()
+            start = max(now, self._next_send)
+            self._next_send = start + size / self.bytes_per_s
+            if start > now:
+                await asyncio.sleep(start - now)
         result = await self._request(address, m.REPLICA_PUT, m.pack_puts(batch))
         for status, blob in m.unpack_results(result):
             if status == m.ERROR:
@@ -244,15 +276,26 @@ class Handoff:
     # -- receiving -------------------------------------------------------------------------
     def receive_done(self, payload) -> None:
         """HANDOFF_DONE from a giver: the partitions it names are all here."""
-        (name, version), partitions = m.unpack_done(payload)
-        change = self.members.change
-        if change is None or (change[0], change[2]) != (name, version):
-            raise ValueError(f"no change of {name} (version {version}) is pending here")
-        if change != self.change:
+        (name, version, crc), partitions = m.unpack_done(payload)
+        self._check_change(name, version, crc)
+        if self.members.change != self.change:
             self.step()
         self.received.update(partitions)
         self.stats["handoff_partitions_received"] += len(partitions)
         self._save(durable=True)
+
+    def status(self, payload) -> bytes:
+        """HANDOFF_STATUS: how many partitions this node still awaits in the change."""
+        self._check_change(*m.unpack_change(payload))
+        if self.members.change != self.change:
+            self.step()
+        return m.pack_remaining(len(self.to_receive()))
+
+    def _check_change(self, name, version, crc) -> None:
+        change = self.members.change
+        if change is None or (change[0], change[2], change[3]) != (name, version, crc):
+            raise ValueError(f"the change of {name} (version {version}) is not pending here "
+                             f"from the same ring")
 
     # -- dropping what this node no longer replicates ------------------------------------------
     def _drop_foreign(self) -> None:

@@ -22,8 +22,8 @@ at a time (the smallest (status version, name) first, so every node picks the sa
 differs between the two rings to its (giver, receiver) pairs: each node entering the list gets
 the partition from the node it replaces there, so a write acknowledged by W of the old replicas
 is on W of the new ones after the handoff (fastdyn/cluster/handoff.py). A joining member turns
-valid once it has received every partition it enters; a leaving member is removed once every
-partition it gives is acknowledged. The view is persisted in
+valid, and a leaving member removed, once every receiver of the change (a reshuffle of the ring
+may move partitions between other members too) has acknowledged every partition it awaits. The view is persisted in
 the data directory (`members.json`) on every change of membership or address, so a restarted
 node routes every key as before — even while some members are down — and comes back under its
 own name with a higher generation.
@@ -31,6 +31,7 @@ own name with a higher generation.
 import json
 import os
 import time
+import zlib
 from typing import NamedTuple
 
 from fastdyn.cluster.statefile import StateFile
@@ -105,7 +106,7 @@ class Members:
         self.records[name] = Member(name, address, generation, 0,
                                     own.status if own else VALID, own.version if own else 0)
         self.ring = self._make_ring(self._owners())
-        self.change = None          # (name, status, version) of the pending change, or None
+        self.change = None          # (name, status, version, ring crc) of the pending change
         self.next_ring = None
         self.moves = {}             # partition -> [(giver, receiver), ...] while it is pending
         self._planned = None
@@ -194,6 +195,10 @@ class Members:
         own = self.records[self.name]
         if merged.liveness() > own.liveness():
             own = own._replace(generation=merged.generation + 1, heartbeat=0)
+        if own.status == JOINING and merged.status == REMOVED:
+            # asked to join again under a name the cluster knows as removed: the join is the
+            # later change
+            return own._replace(version=max(own.version, merged.version + 1))
         return own._replace(status=merged.status, version=merged.version)
 
     def set_status(self, name: str, status: str) -> Member:
@@ -242,6 +247,10 @@ class Members:
         if (change, self.ring) == self._planned:
             return
         self._planned = (change, self.ring)
+        if change is not None:
+            # the owners it starts from are part of the change: nodes that see it from
+            # different rings must not take each other's handoffs for theirs
+            change += (zlib.crc32("\n".join(self.ring.members).encode()),)
         self.change = change
         if change is None:
             self.next_ring, self.moves = None, {}

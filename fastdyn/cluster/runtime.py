@@ -149,6 +149,9 @@ class Cluster:
         self._every(HINT_PERIOD_S, self._deliver_hints)
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))
+        if self.members.own().status == REMOVED:
+            log.warning("this node was removed from the cluster: it holds no replica and only "
+                        "forwards clients' commands; DYN.JOIN joins it again")
 
     def _every(self, period, fn):
         def tick():
@@ -203,7 +206,7 @@ class Cluster:
         split_address(seed)
         others = [n for n, r in self.members.records.items()
                   if n != self.name and r.status != REMOVED]
-        if others:
+        if others and self.members.own().status != REMOVED:
             raise ValueError(f"this node is already a member of a cluster of "
                              f"{len(others) + 1}; DYN.LEAVE it first")
         if self.members.own().status == JOINING:
@@ -215,14 +218,26 @@ class Cluster:
                           lambda result: self._acked(seed, result))
         log.info("joining the cluster of %s", seed)
 
-    def leave(self, name: str | None = None) -> str:
-        """DYN.LEAVE: `name` (default this node) hands its partitions off, then exits."""
+    def leave(self, name: str | None = None, force: bool = False) -> str:
+        """DYN.LEAVE: `name` (default this node) hands its partitions off, then exits.
+        force: remove it at once, without a handoff (a dead member: its keys' other replicas
+        still hold them, and read repair copies them to the new ones)."""
         name = name or self.name
         record = self.members.records.get(name)
         if record is None or record.status == REMOVED:
             raise ValueError(f"{name} is not a member")
+        if force:
+            if name == self.name:
+                raise ValueError("a node cannot force itself out; DYN.LEAVE without FORCE")
+            self.members.set_status(name, REMOVED)
+            log.warning("member %s removed without a handoff", name)
+            return name
         if record.status != VALID:
-            raise ValueError(f"{name} is {record.status}, not valid")
+            raise ValueError(f"{name} is {record.status}, not valid (DYN.LEAVE {name} FORCE "
+                             f"removes it without a handoff)")
+        if name != self.name and not self.pool.reachable(record.address):
+            raise ValueError(f"{name} is down and cannot hand its partitions off (DYN.LEAVE "
+                             f"{name} FORCE removes it without a handoff)")
         if len([n for n in self.members.ring.members if n != name]) < 1:
             raise ValueError("the last member cannot leave")
         self.members.set_status(name, LEAVING)

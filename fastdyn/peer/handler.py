@@ -8,7 +8,7 @@ fsync covers the turn's client and replica writes); HINT keeps each object for i
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
 node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
-GOSSIP_PUSH go to the node's membership, HANDOFF_DONE to its handoff (fastdyn/cluster/runtime.py). A key whose object is bad
+GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
@@ -76,7 +76,7 @@ class ReplicaHandler:
         elif kind == m.COORDINATE and self.coordinator is not None:
             self._coordinate(conn, frame)
             return
-        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE) \
+        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS) \
                 and self.membership is not None:
             try:
                 if kind == m.GOSSIP_SYN:
@@ -84,9 +84,11 @@ class ReplicaHandler:
                 elif kind == m.GOSSIP_PUSH:
                     self.membership.apply_push(frame.payload)
                     conn.reply(frame)
-                else:
+                elif kind == m.HANDOFF_DONE:
                     self.membership.handoff.receive_done(frame.payload)
                     conn.reply(frame)
+                else:
+                    conn.reply(frame, self.membership.handoff.status(frame.payload))
             except (ValueError, ProtocolError) as exc:
                 conn.reply_error(frame, str(exc))
             return

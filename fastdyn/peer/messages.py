@@ -19,8 +19,11 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
                  (OK: the new context, or the counter's new value in decimal)
     GOSSIP_SYN   request: partitions, name, digest     response: ACK (fastdyn/cluster/gossip.py)
     GOSSIP_PUSH  request: records                    response: empty
-    HANDOFF_DONE request: blob name and u32 status version of the change, u32 count,
-                 count x u32 partition              response: empty (fastdyn/cluster/handoff.py)
+    HANDOFF_DONE request: change (blob name, u32 status version, u32 crc of the ring it
+                 starts from), u32 count, count x u32 partition
+                                                     response: empty (fastdyn/cluster/handoff.py)
+    HANDOFF_STATUS request: change                   response: u32 partitions the receiver
+                                                     still awaits in it
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -42,9 +45,10 @@ from fastdyn.cluster import gossip
 from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
-           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE",
+           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
-           "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done",
+           "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done", "pack_change", "unpack_change",
+           "pack_remaining", "unpack_remaining",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -60,6 +64,7 @@ COORDINATE = 8
 GOSSIP_SYN = 9
 GOSSIP_PUSH = 10
 HANDOFF_DONE = 11
+HANDOFF_STATUS = 12
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -185,22 +190,49 @@ def unpack_coordinate(view):
     raise ProtocolError(f"unknown coordinate operation {op}")
 
 
-_DONE_TAIL = struct.Struct("<II")
+_CHANGE = struct.Struct("<II")
+_DONE_TAIL = struct.Struct("<III")
+
+
+def pack_change(change) -> bytes:
+    """HANDOFF_STATUS: a change (name, status, version, ring crc)."""
+    return _blob(change[0].encode()) + _CHANGE.pack(change[2], change[3])
+
+
+def unpack_change(view):
+    """(name, version, ring crc) of a HANDOFF_STATUS."""
+    raw, at = _take_blob(view, 0, "change name")
+    if len(view) - at != _CHANGE.size:
+        raise ProtocolError("peer HANDOFF_STATUS has the wrong size")
+    try:
+        return (raw.decode(),) + _CHANGE.unpack_from(view, at)
+    except UnicodeDecodeError:
+        raise ProtocolError("peer HANDOFF_STATUS change name is not UTF-8") from None
+
+
+def pack_remaining(count: int) -> bytes:
+    return _U32.pack(count)
+
+
+def unpack_remaining(view) -> int:
+    if len(view) != 4:
+        raise ProtocolError(f"a HANDOFF_STATUS answer is 4 bytes, got {len(view)}")
+    return _U32.unpack_from(view)[0]
 
 
 def pack_done(change, partitions) -> bytes:
-    """HANDOFF_DONE: change is (name, status, version); partitions an iterable of numbers."""
+    """HANDOFF_DONE: change is (name, status, version, ring crc); partitions numbers."""
     parts = sorted(partitions)
-    return (_blob(change[0].encode()) + _DONE_TAIL.pack(change[2], len(parts))
+    return (_blob(change[0].encode()) + _DONE_TAIL.pack(change[2], change[3], len(parts))
             + b"".join(_U32.pack(p) for p in parts))
 
 
 def unpack_done(view):
-    """((name, version), [partitions]) of a HANDOFF_DONE."""
+    """((name, version, ring crc), [partitions]) of a HANDOFF_DONE."""
     raw, at = _take_blob(view, 0, "change name")
     if len(view) - at < _DONE_TAIL.size:
         raise ProtocolError("peer message truncated in handoff partitions")
-    version, count = _DONE_TAIL.unpack_from(view, at)
+    version, crc, count = _DONE_TAIL.unpack_from(view, at)
     at += _DONE_TAIL.size
     if len(view) - at != 4 * count:
         raise ProtocolError("peer HANDOFF_DONE partitions have the wrong size")
@@ -208,7 +240,7 @@ def unpack_done(view):
         name = raw.decode()
     except UnicodeDecodeError:
         raise ProtocolError("peer HANDOFF_DONE change name is not UTF-8") from None
-    return (name, version), [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
+    return (name, version, crc), [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
 
 
 class MessageKind:
@@ -248,4 +280,6 @@ KINDS = {kind.code: kind for kind in (
                 unpack_empty),
     MessageKind(HANDOFF_DONE, "HANDOFF_DONE", lambda args: pack_done(*args), unpack_done,
                 pack_empty, unpack_empty),
+    MessageKind(HANDOFF_STATUS, "HANDOFF_STATUS", pack_change, unpack_change,
+                pack_remaining, unpack_remaining),
 )}

@@ -6,7 +6,8 @@ DYN.DEL key context [W n]                          -> OK
 DYN.RING                                           -> [[partition, [node, ...]], ...]
 DYN.MEMBERS                                        -> [[name, address, status, partitions]...]
 DYN.JOIN host:peer-port                            -> OK (this node joins that seed's cluster)
-DYN.LEAVE [node]                                   -> OK (the node hands off, then exits)
+DYN.LEAVE [node [FORCE]]                           -> OK (the node hands off, then exits;
+                                                      FORCE: a dead node, removed at once)
 DYN.FAULT PARTITION|DELAY|DROP|HEAL|CLOCK ...      -> OK (only with --fault-injection yes)
 
 A single node (no --seeds) answers them too, as a cluster of one; its context is always empty
@@ -154,12 +155,14 @@ def cmd_dyn_join(conn, args):
 
 @command("dyn.leave", -1, "admin",
          summary="Makes a member (default this node) hand its partitions off and leave the "
-                 "cluster; it exits when done.")
+                 "cluster; it exits when done. FORCE removes a dead member without a handoff.")
 def cmd_dyn_leave(conn, args):
-    if len(args) > 2:
+    force = len(args) == 3 and args[2].lower() == b"force"
+    if len(args) > 3 or (len(args) == 3 and not force):
         raise CommandError(ERR_SYNTAX)
-    _change(_member_runtime(conn, "DYN.LEAVE").leave,
-            args[1].decode("utf-8", "replace") if len(args) == 2 else None)
+    cluster = _member_runtime(conn, "DYN.LEAVE")
+    name = args[1].decode("utf-8", "replace") if len(args) >= 2 else None
+    _change(lambda arg: cluster.leave(arg, force=force), name)
     conn.out.ok()
 
 
