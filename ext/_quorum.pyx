@@ -513,7 +513,7 @@ cdef class _Restamp:
 @cython.final
 cdef class PlainPath:
     """What a plain GET or SET needs of its coordinator in the common case (every member
-    reachable, the default R and W, no handoff of the key's partition), kept at C level so the operation runs without a Python
+    reachable, the default R and W), kept at C level so the operation runs without a Python
     call: each partition's primaries and their targets and the effective quorum, for the ring
     they were derived from. A new ring (the only way the member count changes: Members.add)
     derives them again; while a peer is down (pool.down) the coordinator's Python path
@@ -572,10 +572,9 @@ cdef class PlainPath:
         return 0
 
     cdef Py_ssize_t partition(self, bytes key) except -2:
-        """key's partition when every member is reachable (its targets are its primaries) and
-        no handoff moves it, else -1."""
+        """key's partition when every member is reachable (its targets are its primaries),
+        else -1."""
         cdef uint64_t h
-        cdef Py_ssize_t p
         ring = self.members.ring
         if ring is not self.ring:
             self.derive(ring)
@@ -589,11 +588,7 @@ cdef class PlainPath:
         if self.bits == 0:
             return 0
         h = fd_xxh64(PyBytes_AS_STRING(key), <size_t>PyBytes_GET_SIZE(key), FD_KEY_SEED)
-        p = <Py_ssize_t>(h >> (64 - self.bits))
-        moves = self.members.moves
-        if moves and p in moves:
-            return -1       # being handed off: its writes also go to the receiving nodes
-        return p
+        return <Py_ssize_t>(h >> (64 - self.bits))
 
     def targets_of(self, key):
         """key's targets as a plain GET or SET would take them here, or None where the
@@ -678,6 +673,9 @@ def coordinator_put(coord, key, value, expiry_ms=0):
     restamp.value = value
     cdef Py_ssize_t part = plain.partition(key)
     if part >= 0 and not plain.dw:
+        moves = plain.members.moves
+        if moves and part in moves:
+            coord._write_to_receivers(key, data)    # a handoff moves it: they get it too
         return _write_to_primaries(coord, plain.name, plain.replica, key, data,
                                    plain.primaries[part],
                                    <list>plain.targets[part], plain.w, restamp)

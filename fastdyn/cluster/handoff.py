@@ -71,7 +71,7 @@ class Handoff:
         self._cleaning = None
         self.stats = {"handoff_keys_sent": 0, "handoff_bytes_sent": 0,
                       "handoff_partitions_given": 0, "handoff_partitions_received": 0,
-                      "handoff_keys_dropped": 0}
+                      "handoff_keys_dropped": 0, "handoff_stream_ms": 0}
 
     # -- persisted progress ----------------------------------------------------------------
     def _load(self) -> None:
@@ -228,6 +228,7 @@ class Handoff:
             self.given.setdefault(receiver, set()).update(partitions)
             self._save()
         self.stats["handoff_partitions_given"] += len(partitions)
+        self.stats["handoff_stream_ms"] += int((time.monotonic() - started) * 1000)
         self._say("gave %d partitions to %s: %d keys, %d bytes in %.2f s", len(partitions),
                   receiver, keys, sent, time.monotonic() - started)
 
