@@ -14,8 +14,9 @@ Meanwhile coordinators send every write of a moving partition to its receivers t
 `settle_s` after it learns of a change before it folds, so the coordinators have heard of the
 change (gossip) and already copy their writes to the receivers.
 
-A joining node turns itself valid once it has received every partition it enters; a leaving
-node turns itself removed once every partition it gives is acknowledged, and then exits. Once
+The subject of the change (the joining or leaving node) ends it once every receiver — a
+reshuffle of the ring moves partitions between other members too — answers HANDOFF_STATUS with
+nothing left to await: a joiner turns itself valid, a leaver removed (and then exits). Once
 no change is pending (and `settle_s` more, for coordinators still writing to the old replicas),
 each node deletes the keys of partitions it no longer replicates (only then: their receivers
 have acknowledged them; and only after a change this node took part in,
