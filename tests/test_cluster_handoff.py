@@ -230,3 +230,33 @@ def test_a_dead_member_is_forced_out_and_its_name_joins_again(tmp_path):
                 assert dyn_get(c, b"k:%d" % i, "R", 3)[1] == [b"v%d" % i], i
     finally:
         cluster.kill_all()
+
+
+def test_a_new_node_given_the_cluster_as_seeds_joins_with_a_handoff(tmp_path):
+    cluster = Cluster(tmp_path, 3, *FAST).start()
+    node = None
+    try:
+        with cluster.client(0) as c:
+            pipeline_set(c, [(b"k:%d" % i, b"v%d" % i) for i in range(3000)])
+        port = free_port()
+        while port + PEER_OFFSET > 65535 or port in cluster.ports:
+            port = free_port()
+        data_dir = os.path.join(tmp_path, "new")
+        os.makedirs(data_dir)
+        node = ServerProcess(fastdyn_argv(port, data_dir, "--seeds",
+                                          ",".join(cluster.peer_addresses), *FAST),
+                             port, data_dir, os.path.join(tmp_path, "new.log")).start()
+        wait_settled(cluster.ports + [port], 4)
+        assert "every receiver has its partitions: valid" in node.log()   # it joined
+        name = f"{HOST}:{port}"
+        ring = Ring(sorted(cluster.names + [name]))
+    finally:
+        if node is not None:
+            node.kill()
+        cluster.kill_all()
+    import fastdyn
+
+    with fastdyn.open(data_dir) as store:
+        held = set(store.keys())
+    mine = set(ring.partitions_of(name, 3))
+    assert {b"k:%d" % i for i in range(3000) if ring.partition(b"k:%d" % i) in mine} <= held

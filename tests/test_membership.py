@@ -193,3 +193,17 @@ def test_phi_rises_with_silence_and_an_answer_clears_it():
     d.alive("b", t + 4.0)
     assert not d.suspects("b", t + 4.5)
     assert d.phi("never", 100.0) == 0.0 and d.phi("b", t + 1e6) <= 300.0
+
+
+def test_the_gossip_simulation_spreads_a_join_and_detects_a_failure():
+    """bench/bench_gossip.py drives this core over a simulated network; a small run of it."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import bench_gossip
+
+    r = bench_gossip.measure(30, 0.01, seed=3, max_rounds=40)
+    assert r["rounds_to_spread_a_join"] is not None and r["rounds_to_spread_a_join"] <= 10
+    assert r["rounds_until_all_suspect_a_failure"] is not None
+    assert 2.5 <= r["messages_per_node_round"] <= 4      # SYN, ACK and mostly a PUSH

@@ -90,9 +90,11 @@ class Members:
     says what changed; the rest of the node asks `ring`, `names()`, `peers()`, `address()`."""
 
     def __init__(self, data_dir: str | None, name: str, address: str, partitions: int,
-                 now_s=time.time, replicas: int = 3, background: bool = False):
+                 now_s=time.time, replicas: int = 3, background: bool = False,
+                 first_status: str = VALID):
         """data_dir None keeps the view in memory only (a simulation); background: saves
-        are written by a thread (statefile.py), as a serving node needs."""
+        are written by a thread (statefile.py), as a serving node needs; first_status: this
+        node's status when the data directory knows no membership yet."""
         self.path = None if data_dir is None else os.path.join(data_dir, FILE)
         self._file = None if data_dir is None else StateFile(self.path, background)
         self.name = name
@@ -104,7 +106,8 @@ class Members:
         own = self.records.get(name)
         generation = max(int(now_s()), own.generation + 1 if own else 0)
         self.records[name] = Member(name, address, generation, 0,
-                                    own.status if own else VALID, own.version if own else 0)
+                                    own.status if own else first_status,
+                                    own.version if own else 0)
         self.ring = self._make_ring(self._owners())
         self.change = None          # (name, status, version, ring crc) of the pending change
         self.next_ring = None

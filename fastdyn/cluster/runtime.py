@@ -95,9 +95,15 @@ class Cluster:
         self.hints = HintStore(os.path.join(config.data_dir, "hints"), merge_bytes,
                                max_bytes=config.hint_max_bytes, sync=config.sync
                                if config.sync != "always" else "always")
-        self.members = Members(config.data_dir, config.name,
-                               f"{config.advertise}:{config.peer_port}", config.partitions,
-                               replicas=config.n, background=True)
+        address = f"{config.advertise}:{config.peer_port}"
+        # a new node that is not one of its own seeds joins the seeds' cluster and receives
+        # its partitions before it serves them; seeds (as `cluster up` starts every node)
+        # form the cluster at once, as in Cassandra
+        self.members = Members(config.data_dir, config.name, address, config.partitions,
+                               replicas=config.n, background=True,
+                               first_status=VALID if address in config.seeds else JOINING)
+        # joining by itself (not by DYN.JOIN), and nothing learnt yet
+        self._auto_join = self.members.own().status == JOINING and len(self.members.records) == 1
         self.faults = Faults()
         self.pool = None
         self.server = None
@@ -212,6 +218,7 @@ class Cluster:
         if self.members.own().status == JOINING:
             raise ValueError("this node is already joining a cluster")
         self.members.set_status(self.name, JOINING)
+        self._auto_join = False
         if seed not in self.gossip.seeds:
             self.gossip.seeds.append(seed)
         self.pool.request(seed, m.GOSSIP_SYN, self.gossip.syn(), GOSSIP_DEADLINE_S,
@@ -271,6 +278,9 @@ class Cluster:
         responder, push, beating, changed = self.gossip.on_ack(result)
         if responder == self.name:
             self.gossip.forget_seed(address)     # a seed that is this node itself
+            if self._auto_join and len(self.members.records) == 1:
+                # it is a seed after all (named another way): it forms the cluster
+                self.members.set_status(self.name, VALID)
             return
         self.join_error = ""
         self._learned(beating, changed)
