@@ -12,7 +12,8 @@
    before the join.
 
     python bench/bench_membership.py [--keys 200000] [--value-size 100] [--rate 4000]
-                                     [--only detect|handoff] [--json FILE]
+                                     [--only detect|handoff] [--under-load-only]
+                                     [--handoff-bytes-per-s B] [--json FILE]
 """
 import argparse
 import json
@@ -195,11 +196,12 @@ def p99(out):
     return {name: round(v["p99_ms"], 3) for name, v in ops.items()}
 
 
-def handoff(keys, value_size, rate, root, foreground):
+def handoff(keys, value_size, rate, root, foreground, throttle=None):
     base = os.path.join(root, f"handoff-{foreground}")
-    # alone: as fast as it goes; under load: the default throttle (64 MiB/s per node)
-    flags = ("--handoff-settle-ms", "1000") + (() if foreground else
-                                                ("--handoff-bytes-per-s", "0"))
+    # alone: as fast as it goes; under load: the node's default throttle unless given
+    flags = ("--handoff-settle-ms", "1000") + (
+        ("--handoff-bytes-per-s", "0") if not foreground else
+        () if throttle is None else ("--handoff-bytes-per-s", str(throttle)))
     cluster = Cluster(base, 3, *flags)
     fill(cluster.ports[0], keys, value_size)
     # DBSIZE lists every key of every member: never while a latency is measured
@@ -245,6 +247,10 @@ def main(argv=None):
     p.add_argument("--value-size", type=int, default=100)
     p.add_argument("--rate", type=int, default=4000)
     p.add_argument("--only", choices=("detect", "handoff"))
+    p.add_argument("--under-load-only", action="store_true",
+                   help="run only the handoff under a foreground load")
+    p.add_argument("--handoff-bytes-per-s", type=int,
+                   help="the nodes' handoff throttle under load (default: theirs)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     root = tempfile.mkdtemp(prefix="fastdyn-membership-")
@@ -255,9 +261,9 @@ def main(argv=None):
                 results.append(detection(how, with_load, root))
                 print(json.dumps(results[-1]), flush=True)
         if args.only != "detect":
-            for foreground in (False, True):
+            for foreground in ((True,) if args.under_load_only else (False, True)):
                 results.append(handoff(args.keys, args.value_size, args.rate, root,
-                                       foreground))
+                                       foreground, args.handoff_bytes_per_s))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -260,3 +260,27 @@ def test_a_new_node_given_the_cluster_as_seeds_joins_with_a_handoff(tmp_path):
         held = set(store.keys())
     mine = set(ring.partitions_of(name, 3))
     assert {b"k:%d" % i for i in range(3000) if ring.partition(b"k:%d" % i) in mine} <= held
+
+
+def test_the_cluster_commands_take_the_nodes_password(tmp_path):
+    cluster = Cluster(tmp_path, 2, *FAST, "--requirepass", "s3cret/pw")
+    try:
+        for node in cluster.nodes:
+            node.start()
+
+        def cli(*args, env=None):
+            return subprocess.run([sys.executable, "-m", "fastdyn", "cluster", *args],
+                                  capture_output=True, text=True, timeout=30,
+                                  env={**os.environ, **(env or {})})
+        wait_until(lambda: "cluster_reachable:2" in cli(
+            "status", "--port", str(cluster.ports[0]), "--password", "s3cret/pw").stdout, 30,
+            "the two nodes do not see each other")
+        denied = cli("status", "--port", str(cluster.ports[0]))
+        assert denied.returncode == 1 and "NOAUTH" in denied.stderr
+        ok = cli("status", "--port", str(cluster.ports[0]), "--password", "s3cret/pw")
+        assert ok.returncode == 0 and cluster.names[1] in ok.stdout
+        left = cli("leave", cluster.names[1], env={"FASTDYN_PASSWORD": "s3cret/pw"})
+        assert left.returncode == 0, left.stderr
+        assert cluster.nodes[1].proc.wait(60) == 0
+    finally:
+        cluster.kill_all()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 STATE = "cluster.json"
 PEER_OFFSET = 10000
@@ -39,6 +40,7 @@ def add_arguments(parser):
     status = sub.add_parser("status", help="members as one node sees them", allow_abbrev=False)
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7379)
+    _password_option(status)
     join = sub.add_parser("join", help="make a node join the cluster of a seed",
                           allow_abbrev=False)
     join.add_argument("node", help="the joining node's client address, HOST:PORT")
@@ -48,8 +50,15 @@ def add_arguments(parser):
     leave.add_argument("node", help="the leaving member: its client address (= its name)")
     leave.add_argument("--force", action="store_true",
                        help="remove a dead member at once, without a handoff (needs --via)")
+    _password_option(join)
+    _password_option(leave)
     leave.add_argument("--via", help="send the request through this member (HOST:PORT), e.g. "
                                      "when NODE does not answer clients")
+
+
+def _password_option(parser) -> None:
+    parser.add_argument("--password", default=os.environ.get("FASTDYN_PASSWORD"),
+                        help="the nodes' requirepass (default: $FASTDYN_PASSWORD)")
 
 
 def run(args) -> int:
@@ -189,7 +198,7 @@ def status(args) -> int:
     from fastdyn.errors import FastdynError
 
     try:
-        with connect(f"redis://{args.host}:{args.port}") as client:
+        with connect(_url(f"{args.host}:{args.port}", args.password)) as client:
             members = client.execute(b"DYN.MEMBERS")
             info = client.execute(b"INFO", b"cluster")
     except (OSError, FastdynError) as exc:
@@ -204,13 +213,18 @@ def status(args) -> int:
     return 0
 
 
-def _ask(address: str, *command) -> int:
+def _url(address: str, password: str | None) -> str:
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{address}"
+
+
+def _ask(address: str, password, *command) -> int:
     """Send one command to the node at HOST:PORT; print its answer or error."""
     from fastdyn.client import connect
     from fastdyn.errors import FastdynError
 
     try:
-        with connect(f"redis://{address}") as client:
+        with connect(_url(address, password)) as client:
             reply = client.execute(*command)
     except (OSError, FastdynError) as exc:
         print(f"fastdyn cluster: {address}: {exc}", file=sys.stderr)
@@ -220,7 +234,7 @@ def _ask(address: str, *command) -> int:
 
 
 def join(args) -> int:
-    return _ask(args.node, b"DYN.JOIN", args.seed.encode())
+    return _ask(args.node, args.password, b"DYN.JOIN", args.seed.encode())
 
 
 def leave(args) -> int:
@@ -229,8 +243,9 @@ def leave(args) -> int:
               file=sys.stderr)
         return 2
     if args.via:
-        return _ask(args.via, b"DYN.LEAVE", args.node.encode(), *([b"FORCE"] * args.force))
-    return _ask(args.node, b"DYN.LEAVE")
+        return _ask(args.via, args.password, b"DYN.LEAVE", args.node.encode(),
+                    *([b"FORCE"] * args.force))
+    return _ask(args.node, args.password, b"DYN.LEAVE")
 
 
 def _s(value) -> str:
