@@ -42,6 +42,7 @@ BATCH_KEYS = 256
 BATCH_BYTES = 256 * 1024
 SCAN_PAGE = 1024            # keys looked at between two yields to the event loop
 RETRY_S = 1.0
+DROP_PAUSE_S = 0.005        # between SCAN pages of the drop: nothing waits for it
 
 class Handoff:
     def __init__(self, members, store, pool, data_dir, *, concurrency=2, bytes_per_s=0,
@@ -262,10 +263,10 @@ class Handoff:
         self.pool.request(address, kind, payload, self.timeout_s, done)
         return future
 
-    async def _keys(self):
+    async def _keys(self, pause_s: float = 0.0):
         """Every key of the store, a SCAN page at a time with the event loop served between
         pages (no pass over the whole store at once: a fold of a million keys would stall
-        the node's clients)."""
+        the node's clients), and `pause_s` more between pages when nothing waits on it."""
         cursor = 0
         while True:
             cursor, keys = self.store.scan(cursor, SCAN_PAGE)
@@ -273,7 +274,7 @@ class Handoff:
                 yield key
             if cursor == 0:
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(pause_s)
 
     # -- receiving -------------------------------------------------------------------------
     def receive_done(self, payload) -> None:
@@ -314,7 +315,7 @@ class Handoff:
         mine = set(ring.partitions_of(me, n))
         dropped = 0
         try:
-            async for key in self._keys():
+            async for key in self._keys(DROP_PAUSE_S):
                 if self.members.ring is not ring or self.members.change is not None:
                     return
                 if ring.partition(key) not in mine:
