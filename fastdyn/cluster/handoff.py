@@ -212,11 +212,11 @@ class Handoff:
                 batch.append((key, data))
                 size += len(key) + len(data)
                 if len(batch) >= BATCH_KEYS or size >= BATCH_BYTES:
-                    sent += await self._send_batch(address, batch, size, started, sent)
+                    sent += await self._send_batch(address, batch, size)
                     keys += len(batch)
                     batch, size = [], 0
             if batch:
-                sent += await self._send_batch(address, batch, size, started, sent)
+                sent += await self._send_batch(address, batch, size)
                 keys += len(batch)
             await self._request(address, m.HANDOFF_DONE, m.pack_done(change, partitions))
         except Exception as exc:
@@ -234,7 +234,7 @@ class Handoff:
         self._say("gave %d partitions to %s: %d keys, %d bytes in %.2f s", len(partitions),
                   receiver, keys, sent, time.monotonic() - started)
 
-    async def _send_batch(self, address, batch, size, started, sent_before) -> int:
+    async def _send_batch(self, address, batch, size) -> int:
         if self.bytes_per_s:
             # one bucket for every stream of this node: the bound is the node's
             now = time.monotonic()

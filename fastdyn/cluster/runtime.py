@@ -118,10 +118,8 @@ class Cluster:
                              up=lambda name: self.pool.reachable(self.members.address(name)))
         self.gossip_interval_s = config.gossip_interval_ms / 1000
         self.join_error = ""
-        self.closed = False
         self.handoff = None
         self.on_removed = None      # set by the server: stops the node
-        self._gossip_timer = None
         self._verifying = set()
         self._delivering = set()
         self._timers = []
@@ -151,6 +149,8 @@ class Cluster:
                                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log,
                                on_removed=self._removed)
         self._gossip_round(first=True)
+        self._every(lambda: self.gossip_interval_s * self.gossip.rng.uniform(0.8, 1.2),
+                    self._gossip_round)
         self._every(HANDOFF_PERIOD_S, self.handoff.step)
         self._every(HINT_PERIOD_S, self._deliver_hints)
         log.info("cluster member %s, peer port %d, %d members known", self.name,
@@ -160,14 +160,17 @@ class Cluster:
                         "forwards clients' commands; DYN.JOIN joins it again")
 
     def _every(self, period, fn):
+        """fn() every `period` seconds (a number, or a function giving each wait)."""
+        wait = period if callable(period) else lambda: period
+
         def tick():
             try:
                 fn()
             except Exception:
                 log.exception("cluster timer failed")
-            self._timers[index] = self.loop.call_later(period, tick)
+            self._timers[index] = self.loop.call_later(wait(), tick)
         index = len(self._timers)
-        self._timers.append(self.loop.call_later(period, tick))
+        self._timers.append(self.loop.call_later(wait(), tick))
 
     # -- membership: gossip and failure detection -----------------------------------------
     def _gossip_round(self, first: bool = False) -> None:
@@ -184,11 +187,11 @@ class Cluster:
             targets = list(dict.fromkeys(targets + self.gossip.seeds))
         syn = self.gossip.syn()
         for address in targets:
-            self.pool.request(address, m.GOSSIP_SYN, syn, GOSSIP_DEADLINE_S,
-                              lambda result, address=address: self._acked(address, result))
-        self._gossip_timer = self.loop.call_later(
-            self.gossip_interval_s * self.gossip.rng.uniform(0.8, 1.2), self._guarded,
-            self._gossip_round)
+            self._send_syn(address, syn)
+
+    def _send_syn(self, address, syn) -> None:
+        self.pool.request(address, m.GOSSIP_SYN, syn, GOSSIP_DEADLINE_S,
+                          lambda result: self._acked(address, result))
 
     def _verify(self, name, address, now) -> None:
         """A member whose heartbeats stopped is asked directly before it is treated as down:
@@ -221,8 +224,7 @@ class Cluster:
         self._auto_join = False
         if seed not in self.gossip.seeds:
             self.gossip.seeds.append(seed)
-        self.pool.request(seed, m.GOSSIP_SYN, self.gossip.syn(), GOSSIP_DEADLINE_S,
-                          lambda result: self._acked(seed, result))
+        self._send_syn(seed, self.gossip.syn())
         log.info("joining the cluster of %s", seed)
 
     def leave(self, name: str | None = None, force: bool = False) -> str:
@@ -258,14 +260,6 @@ class Cluster:
         log.info("removed from the cluster: stopping in %.1f s", delay)
         if self.on_removed is not None:
             self.loop.call_later(delay, self.on_removed)
-
-    def _guarded(self, fn) -> None:
-        if self.closed:
-            return
-        try:
-            fn()
-        except Exception:
-            log.exception("cluster timer failed")
 
     def _acked(self, address, result) -> None:
         if isinstance(result, PeerRequestFailed) and "partitions" in result.reason:
@@ -404,9 +398,6 @@ class Cluster:
         return out
 
     async def close(self) -> None:
-        self.closed = True
-        if self._gossip_timer is not None:
-            self._gossip_timer.cancel()
         for t in self._timers:
             t.cancel()
         if self.handoff is not None:

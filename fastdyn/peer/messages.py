@@ -191,7 +191,6 @@ def unpack_coordinate(view):
 
 
 _CHANGE = struct.Struct("<II")
-_DONE_TAIL = struct.Struct("<III")
 
 
 def pack_change(change) -> bytes:
@@ -199,15 +198,24 @@ def pack_change(change) -> bytes:
     return _blob(change[0].encode()) + _CHANGE.pack(change[2], change[3])
 
 
+def _take_change(view, what: str):
+    """(name, version, ring crc) at the start of a HANDOFF_* payload, and the offset after."""
+    raw, at = _take_blob(view, 0, "change name")
+    if len(view) - at < _CHANGE.size:
+        raise ProtocolError(f"peer {what} truncated in its change")
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError(f"peer {what} change name is not UTF-8") from None
+    return (name,) + _CHANGE.unpack_from(view, at), at + _CHANGE.size
+
+
 def unpack_change(view):
     """(name, version, ring crc) of a HANDOFF_STATUS."""
-    raw, at = _take_blob(view, 0, "change name")
-    if len(view) - at != _CHANGE.size:
+    change, at = _take_change(view, "HANDOFF_STATUS")
+    if at != len(view):
         raise ProtocolError("peer HANDOFF_STATUS has the wrong size")
-    try:
-        return (raw.decode(),) + _CHANGE.unpack_from(view, at)
-    except UnicodeDecodeError:
-        raise ProtocolError("peer HANDOFF_STATUS change name is not UTF-8") from None
+    return change
 
 
 def pack_remaining(count: int) -> bytes:
@@ -221,26 +229,22 @@ def unpack_remaining(view) -> int:
 
 
 def pack_done(change, partitions) -> bytes:
-    """HANDOFF_DONE: change is (name, status, version, ring crc); partitions numbers."""
+    """HANDOFF_DONE: the change (as HANDOFF_STATUS), u32 count, the partitions."""
     parts = sorted(partitions)
-    return (_blob(change[0].encode()) + _DONE_TAIL.pack(change[2], change[3], len(parts))
+    return (pack_change(change) + _U32.pack(len(parts))
             + b"".join(_U32.pack(p) for p in parts))
 
 
 def unpack_done(view):
     """((name, version, ring crc), [partitions]) of a HANDOFF_DONE."""
-    raw, at = _take_blob(view, 0, "change name")
-    if len(view) - at < _DONE_TAIL.size:
+    change, at = _take_change(view, "HANDOFF_DONE")
+    if len(view) - at < 4:
         raise ProtocolError("peer message truncated in handoff partitions")
-    version, crc, count = _DONE_TAIL.unpack_from(view, at)
-    at += _DONE_TAIL.size
+    (count,) = _U32.unpack_from(view, at)
+    at += 4
     if len(view) - at != 4 * count:
         raise ProtocolError("peer HANDOFF_DONE partitions have the wrong size")
-    try:
-        name = raw.decode()
-    except UnicodeDecodeError:
-        raise ProtocolError("peer HANDOFF_DONE change name is not UTF-8") from None
-    return (name, version, crc), [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
+    return change, [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
 
 
 class MessageKind:
