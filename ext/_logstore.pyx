@@ -56,6 +56,7 @@ from fastdyn.errors import (BadKey, DurabilityLost, PersistFailed, StorageCorrup
                             StoreLocked)
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from xxh64 cimport fd_xxh64, FD_KEY_SEED
 from libc.string cimport memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.errno cimport errno, EINTR, EIO
@@ -143,6 +144,8 @@ cdef enum:
 cdef uint64_t MAX_VALUE_HARD = 1 << 30
 cdef size_t WBUF_FLUSH = 1 << 20       # write() early once this much is pending
 cdef size_t UNLOCKED_READ = 256 << 10  # values this large are copied with the GIL released
+# The seed of the anti-entropy item digest (fastdyn._merkle.item_digest uses the same).
+cdef uint64_t ITEM_SEED = 0x4D45524B4C45  # "MERKLE"
 cdef uint64_t ID_GAP = 1 << 20         # room for merge outputs after each segment id
 cdef size_t GUESS_CAP = 1 << 24        # most keys the keydir is pre-sized for from data sizes
 cdef size_t NO_ENTRY = <size_t>-1     # a merge's move found by key, not by arena position
@@ -632,12 +635,14 @@ cdef class Store:
     def __init__(self, path, sync="interval", int sync_interval_ms=1000,
                  max_value_bytes=16 << 20, segment_bytes=64 << 20, compress_threshold=4096,
                  merge_ratio=0.4, auto_merge=True, on_write=None, clock=None,
-                 read_only=False):
+                 read_only=False, expire_hold_ms=0):
         """Open (creating if needed) the store in directory `path`.
 
         `clock`: a callable returning the current Unix time in milliseconds (tests use it to
         control expiry); default the system clock.  `read_only`: inspect without changing
         anything (no repair, no writes); the directory must exist.
+        `expire_hold_ms` (> 0): records whose expiry is later than this do not expire, even at
+        open (see the `expire_hold_ms` property).
         """
         if sync not in ("always", "interval", "never"):
             raise ValueError(f"sync must be 'always', 'interval' or 'never', not {sync!r}")
@@ -664,6 +669,7 @@ cdef class Store:
         self.auto_merge = auto_merge and not read_only
         self.on_write = on_write
         self._clock = clock
+        self.expire_hold = expire_hold_ms
         self.read_only = 1 if read_only else 0
         self.map_len = segment_bytes + HDR + MAX_KEY + max_value_bytes + 4096
         self._merge_lock = threading.Lock()
@@ -913,12 +919,12 @@ cdef class Store:
                     if not self.read_only:
                         self._retire(i)
             return 0
-        if (flags & F_TOMB) or (expiry != 0 and <int64_t>expiry <= now):
+        if (flags & F_TOMB) or (expiry != 0 and <int64_t>expiry <= self._expiry_clock(now)):
             slot = kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl))
             if slot >= 0:
                 self._remove_slot(slot)
             return 0
-        self._index(kp, kl, si, off, size, expiry)
+        self._index(kp, kl, si, off, size, expiry, 0)
         return 0
 
     cdef int _scan_segment(self, uint32_t si, int64_t now, dict report) except -1:
@@ -1004,7 +1010,7 @@ cdef class Store:
         if e.expiry != 0:
             if now < 0:
                 now = wall_ms()
-            if <int64_t>e.expiry <= now:
+            if <int64_t>e.expiry <= self._expiry_clock(now):
                 if not self.read_only:
                     self._remove_slot(slot)
                     self.expired_removed += 1
@@ -1013,6 +1019,8 @@ cdef class Store:
 
     cdef int _remove_slot(self, size_t slot) except -1:
         cdef kd_entry *e = kd_entry_at(&self.kd, slot)
+        if e.digest:
+            self._tree_update(e.key, <size_t>e.klen_m1 + 1, e.digest, 0)
         self.segs[e.seg].live -= e.size
         kd_remove(&self.kd, slot)
         if kd_maybe_compact(&self.kd) < 0:
@@ -1020,8 +1028,9 @@ cdef class Store:
         return 0
 
     cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
-                    uint32_t size, uint64_t expiry) except -1:
-        """Point key at a record (insert or update), moving its live bytes."""
+                    uint32_t size, uint64_t expiry, uint32_t digest) except -1:
+        """Point key at a record (insert or update), moving its live bytes; digest is the
+        value's anti-entropy digest (0 when the trees are off or it is not known)."""
         cdef uint64_t h = kd_hash(&self.kd, kp, kl)
         cdef int64_t slot = kd_find(&self.kd, kp, kl, h)
         cdef kd_entry *e
@@ -1043,8 +1052,41 @@ cdef class Store:
         e.off = off
         e.size = size
         e.expiry = expiry
+        if e.digest != digest:
+            self._tree_update(kp, kl, e.digest, digest)
+            e.digest = digest
         self.segs[seg].live += size
         return 0
+
+    cdef uint32_t _digest(self, const char *kp, size_t kl, const char *vp, size_t vl) noexcept:
+        """The anti-entropy digest of a key and its value (as written, never compressed):
+        nonzero, and 0 when the trees are off."""
+        if self.tree_nodes == NULL:
+            return 0
+        cdef uint64_t h = fd_xxh64(vp, vl, fd_xxh64(kp, kl, ITEM_SEED))
+        cdef uint32_t d = <uint32_t>(h ^ (h >> 32))
+        return d if d != 0 else 1
+
+    cdef void _tree_update(self, const char *kp, size_t kl, uint32_t old, uint32_t new) noexcept:
+        """Replace one item of its partition's tree (0 = absent): a leaf is the sum of its
+        items' digests, an inner node the sum of its children, so a write updates one path."""
+        if self.tree_nodes == NULL or old == new:
+            return
+        cdef uint64_t h = fd_xxh64(kp, kl, FD_KEY_SEED)
+        cdef uint64_t delta = <uint64_t>new - <uint64_t>old
+        cdef uint64_t *tree = self.tree_nodes + (
+            (h >> (64 - self.tree_pbits)) * self.tree_size if self.tree_pbits else 0)
+        cdef uint64_t segment = h & <uint64_t>(self.tree_leaves - 1)
+        cdef int level
+        for level in range(self.tree_depth, -1, -1):
+            tree[self.tree_offsets[level] + segment] += delta
+            segment >>= self.tree_fbits
+
+    cdef int64_t _expiry_clock(self, int64_t now) noexcept:
+        """The time records expire by: now, or the hold when one is set and earlier."""
+        if self.expire_hold > 0 and self.expire_hold < now:
+            return self.expire_hold
+        return now
 
     cdef object _read_value(self, kd_entry *e):
         """The value of the record e points at, checked against its CRC."""
@@ -1384,6 +1426,7 @@ cdef class Store:
         cdef Py_buffer vbuf
         cdef bint have_buf = False
         cdef uint8_t flags = 0
+        cdef uint32_t digest
         if self.closed or self.read_only or self.broken:
             self._check_writable()
         if PyBytes_CheckExact(key) and 0 < PyBytes_GET_SIZE(key) <= MAX_KEY:
@@ -1411,6 +1454,7 @@ cdef class Store:
             if vl > self.max_value_bytes:
                 raise ValueError(f"value of {vl} bytes exceeds max_value_bytes "
                                  f"({self.max_value_bytes})")
+            digest = self._digest(kp, kl, vp, vl)
             if self.compress_threshold and vl >= self.compress_threshold:
                 packed = lz4.block.compress(value, store_size=True)
                 if PyBytes_GET_SIZE(packed) < <Py_ssize_t>vl:
@@ -1418,7 +1462,7 @@ cdef class Store:
                     vp = PyBytes_AS_STRING(packed)
                     vl = PyBytes_GET_SIZE(packed)
                     flags = F_LZ4
-            self._write(kp, kl, vp, vl, expiry_ms, flags)
+            self._write(kp, kl, vp, vl, expiry_ms, flags, digest)
         finally:
             if have_buf:
                 PyBuffer_Release(&vbuf)
@@ -1427,13 +1471,13 @@ cdef class Store:
         return 0
 
     cdef int _write(self, const char *kp, size_t kl, const char *vp, size_t vl,
-                    uint64_t expiry_ms, uint8_t flags) except -1:
+                    uint64_t expiry_ms, uint8_t flags, uint32_t digest) except -1:
         """Append the record of a checked key and value (as stored) and index it."""
         cdef int64_t now = self._now()
         self._append(kp, kl, vp, vl, expiry_ms, flags, now)
         cdef uint32_t off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
-        self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms)
-        if expiry_ms != 0 and <int64_t>expiry_ms <= now:
+        self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms, digest)
+        if expiry_ms != 0 and <int64_t>expiry_ms <= self._expiry_clock(now):
             # written already expired (e.g. SET .. PXAT in the past): the key is gone
             self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
         self._after_write()
@@ -1450,7 +1494,7 @@ cdef class Store:
                         uint64_t expiry_ms) except -1:
         """put(key, value, expiry_ms) from C bytes when _plain_put_ok(vl): a command loop
         writes straight from its receive buffer. 1 <= kl <= MAX_KEY."""
-        return self._write(kp, kl, vp, vl, expiry_ms, 0)
+        return self._write(kp, kl, vp, vl, expiry_ms, 0, self._digest(kp, kl, vp, vl))
 
     cdef Py_ssize_t _value_ref(self, const char *kp, size_t kl, const char **vp) except -3:
         """The value of a live key, checked against its CRC, without making its bytes: *vp
@@ -1588,12 +1632,13 @@ cdef class Store:
         # copy the stored (maybe compressed) value: the buffer may move while appending
         stored = PyBytes_FromStringAndSize(p + HDR + kl, e.size - HDR - kl)
         flags = (<uint8_t>p[R_FLAGS]) & F_LZ4
+        digest = e.digest        # the value stays: so does its digest
         self._append(kp, kl, PyBytes_AS_STRING(stored), PyBytes_GET_SIZE(stored), expiry,
                      flags, now)
         self._index(kp, kl, self.active,
                     <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + PyBytes_GET_SIZE(stored))),
-                    <uint32_t>(HDR + kl + PyBytes_GET_SIZE(stored)), expiry)
-        if expiry != 0 and <int64_t>expiry <= now:
+                    <uint32_t>(HDR + kl + PyBytes_GET_SIZE(stored)), expiry, digest)
+        if expiry != 0 and <int64_t>expiry <= self._expiry_clock(now):
             self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
         self._after_write()
         return True
@@ -1615,6 +1660,7 @@ cdef class Store:
         cdef size_t removed = 0, examined = 0, limit = max(<size_t>1024, want * 16)
         cdef kd_timer t
         cdef int64_t slot
+        now = self._expiry_clock(now)
         if self.kd.volatile_count == 0:
             self.kd.ntimers = 0          # every timer left is stale
             return 0
@@ -1642,7 +1688,7 @@ cdef class Store:
     cdef size_t _count_expired(self):
         cdef size_t i, n = 0
         cdef kd_entry *e
-        cdef int64_t now = self._now()
+        cdef int64_t now = self._expiry_clock(self._now())
         for i in range(self.kd.nslots):
             if self.kd.slots[i]:
                 e = kd_entry_at(&self.kd, i)
@@ -1671,7 +1717,7 @@ cdef class Store:
         cdef size_t found = 0, last = self.kd.nslots - 1
         cdef uint64_t s
         cdef kd_entry *e
-        cdef int64_t now = self._now()   # before the table is read: it may run Python code
+        cdef int64_t now = self._expiry_clock(self._now())   # before the table is read: it may run Python code
         out = []
         while True:
             s = self.kd.slots[i]
@@ -1708,7 +1754,7 @@ cdef class Store:
         cdef FoldItem *items = <FoldItem *>malloc(cap * sizeof(FoldItem))
         cdef size_t pos = 0
         cdef kd_entry *e
-        cdef int64_t now = self._now(), slot
+        cdef int64_t now = self._expiry_clock(self._now()), slot
         cdef const char *p
         cdef Seg *s
         if items == NULL:
@@ -1806,6 +1852,8 @@ cdef class Store:
         # no other thread has run since the marker went in: the keydir forgets exactly the
         # records before it, and later writes (during the fsync below) stay
         kd_clear(&self.kd)
+        if self.tree_nodes != NULL:
+            self.tree_array.fill(0)
         doomed = []
         for i in range(self.nsegs):
             if self.segs[i].state == SEG_SEALED:
@@ -2067,7 +2115,7 @@ cdef class Store:
                             pos = SEG_HDR
                         if not walk and pos >= end:
                             break
-                        now = self._now()
+                        now = self._expiry_clock(self._now())
                         # a clear retires the victims and makes every copy pointless: give up
                         if (self.merge_stop or self.closed or self.clears != gen
                                 or self.segs[si].state != SEG_SEALED):
@@ -2428,6 +2476,139 @@ cdef class Store:
         return 0
 
     # ---- statistics and lifetime ---------------------------------------------------------------
+    # ---- anti-entropy trees -----------------------------------------------------------------
+    # The store keeps them because every change of a key passes through it, expiry and merges
+    # included: one Merkle tree per partition (the top `partition_bits` of the key's XXH64,
+    # as the ring cuts partitions), whose leaves are segments of the key space (the low bits)
+    # holding the sum of their keys' 32-bit digests. Each keydir entry keeps its digest, so a
+    # write replaces one item in O(depth) without reading the old value.
+    def enable_trees(self, nodes, int partition_bits, int fanout, int depth):
+        """Keep the trees in `nodes` (a C-contiguous uint64 array of 2**partition_bits trees,
+        each the levels root..leaves of a complete fanout-ary tree of the given depth). They
+        start empty: keys written from now on are in them at once, keys already stored once
+        rebuild_trees() has reached them."""
+        cdef uint64_t[::1] view = nodes
+        cdef int fbits = fanout.bit_length() - 1, level
+        cdef size_t width = 1, total = 0
+        if fanout < 2 or fanout & (fanout - 1) or not 1 <= depth <= 6 or fbits * depth > 24:
+            raise ValueError(f"bad tree shape: fanout {fanout}, depth {depth}")
+        if not 0 <= partition_bits <= 16:
+            raise ValueError(f"partition_bits must be in 0..16, got {partition_bits}")
+        for level in range(depth + 1):
+            self.tree_offsets[level] = total
+            total += width
+            width *= fanout
+        if <size_t>view.shape[0] != total << partition_bits:
+            raise ValueError(f"the trees need {total << partition_bits} nodes, "
+                             f"got {view.shape[0]}")
+        self._check_open()
+        nodes.fill(0)
+        # every digest known so far is forgotten: the rebuild computes them again
+        cdef size_t pos = 0
+        cdef kd_entry *e
+        while pos < self.kd.arena_used:
+            e = <kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            e.digest = 0
+        self.tree_array = nodes
+        self.tree_nodes = &view[0]
+        self.tree_pbits = partition_bits
+        self.tree_fbits = fbits
+        self.tree_depth = depth
+        self.tree_size = total
+        self.tree_leaves = width // fanout
+        self.tree_pos = 0
+        self.tree_gen = self.kd.gen
+
+    def rebuild_trees(self, max_keys=65536):
+        """Add up to max_keys stored keys whose digest is not known yet to the trees (a fold
+        over the keydir, reading each value once); returns (keys added, done)."""
+        self._check_open()
+        if self.tree_nodes == NULL:
+            raise StorageError("the anti-entropy trees are not enabled")
+        cdef size_t added = 0, want = max_keys, kl
+        cdef kd_entry *e
+        cdef const char *p
+        cdef uint32_t si, d
+        if self.kd.gen != self.tree_gen:
+            self.tree_pos = 0         # entries moved in the arena: walk again (known ones are skipped)
+            self.tree_gen = self.kd.gen
+        while self.tree_pos < self.kd.arena_used and added < want:
+            e = <kd_entry *>(self.kd.arena + self.tree_pos)
+            self.tree_pos += kd_entry_bytes(e)
+            if e.seg == KD_DEAD or e.digest != 0:
+                continue
+            si = e.seg
+            kl = <size_t>e.klen_m1 + 1
+            if si == <uint32_t>self.active and e.off >= self.segs[si].size:
+                p = self.wbuf + (e.off - self.segs[si].size)
+            else:
+                p = self.segs[si].map + e.off
+            if (<uint8_t>p[R_FLAGS]) & F_LZ4:
+                value = self._read_value(e)     # Python may run: e is looked up again
+                kb = PyBytes_FromStringAndSize(p + HDR, kl)
+                slot = kd_find(&self.kd, PyBytes_AS_STRING(kb), kl,
+                               kd_hash(&self.kd, PyBytes_AS_STRING(kb), kl))
+                if slot < 0 or self.kd.gen != self.tree_gen:
+                    continue
+                e = kd_entry_at(&self.kd, slot)
+                d = self._digest(e.key, kl, PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            else:
+                d = self._digest(e.key, kl, p + HDR + kl, e.size - HDR - kl)
+            e.digest = d
+            self._tree_update(e.key, kl, 0, d)
+            added += 1
+        return added, self.tree_pos >= self.kd.arena_used
+
+    def tree_listing(self, wanted):
+        """(key, digest) of every stored key in the wanted segments: `wanted` is a uint8 array
+        with one flag per (partition, segment), partition-major. Keys whose digest is not
+        known yet are left out (their trees are not complete either)."""
+        self._check_open()
+        if self.tree_nodes == NULL:
+            raise StorageError("the anti-entropy trees are not enabled")
+        cdef const uint8_t[::1] flags = wanted
+        cdef size_t pos = 0, kl
+        cdef uint64_t h, index
+        cdef kd_entry *e
+        if <size_t>flags.shape[0] != self.tree_leaves << self.tree_pbits:
+            raise ValueError(f"expected {self.tree_leaves << self.tree_pbits} flags, "
+                             f"got {flags.shape[0]}")
+        out = []
+        while pos < self.kd.arena_used:
+            e = <kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            if e.seg == KD_DEAD or e.digest == 0:
+                continue
+            kl = <size_t>e.klen_m1 + 1
+            h = fd_xxh64(e.key, kl, FD_KEY_SEED)
+            index = h & <uint64_t>(self.tree_leaves - 1)
+            if self.tree_pbits:
+                index += (h >> (64 - self.tree_pbits)) * self.tree_leaves
+            if flags[index]:
+                out.append((PyBytes_FromStringAndSize(e.key, kl), e.digest))
+        return out
+
+    def digest_of(self, key):
+        """The anti-entropy digest kept for key (0: absent, or not known yet)."""
+        kb = key_bytes(key)
+        cdef int64_t slot = kd_find(&self.kd, PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb),
+                                    kd_hash(&self.kd, PyBytes_AS_STRING(kb), PyBytes_GET_SIZE(kb)))
+        return 0 if slot < 0 else kd_entry_at(&self.kd, slot).digest
+
+    @property
+    def expire_hold_ms(self):
+        """0, or a time (Unix ms): records whose expiry is later do not expire yet. Anti-entropy
+        holds expired values back this way until every replica has seen them (they act as
+        tombstones until then); reads above the store decide visibility themselves."""
+        return self.expire_hold
+
+    @expire_hold_ms.setter
+    def expire_hold_ms(self, value):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"expire_hold_ms must be a non-negative integer, got {value!r}")
+        self.expire_hold = value
+
     def stats(self):
         """Keys, per-segment live/dead bytes, expired-but-unswept keys (read-only: a writable
         store drops them first), keys removed because they expired since open (lazily on

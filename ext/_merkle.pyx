@@ -8,7 +8,7 @@ O(depth) with the difference of the digests, without rescanning the segment.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_Check
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 from xxh64 cimport fd_xxh64, FD_KEY_SEED
 
 import numpy as np
@@ -38,6 +38,17 @@ cdef inline uint64_t _digest(bytes key, bytes version) noexcept:
     return h if h != 0 else 1
 
 
+def value_digest(key, value):
+    """The 32-bit digest a store keeps for a key and its value (Store.enable_trees): the
+    64-bit item digest folded in half, nonzero."""
+    cdef bytes k = _as_bytes(key, "a key"), v = _as_bytes(value, "a value")
+    cdef uint64_t h = fd_xxh64(PyBytes_AS_STRING(v), <size_t>PyBytes_GET_SIZE(v),
+                               fd_xxh64(PyBytes_AS_STRING(k), <size_t>PyBytes_GET_SIZE(k),
+                                        ITEM_SEED))
+    cdef uint32_t d = <uint32_t>(h ^ (h >> 32))
+    return d if d != 0 else 1
+
+
 def item_digest(key, version):
     """The nonzero 64-bit digest of one (key, version-or-value bytes) pair."""
     return _digest(_as_bytes(key, "a key"), _as_bytes(version, "a version"))
@@ -58,14 +69,15 @@ def item_digests(keys, versions):
 
 
 cdef class MerkleCore:
-    """The node array of a complete fanout-ary tree of the given depth (level 0 = root)."""
+    """The node array of a complete fanout-ary tree of the given depth (level 0 = root);
+    `nodes`, when given, is the array to use (a store's tree of one partition)."""
     cdef readonly int fanout, depth, shift
     cdef readonly Py_ssize_t leaf_count
     cdef readonly object nodes
     cdef uint64_t[::1] _nodes
     cdef Py_ssize_t _offsets[33]
 
-    def __cinit__(self, int fanout, int depth):
+    def __cinit__(self, int fanout, int depth, nodes=None):
         cdef int level
         cdef Py_ssize_t width = 1, total = 0
         if fanout < 2 or fanout > 256 or fanout & (fanout - 1):
@@ -82,7 +94,12 @@ cdef class MerkleCore:
             width *= fanout
         self._offsets[depth + 1] = total
         self.leaf_count = width // fanout
-        self.nodes = np.zeros(total, dtype=np.uint64)
+        if nodes is None:
+            nodes = np.zeros(total, dtype=np.uint64)
+        elif nodes.shape != (total,):
+            raise ValueError(f"a fanout {fanout}, depth {depth} tree has {total} nodes, "
+                             f"got an array of shape {nodes.shape}")
+        self.nodes = nodes
         self._nodes = self.nodes
 
     def level_view(self, int level):

@@ -12,6 +12,7 @@ cdef extern from "keydir.h":
         uint32_t size
         uint64_t expiry
         uint16_t klen_m1
+        uint32_t digest
         char key[1]
 
     ctypedef struct keydir:
@@ -101,6 +102,15 @@ cdef class Store:
     cdef object _flusher_stop
     cdef object _merges_done
     cdef object __weakref__
+    # anti-entropy: one Merkle tree per partition over the keys' digests (enable_trees)
+    cdef uint64_t *tree_nodes
+    cdef object tree_array
+    cdef int tree_pbits, tree_fbits, tree_depth
+    cdef size_t tree_size, tree_leaves
+    cdef size_t tree_offsets[8]
+    cdef size_t tree_pos            # the rebuild's place in the keydir arena
+    cdef uint64_t tree_gen          # the keydir's gen when tree_pos was taken
+    cdef int64_t expire_hold        # > 0: nothing expires later than this (ms)
 
     cdef int64_t _now(self) except? -1
     cdef int64_t _lookup(self, const char *kp, size_t kl) except -2
@@ -112,7 +122,7 @@ cdef class Store:
     cdef void _prefetch_lookups(self, const char **keys, size_t *lens, Py_ssize_t m) noexcept
     cdef int _put(self, object key, object value, uint64_t expiry_ms) except -1
     cdef int _write(self, const char *kp, size_t kl, const char *vp, size_t vl,
-                    uint64_t expiry_ms, uint8_t flags) except -1
+                    uint64_t expiry_ms, uint8_t flags, uint32_t digest) except -1
     cdef bint _plain_put_ok(self, size_t vl) noexcept
     cdef int _put_plain(self, const char *kp, size_t kl, const char *vp, size_t vl,
                         uint64_t expiry_ms) except -1
@@ -120,7 +130,10 @@ cdef class Store:
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1
     cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
-                    uint32_t size, uint64_t expiry) except -1
+                    uint32_t size, uint64_t expiry, uint32_t digest) except -1
+    cdef uint32_t _digest(self, const char *kp, size_t kl, const char *vp, size_t vl) noexcept
+    cdef void _tree_update(self, const char *kp, size_t kl, uint32_t old, uint32_t new) noexcept
+    cdef int64_t _expiry_clock(self, int64_t now) noexcept
     cdef int _remove_slot(self, size_t slot) except -1
     cdef int _after_write(self) except -1
     cdef int _flush(self) except -1

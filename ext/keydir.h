@@ -1,7 +1,7 @@
 /* The keydir: Bitcask's in-memory index, key -> (segment, offset, size, expiry), in C.
  *
- * Layout, chosen for a small per-key cost (about 22 bytes of entry + 10..15 bytes of slot):
- *  - entries live back to back in one arena: a 22-byte packed header followed by the key;
+ * Layout, chosen for a small per-key cost (about 26 bytes of entry + 10..15 bytes of slot):
+ *  - entries live back to back in one arena: a 26-byte packed header followed by the key;
  *  - the table is an array of 64-bit slots, open addressing with linear probing; a slot holds
  *    (arena offset + 1) << 24 | 24 low bits of the key's hash, 0 = empty, so most mismatches
  *    are rejected without touching the arena;
@@ -34,6 +34,7 @@ typedef struct {
     uint32_t size;    /* whole record size: header + key + value */
     uint64_t expiry;  /* absolute Unix time in ms, 0 = none */
     uint16_t klen_m1; /* key length - 1 (keys are 1 .. 65536 bytes) */
+    uint32_t digest;  /* the value's anti-entropy digest (Store.enable_trees); 0 = not known */
     char key[];
 } kd_entry;
 #pragma pack(pop)

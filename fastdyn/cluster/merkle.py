@@ -17,10 +17,11 @@ import struct
 import numpy as np
 
 from fastdyn._hash import hash64, hash64_batch
-from fastdyn._merkle import MerkleCore, item_digest, item_digests
+from fastdyn._merkle import MerkleCore, item_digest, item_digests, value_digest
 from fastdyn.errors import MerkleFormatError
 
-__all__ = ["MerkleTree", "MerkleDiff", "digest", "digests", "diff_keys", "FORMAT_VERSION"]
+__all__ = ["MerkleTree", "MerkleDiff", "StoreTrees", "digest", "digests", "value_digest",
+           "diff_keys", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _TREE = struct.Struct("<BcHB")          # version, kind, fanout, depth
@@ -35,11 +36,11 @@ class MerkleTree:
 
     __slots__ = ("_core",)
 
-    def __init__(self, depth: int = 3, fanout: int = 16):
+    def __init__(self, depth: int = 3, fanout: int = 16, nodes=None):
         for name, value in (("depth", depth), ("fanout", fanout)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r}")
-        self._core = MerkleCore(fanout, depth)
+        self._core = MerkleCore(fanout, depth, nodes)
 
     # -- shape ------------------------------------------------------------------------
     @property
@@ -233,3 +234,57 @@ def _parse(data, kind: bytes, shape: tuple[int, int], item: int):
     dtype = "<u4" if item == 4 else "<u8"
     values = np.frombuffer(data, dtype=dtype, offset=_MESSAGE.size)
     return level, values.astype(np.int64 if item == 4 else np.uint64)
+
+
+class StoreTrees:
+    """The trees a store keeps of its keys, one per ring partition (``Store.enable_trees``):
+    leaves are the sums of the keys' 32-bit value digests. Rebuilt from a fold of the store at
+    start-up (``rebuild``, a step at a time, so the node serves meanwhile); ``ready`` once done."""
+
+    FANOUT = 16
+
+    def __init__(self, store, partitions: int):
+        bits = partitions.bit_length() - 1
+        if partitions < 1 or partitions != 1 << bits:
+            raise ValueError(f"partitions must be a power of two, got {partitions}")
+        # about a million leaves in all, at most 4096 per partition
+        self.depth = max(1, min(3, (20 - bits) // 4))
+        self.partitions = partitions
+        per_tree = sum(self.FANOUT ** level for level in range(self.depth + 1))
+        self.nodes = np.zeros(per_tree * partitions, dtype=np.uint64)
+        self.segment_count = self.FANOUT ** self.depth
+        self.store = store
+        store.enable_trees(self.nodes, bits, self.FANOUT, self.depth)
+        self._views = [MerkleTree(self.depth, self.FANOUT,
+                                  self.nodes[p * per_tree:(p + 1) * per_tree])
+                       for p in range(partitions)]
+        self.ready = False
+        self.rebuilt_keys = 0
+        self.rebuild_s = 0.0
+
+    def tree(self, partition: int) -> MerkleTree:
+        return self._views[partition]
+
+    def root(self, partition: int) -> int:
+        return self._views[partition].root
+
+    def rebuild(self, max_keys: int = 65536) -> bool:
+        """Fold up to max_keys more stored keys into the trees; True once every key is in."""
+        added, done = self.store.rebuild_trees(max_keys)
+        self.rebuilt_keys += added
+        self.ready = self.ready or done
+        return done
+
+    def listing(self, segments: dict) -> dict:
+        """{partition: {key: digest}} of the keys in the given {partition: [segment, ...]}."""
+        wanted = np.zeros(self.partitions * self.segment_count, dtype=np.uint8)
+        for p, segs in segments.items():
+            wanted[p * self.segment_count + np.asarray(list(segs), dtype=np.int64)] = 1
+        out = {p: {} for p in segments}
+        if not segments:
+            return out
+        shift = 64 - (self.partitions.bit_length() - 1)
+        for key, d in self.store.tree_listing(wanted):
+            out[hash64(key) >> shift if shift < 64 else 0][key] = d
+        return out
+
