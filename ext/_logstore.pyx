@@ -57,7 +57,7 @@ from fastdyn.errors import (BadKey, DurabilityLost, PersistFailed, StorageCorrup
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from xxh64 cimport fd_xxh64, FD_KEY_SEED
-from libc.string cimport memcpy, memcmp, memset
+from libc.string cimport memchr, memcpy, memcmp, memset
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.errno cimport errno, EINTR, EIO
 from posix.unistd cimport write as c_write, fdatasync, ftruncate, usleep
@@ -2588,6 +2588,44 @@ cdef class Store:
             if flags[index]:
                 out.append((PyBytes_FromStringAndSize(e.key, kl), e.digest))
         return out
+
+    def small_records(self, cursor, max_entries, tags, max_value):
+        """A step of a walk over the keydir for the live keys whose value (as written) is at
+        most max_value bytes and starts with one of the bytes of `tags`: returns (next cursor
+        or None at the end, [(key, value, written_ms), ...]), written_ms being when this node
+        wrote the record. Start with cursor None; a walk that the keydir moved under starts
+        again (keys already seen may come again)."""
+        self._check_open()
+        cdef bytes wanted = bytes(tags)
+        cdef size_t pos = 0, seen = 0, kl, vl, limit = max_entries
+        cdef uint64_t gen = self.kd.gen
+        cdef kd_entry *e
+        cdef const char *p
+        cdef uint32_t si
+        if cursor is not None and cursor[1] == gen:
+            pos = cursor[0]
+        out = []
+        while pos < self.kd.arena_used and seen < limit:
+            e = <kd_entry *>(self.kd.arena + pos)
+            pos += kd_entry_bytes(e)
+            if e.seg == KD_DEAD:
+                continue
+            seen += 1
+            kl = <size_t>e.klen_m1 + 1
+            vl = e.size - HDR - kl
+            if vl == 0 or vl > <size_t>max_value:
+                continue
+            si = e.seg
+            if si == <uint32_t>self.active and e.off >= self.segs[si].size:
+                p = self.wbuf + (e.off - self.segs[si].size)
+            else:
+                p = self.segs[si].map + e.off
+            if (<uint8_t>p[R_FLAGS]) & F_LZ4 or memchr(PyBytes_AS_STRING(wanted),
+                                                       <uint8_t>p[HDR + kl], len(wanted)) == NULL:
+                continue
+            out.append((PyBytes_FromStringAndSize(p + HDR, kl),
+                        PyBytes_FromStringAndSize(p + HDR + kl, vl), ld64(p + R_TS)))
+        return (None if pos >= self.kd.arena_used else (pos, gen)), out
 
     def digest_of(self, key):
         """The anti-entropy digest kept for key (0: absent, or not known yet)."""

@@ -61,6 +61,18 @@ def test_cluster_up_detached_then_down(tmp_path):
         assert [r[0] for r in rows] == [f"127.0.0.1:{base + i}" for i in range(3)]
         assert all(r[2] == "up" for r in rows) and sum(int(r[3]) for r in rows) == 256
         assert "cluster_reachable:3" in status.stdout
+        assert "anti_entropy_partitions:256" in status.stdout
+        deadline = time.monotonic() + 20
+        while True:      # the trees are rebuilt at start-up: then the partition table
+            detail = fastdyn("cluster", "status", "--port", str(base), "--partitions")
+            if detail.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert detail.returncode == 0, detail.stderr
+        table = [line.split() for line in detail.stdout.splitlines()
+                 if line.split() and line.split()[0].isdigit()]
+        assert sorted(int(row[0]) for row in table) == list(range(256))
+        assert all(len(row[1]) == 16 for row in table)
     finally:
         r = fastdyn("cluster", "down", "--data-dir", str(root))
     assert r.returncode == 0, r.stderr

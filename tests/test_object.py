@@ -457,3 +457,17 @@ def test_plain_value_reads_what_lww_winner_reads_or_defers(obj, epoch):
         assert winner is not None and value == winner[0]
     elif data[0] == 0xA1:
         assert winner is None   # only a flushed plain register is left to the general path
+
+
+def test_dead_since_is_the_latest_death_of_an_object_with_no_living_value():
+    from fastdyn.cluster.object import dead_since, lww_object
+
+    tomb = lww_object(1, b"", 5_000_000, tombstone=True)
+    assert dead_since(tomb) == 5_000
+    assert dead_since(lww_object(1, b"v", 5_000_000, 9_000)) == 9_000     # its expiry
+    assert dead_since(lww_object(1, b"v", 5_000_000)) is None              # lives on
+    both = causal_write(tomb, EMPTY, 2, b"v", 7_000_000, 8_000).object     # a sibling
+    assert dead_since(both) == 8_000
+    assert dead_since(causal_write(tomb, EMPTY, 2, b"v", 7_000_000).object) is None
+    counted = counter_add(tomb, 3, 1, 6_000).object
+    assert dead_since(counted) is None

@@ -195,7 +195,7 @@ def test_key_listing_requests_round_trip_and_refuse_bad_lengths():
 def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
                                 m.KEYS, m.COORDINATE, m.GOSSIP_SYN, m.GOSSIP_PUSH,
-                                m.HANDOFF_DONE, m.HANDOFF_STATUS]
+                                m.HANDOFF_DONE, m.HANDOFF_STATUS, m.AE_TREE, m.AE_LISTING]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 
@@ -266,3 +266,20 @@ def test_a_forwarded_counter_batch_round_trips(key, deltas):
     assert m.unpack_coordinate(memoryview(payload)) == (m.INCR, key, deltas)
     with pytest.raises(ProtocolError):
         m.unpack_coordinate(memoryview(payload + b"x"))
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.binary(max_size=30)), max_size=5),
+       st.lists(st.binary(max_size=30), max_size=5))
+def test_anti_entropy_tree_messages_round_trip(requests, replies):
+    assert [(p, bytes(r)) for p, r in
+            m.unpack_tree_requests(memoryview(m.pack_tree_requests(requests)))] == requests
+    assert [bytes(b) for b in m.unpack_blobs(memoryview(m.pack_blobs(replies)))] == replies
+
+
+@given(st.dictionaries(st.integers(0, 2**32 - 1),
+                       st.lists(st.integers(0, 2**32 - 1), max_size=6), max_size=5),
+       st.dictionaries(st.binary(min_size=1, max_size=20), st.integers(0, 2**32 - 1),
+                       max_size=8))
+def test_anti_entropy_listing_messages_round_trip(segments, digests):
+    assert m.unpack_segments(memoryview(m.pack_segments(segments))) == segments
+    assert m.unpack_digests(memoryview(m.pack_digests(list(digests.items())))) == digests

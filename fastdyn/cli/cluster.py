@@ -40,6 +40,8 @@ def add_arguments(parser):
     status = sub.add_parser("status", help="members as one node sees them", allow_abbrev=False)
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7379)
+    status.add_argument("--partitions", action="store_true",
+                        help="also each partition's Merkle root and last anti-entropy exchange")
     _password_option(status)
     join = sub.add_parser("join", help="make a node join the cluster of a seed",
                           allow_abbrev=False)
@@ -201,6 +203,7 @@ def status(args) -> int:
         with connect(_url(f"{args.host}:{args.port}", args.password)) as client:
             members = client.execute(b"DYN.MEMBERS")
             info = client.execute(b"INFO", b"cluster")
+            rows = client.execute(b"DYN.ANTIENTROPY") if args.partitions else []
     except (OSError, FastdynError) as exc:
         print(f"fastdyn cluster status: {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -210,6 +213,10 @@ def status(args) -> int:
         print(f"{_s(fields.get(b'name')):<24} {_s(fields.get(b'address')):<22} "
               f"{_s(fields.get(b'status')):<8} {fields.get(b'partitions', 0)}")
     print(_s(info).strip())
+    if rows:
+        print(f"{'partition':>9} {'merkle root':<16} last exchange (s ago)")
+        for partition, root, age in rows:
+            print(f"{partition:>9} {_s(root):<16} {_s(age)}")
     return 0
 
 

@@ -251,17 +251,7 @@ class Handoff:
         return size
 
     def _request(self, address, kind, payload):
-        future = asyncio.get_running_loop().create_future()
-
-        def done(result):
-            if future.done():
-                return
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(bytes(result))
-        self.pool.request(address, kind, payload, self.timeout_s, done)
-        return future
+        return self.pool.call(address, kind, payload, self.timeout_s)
 
     async def _keys(self, pause_s: float = 0.0):
         """Every key of the store, a SCAN page at a time with the event loop served between

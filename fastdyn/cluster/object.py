@@ -102,7 +102,7 @@ __all__ = [
     "Sibling", "Counter", "VersionedObject", "WriteResult", "ReadResult", "CounterResult",
     "TOMBSTONE", "LWW", "MAX_SIBLINGS", "WARN_SIBLINGS", "MAX_CONTEXT_SKEW_US",
     "NOTHING", "lww_object", "sync", "causal_write", "lww_write", "delete", "read", "lww_winner",
-    "counter_add", "prune", "max_timestamp", "encode", "decode", "decode_legacy",
+    "counter_add", "prune", "max_timestamp", "dead_since", "encode", "decode", "decode_legacy",
     "register_stamp", "register_write",
 ]
 
@@ -357,6 +357,23 @@ def prune(obj: VersionedObject, flush_epoch: int) -> VersionedObject:
 def max_timestamp(obj: VersionedObject) -> int:
     """The greatest HLC stamp in obj: what a node's clock observes before writing it."""
     return obj.clock.max_counter()
+
+
+def dead_since(obj: VersionedObject):
+    """When every value of obj became dead (Unix ms): the latest of its tombstones' stamps
+    and its values' expiries; None while any value lives with no expiry or a counter counts.
+    Anti-entropy reaps an object dead for longer than the grace period."""
+    if obj.counter is not None:
+        return None
+    latest = 0
+    for s in obj.siblings:
+        if s[2] & TOMBSTONE:
+            latest = max(latest, s[1] // 1000)
+        elif s[3]:
+            latest = max(latest, s[3])
+        else:
+            return None
+    return latest
 
 
 # -- reads ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ stamped before it reads as absent and is pruned when its key is next written, so
 hint nor a stale replica can bring flushed data back.
 """
 import os
+import time
 
 from fastdyn._replica import ReplicaCore, answer_gets, apply_puts
 from fastdyn.cluster import object as vo
@@ -42,6 +43,9 @@ class Replica(ReplicaCore):
         except FileNotFoundError:
             self.flush_epoch = 0
         hlc.observe(self.flush_epoch)
+        # keys whose stored object holds only tombstones (and values the store does not expire
+        # by itself) -> when written here (ms): what anti-entropy may reap after the grace
+        self.tombstones = {}
 
     def get(self, key: bytes):
         """The stored encoding of key, or None."""
@@ -90,8 +94,11 @@ class Replica(ReplicaCore):
                 return b""
         data = vo.encode(obj)
         if data != stored:
-            self.store.put(key, data, record_expiry(obj))
+            expiry = record_expiry(obj)
+            self.store.put(key, data, expiry)
             self.write_seq += 1
+            if not expiry and vo.dead_since(obj) is not None:
+                self.tombstones[key] = int(time.time() * 1000)
         return data
 
     def set_flush_epoch(self, epoch: int) -> bool:

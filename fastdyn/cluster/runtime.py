@@ -12,8 +12,10 @@ directory is refused by a single node, with a message saying so.
 """
 import logging
 import os
+import time
 
 from fastdyn.cluster import object as vo
+from fastdyn.cluster.anti_entropy import AntiEntropy
 from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.failure_detector import PhiAccrual
 from fastdyn.cluster.gossip import Gossip
@@ -119,6 +121,8 @@ class Cluster:
         self.gossip_interval_s = config.gossip_interval_ms / 1000
         self.join_error = ""
         self.handoff = None
+        self.anti_entropy = None
+        self._tasks = []
         self.on_removed = None      # set by the server: stops the node
         self._verifying = set()
         self._delivering = set()
@@ -153,6 +157,14 @@ class Cluster:
                     self._gossip_round)
         self._every(HANDOFF_PERIOD_S, self.handoff.step)
         self._every(HINT_PERIOD_S, self._deliver_hints)
+        if cfg.anti_entropy_interval_ms:
+            self.anti_entropy = AntiEntropy(
+                self.name, self.replica, self.members, self.pool, cfg.partitions,
+                n=lambda: self.quorum_coordinator.quorum().n,
+                interval_s=cfg.anti_entropy_interval_ms / 1000,
+                concurrency=cfg.anti_entropy_concurrency, grace_s=cfg.tombstone_grace_s,
+                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log)
+            self._tasks.append(loop.create_task(self.anti_entropy.run()))
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))
         if self.members.own().status == REMOVED:
@@ -326,13 +338,31 @@ class Cluster:
             address = self.members.address(owner)
             if not self.pool.reachable(address):
                 continue
-            batch = self.hints.pending(owner, HINT_BATCH)
+            batch = self._without_old_hints(owner, self.hints.pending(owner, HINT_BATCH))
             if not batch:
                 continue
             self._delivering.add(owner)
             self.pool.request(address, m.REPLICA_PUT, m.pack_puts(batch), 5.0,
                               lambda result, owner=owner, batch=batch:
                               self._hints_delivered(owner, batch, result))
+
+    def _without_old_hints(self, owner, batch) -> list:
+        """The batch less the hints older than the tombstone grace period, which are dropped,
+        not delivered: their key's tombstone may have been reaped everywhere since (and
+        anti-entropy brings the owner up to date anyway)."""
+        if not self.anti_entropy:
+            return batch
+        oldest_us = (int(time.time() * 1000) - self.config.tombstone_grace_s * 1000) * 1000
+        kept = []
+        for key, obj in batch:
+            if vo.newest_stamp(obj) >= oldest_us:
+                kept.append((key, obj))
+            else:
+                self.hints.acknowledged(owner, key, obj)
+        if len(kept) < len(batch):
+            log.warning("dropped %d hints for %s older than the tombstone grace period",
+                        len(batch) - len(kept), owner)
+        return kept
 
     def _rehome_hints(self, owner) -> None:
         """Hints for a member that has left go to the keys' replicas now (best effort: a
@@ -380,6 +410,8 @@ class Cluster:
         out.update({k: v for k, v in hints.items() if k != "hints_by_owner"})
         if self.handoff is not None:
             out.update(self.handoff.info())
+        if self.anti_entropy is not None:
+            out.update(self.anti_entropy.info())
         out.update(self.coordinator.stats)
         return out
 
@@ -400,6 +432,8 @@ class Cluster:
     async def close(self) -> None:
         for t in self._timers:
             t.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self.handoff is not None:
             self.handoff.close()
         self.members.flush()

@@ -8,7 +8,8 @@ fsync covers the turn's client and replica writes); HINT keeps each object for i
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
 node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
-GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff (fastdyn/cluster/runtime.py). A key whose object is bad
+GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff, AE_TREE
+and AE_LISTING to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
@@ -76,10 +77,16 @@ class ReplicaHandler:
         elif kind == m.COORDINATE and self.coordinator is not None:
             self._coordinate(conn, frame)
             return
-        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS) \
-                and self.membership is not None:
+        elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS,
+                      m.AE_TREE, m.AE_LISTING) and self.membership is not None:
             try:
-                if kind == m.GOSSIP_SYN:
+                if kind in (m.AE_TREE, m.AE_LISTING):
+                    ae = self.membership.anti_entropy
+                    if ae is None:
+                        raise ValueError("anti-entropy is off on this node")
+                    conn.reply(frame, ae.answer_tree(frame.payload) if kind == m.AE_TREE
+                               else ae.answer_listing(frame.payload))
+                elif kind == m.GOSSIP_SYN:
                     conn.reply(frame, self.membership.answer_syn(frame.payload))
                 elif kind == m.GOSSIP_PUSH:
                     self.membership.apply_push(frame.payload)

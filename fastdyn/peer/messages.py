@@ -24,6 +24,12 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
                                                      response: empty (fastdyn/cluster/handoff.py)
     HANDOFF_STATUS request: change                   response: u32 partitions the receiver
                                                      still awaits in it
+    AE_TREE      request: u32 count, count x (u32 partition, blob Merkle request)
+                 response: u32 count, count x blob Merkle reply, empty when the receiver's
+                 tree of that partition is not ready (fastdyn/cluster/merkle.py formats)
+    AE_LISTING   request: u32 count, count x (u32 partition, u32 n, n x u32 segment)
+                 response: u32 count, count x (blob key, u32 digest): the receiver's keys in
+                 those segments (fastdyn/cluster/anti_entropy.py)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -45,10 +51,12 @@ from fastdyn.cluster import gossip
 from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
-           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS",
+           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS", "AE_TREE", "AE_LISTING",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
            "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done", "pack_change", "unpack_change",
-           "pack_remaining", "unpack_remaining",
+           "pack_remaining", "unpack_remaining", "pack_tree_requests", "unpack_tree_requests",
+           "pack_blobs", "unpack_blobs", "pack_segments", "unpack_segments", "pack_digests",
+           "unpack_digests",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -65,6 +73,8 @@ GOSSIP_SYN = 9
 GOSSIP_PUSH = 10
 HANDOFF_DONE = 11
 HANDOFF_STATUS = 12
+AE_TREE = 13
+AE_LISTING = 14
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -247,6 +257,89 @@ def unpack_done(view):
     return change, [_U32.unpack_from(view, at + 4 * i)[0] for i in range(count)]
 
 
+def pack_tree_requests(requests) -> bytes:
+    """AE_TREE: [(partition, request bytes), ...]."""
+    return _U32.pack(len(requests)) + b"".join(
+        _U32.pack(p) + _U32.pack(len(r)) + r for p, r in requests)
+
+
+def _count(view, what: str) -> int:
+    if len(view) < 4:
+        raise ProtocolError(f"peer {what} truncated in its count")
+    return _U32.unpack_from(view)[0]
+
+
+def unpack_tree_requests(view):
+    count, at, out = _count(view, "AE_TREE"), 4, []
+    for _ in range(count):
+        if len(view) - at < 4:
+            raise ProtocolError("peer AE_TREE truncated in a partition")
+        (p,) = _U32.unpack_from(view, at)
+        blob, at = _take_blob(view, at + 4, "Merkle request")
+        out.append((p, blob))
+    if at != len(view):
+        raise ProtocolError("peer AE_TREE has bytes after its requests")
+    return out
+
+
+def pack_blobs(blobs) -> bytes:
+    return _U32.pack(len(blobs)) + b"".join(_U32.pack(len(b)) + b for b in blobs)
+
+
+def unpack_blobs(view):
+    count, at, out = _count(view, "AE_TREE answer"), 4, []
+    for _ in range(count):
+        blob, at = _take_blob(view, at, "Merkle reply")
+        out.append(blob)
+    if at != len(view):
+        raise ProtocolError("peer AE_TREE answer has bytes after its replies")
+    return out
+
+
+def pack_segments(segments: dict) -> bytes:
+    """AE_LISTING: {partition: [segment, ...]}."""
+    out = [_U32.pack(len(segments))]
+    for p, segs in segments.items():
+        segs = list(segs)
+        out.append(struct.pack(f"<II{len(segs)}I", p, len(segs), *segs))
+    return b"".join(out)
+
+
+def unpack_segments(view) -> dict:
+    count, at, out = _count(view, "AE_LISTING"), 4, {}
+    for _ in range(count):
+        if len(view) - at < 8:
+            raise ProtocolError("peer AE_LISTING truncated in a partition")
+        p, n = struct.unpack_from("<II", view, at)
+        at += 8
+        if len(view) - at < 4 * n:
+            raise ProtocolError("peer AE_LISTING truncated in its segments")
+        out[p] = list(struct.unpack_from(f"<{n}I", view, at))
+        at += 4 * n
+    if at != len(view):
+        raise ProtocolError("peer AE_LISTING has bytes after its partitions")
+    return out
+
+
+def pack_digests(items) -> bytes:
+    """AE_LISTING answer: [(key, digest), ...]."""
+    return _U32.pack(len(items)) + b"".join(
+        _U32.pack(len(k)) + k + _U32.pack(d) for k, d in items)
+
+
+def unpack_digests(view) -> dict:
+    count, at, out = _count(view, "AE_LISTING answer"), 4, {}
+    for _ in range(count):
+        key, at = _take_blob(view, at, "listed key")
+        if len(view) - at < 4:
+            raise ProtocolError("peer AE_LISTING answer truncated in a digest")
+        out[bytes(key)] = _U32.unpack_from(view, at)[0]
+        at += 4
+    if at != len(view):
+        raise ProtocolError("peer AE_LISTING answer has bytes after its keys")
+    return out
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -286,4 +379,8 @@ KINDS = {kind.code: kind for kind in (
                 pack_empty, unpack_empty),
     MessageKind(HANDOFF_STATUS, "HANDOFF_STATUS", pack_change, unpack_change,
                 pack_remaining, unpack_remaining),
+    MessageKind(AE_TREE, "AE_TREE", pack_tree_requests, unpack_tree_requests, pack_blobs,
+                unpack_blobs),
+    MessageKind(AE_LISTING, "AE_LISTING", pack_segments, unpack_segments, pack_digests,
+                unpack_digests),
 )}

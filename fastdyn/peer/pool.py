@@ -124,6 +124,21 @@ class PeerPool:
             return None
         return link.conn or self._dial(link)
 
+    def call(self, peer: str, kind: int, payload, deadline_s: float):
+        """request() as an awaitable (for background work: a future per request): the
+        response payload as bytes, or the request's error raised."""
+        future = self.loop.create_future()
+
+        def done(result):
+            if future.done():
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(bytes(result))
+        self.request(peer, kind, payload, deadline_s, done)
+        return future
+
     def reachable(self, peer: str) -> bool:
         """False while the peer is marked unreachable; True for a peer never contacted."""
         link = self._links.get(peer)

@@ -29,7 +29,10 @@ def assemble(config) -> Node:
         store = Store(config.data_dir, sync="never" if config.sync == "always" else config.sync,
                       sync_interval_ms=config.sync_interval_ms,
                       max_value_bytes=config.max_bulk_bytes if config.seeds
-                      else config.max_value_bytes)
+                      else config.max_value_bytes,
+                      # a member's expired values stay until anti-entropy lets them go
+                      expire_hold_ms=1 if config.seeds and config.anti_entropy_interval_ms
+                      else 0)
         cluster, coordinator = build_coordinator(config, store)
     except BaseException:
         if store is not None:

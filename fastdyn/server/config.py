@@ -48,6 +48,9 @@ class ServerConfig:
     handoff_concurrency: int = 2        # partitions' receivers streamed to at once
     handoff_bytes_per_s: int = 64 << 20  # handoff throughput bound (0 = none)
     handoff_settle_ms: int = 3000       # wait after learning of a change before streaming
+    anti_entropy_interval_ms: int = 10000  # period of an anti-entropy round (0 = none)
+    anti_entropy_concurrency: int = 1   # members exchanged with at once
+    tombstone_grace_s: int = 600        # a confirmed tombstone is reaped this long after death
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -79,7 +82,10 @@ class ServerConfig:
                              ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000),
                              ("gossip_interval_ms", 10, 600_000), ("phi_threshold", 1, 100),
                              ("handoff_concurrency", 1, 64), ("handoff_bytes_per_s", 0, 1 << 40),
-                             ("handoff_settle_ms", 0, 600_000)):
+                             ("handoff_settle_ms", 0, 600_000),
+                             ("anti_entropy_interval_ms", 0, 86_400_000),
+                             ("anti_entropy_concurrency", 1, 64),
+                             ("tombstone_grace_s", 0, 10 * 365 * 86_400)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
@@ -160,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="bound of a node's handoff throughput in bytes/s (default 64 MiB, 0 = none)")
     a("--handoff-settle-ms", type=int,
       help="wait after learning of a membership change before streaming (default 3000)")
+    a("--anti-entropy-interval-ms", type=int,
+      help="period of an anti-entropy round with the other replicas (default 10000, 0 = none)")
+    a("--anti-entropy-concurrency", type=int,
+      help="members one anti-entropy round exchanges with at once (default 1)")
+    a("--tombstone-grace-s", type=int,
+      help="seconds a tombstone every replica holds is kept after the delete (default 600)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")

@@ -8,6 +8,11 @@ DYN.MEMBERS                                        -> [[name, address, status, p
 DYN.JOIN host:peer-port                            -> OK (this node joins that seed's cluster)
 DYN.LEAVE [node [FORCE]]                           -> OK (the node hands off, then exits;
                                                       FORCE: a dead node, removed at once)
+DYN.ANTIENTROPY [NOW|REBUILD]                      -> [[partition, root, age], ...] for the
+                                                      partitions this node replicates (root:
+                                                      hex, age: seconds since the last complete
+                                                      exchange, -1 never); NOW: a round at once;
+                                                      REBUILD: the trees again from the store
 DYN.FAULT PARTITION|DELAY|DROP|HEAL|CLOCK ...      -> OK (only with --fault-injection yes)
 
 A single node (no --seeds) answers them too, as a cluster of one; its context is always empty
@@ -164,6 +169,35 @@ def cmd_dyn_leave(conn, args):
     name = args[1].decode("utf-8", "replace") if len(args) >= 2 else None
     _change(lambda arg: cluster.leave(arg, force=force), name)
     conn.out.ok()
+
+
+@command("dyn.antientropy", -1, "admin",
+         summary="Lists this node's Merkle tree roots and last exchanges per partition; NOW "
+                 "starts an anti-entropy round at once; REBUILD rebuilds the trees from the "
+                 "store.")
+def cmd_dyn_antientropy(conn, args):
+    ae = _member_runtime(conn, "DYN.ANTIENTROPY").anti_entropy
+    if ae is None:
+        raise CommandError("ERR anti-entropy is off on this node (--anti-entropy-interval-ms 0)")
+    if len(args) == 2 and args[1].lower() in (b"now", b"rebuild"):
+        if args[1].lower() == b"now":
+            ae.wake()
+        else:
+            ae.rebuild_trees()
+        conn.out.ok()
+        return
+    if len(args) != 1:
+        raise CommandError(ERR_SYNTAX)
+    if not ae.trees.ready:
+        raise CommandError("ERR the Merkle trees are still being rebuilt")
+    rows = ae.partition_status()
+    out = conn.out
+    out.array(len(rows))
+    for partition, root, age in rows:
+        out.array(3)
+        out.integer(partition)
+        out.bulk(b"%016x" % root)
+        out.bulk(str(age).encode())
 
 
 @command("dyn.fault", -2, "admin",

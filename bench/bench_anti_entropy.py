@@ -1,0 +1,204 @@
+"""Anti-entropy: how fast the Merkle trees rebuild, how fast a wiped replica is restored, what
+the repair costs in traffic, and what it does to a client's tail latency.
+
+1. rebuild: a store of --rebuild-keys keys (100-byte values) is reopened and its trees are
+   rebuilt from a fold (`StoreTrees.rebuild`, what a node does at start-up), against the
+   same fold written plainly in Python (items(), a digest and a tree insert per key), in the
+   same run.
+2. wipe: a 3-node cluster (N=3) is loaded with --keys keys; node 2 is killed, its data
+   directory deleted, and it is restarted; nobody reads. The time until it holds every key
+   again and the three nodes' Merkle roots agree, and the exchange traffic.
+3. differences: on the loaded cluster, node 2 is cut off (fault injection, hints off) while 10
+   keys are overwritten, then healed: the exchange traffic until the roots agree, against the
+   size of the data.
+4. load: a steady `fastdyn bench --rate` load through node 0, its p99 without repair, then
+   while node 2 is restored from empty (step 2 under load).
+
+    python bench/bench_anti_entropy.py [--keys 100000] [--rebuild-keys 1000000] [--rate 4000]
+                                       [--only rebuild|wipe|differences|load] [--json FILE]
+                                       [--extra "--flag value ..."]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_membership import Cluster, Resp, bench_load, p99, wait  # noqa: E402
+from bench_server import HOST, stop  # noqa: E402
+
+AE = ("--anti-entropy-interval-ms", "1000", "--gossip-interval-ms", "500")
+
+
+def rebuild(keys, root):
+    from fastdyn._logstore import Store
+    from fastdyn.cluster.merkle import MerkleTree, StoreTrees, value_digest
+    from fastdyn.ring import Ring
+
+    path = os.path.join(root, "rebuild")
+    with Store(path, sync="never") as store:
+        value = b"v" * 100
+        for i in range(keys):
+            store.put(b"key:%09d" % i, value)
+    out = {"keys": keys}
+    with Store(path, sync="never") as store:
+        t0 = time.perf_counter()
+        trees = StoreTrees(store, 256)
+        while not trees.rebuild(16384):
+            pass
+        took = time.perf_counter() - t0
+        out["fastdyn_keys_per_s"] = round(keys / took)
+        out["fastdyn_seconds"] = round(took, 3)
+        ring = Ring(["a"])
+        plain = [MerkleTree(trees.depth, trees.FANOUT) for _ in range(256)]
+        t0 = time.perf_counter()
+        for key, value, _ in store.items():
+            plain[ring.partition(key)].insert(key, value_digest(key, value))
+        took = time.perf_counter() - t0
+        out["python_fold_keys_per_s"] = round(keys / took)
+        assert all(plain[p] == trees.tree(p) for p in range(256)), "the trees differ"
+    out["ratio"] = round(out["fastdyn_keys_per_s"] / out["python_fold_keys_per_s"], 2)
+    shutil.rmtree(path)
+    return out
+
+
+def load_keys(port, keys, value_size=100):
+    """Distinct keys key:0 .. key:keys-1, pipelined 1000 at a time."""
+    c = Resp(port)
+    value = b"x" * value_size
+    for start in range(0, keys, 1000):
+        batch = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                         % (len(k), k, len(value), value)
+                         for k in (b"key:%d" % i for i in range(start, min(start + 1000, keys))))
+        c.sock.sendall(batch)
+        for _ in range(min(1000, keys - start)):
+            assert c._reply() == b"OK"
+    c.close()
+
+
+def roots(port):
+    reply = Resp(port).call(b"DYN.ANTIENTROPY")
+    return None if isinstance(reply, RuntimeError) else [row[1] for row in reply]
+
+
+def agree(ports):
+    views = [roots(p) for p in ports]
+    return views[0] is not None and all(v == views[0] for v in views)
+
+
+def local_keys(port):
+    line = Resp(port).call(b"INFO", b"keyspace").decode()
+    return int(line.split("keys=")[1].split(",")[0]) if "keys=" in line else 0
+
+
+def traffic(ports):
+    return sum(int(Resp(p).info()["anti_entropy_bytes_sent"]) for p in ports)
+
+
+def wipe_and_restore(cluster, extra):
+    """Kill node 2, delete its data, restart it; (seconds to restored, exchange bytes)."""
+    proc = cluster.procs[2]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    data = os.path.join(cluster.root, "n2")
+    shutil.rmtree(data)
+    before = traffic(cluster.ports[:2])
+    held = local_keys(cluster.ports[0])
+    t0 = time.monotonic()
+    seeds = ",".join(f"{HOST}:{p + 10000}" for p in cluster.ports)
+    cluster.procs[2] = cluster.serve(cluster.ports[2], "n2", "--seeds", seeds, *AE, *extra)
+    wait(lambda: local_keys(cluster.ports[2]) >= held and agree(cluster.ports), 600, 0.1)
+    took = time.monotonic() - t0
+    return took, traffic(cluster.ports) - before
+
+
+def wipe(keys, root, extra):
+    cluster = Cluster(os.path.join(root, "wipe"), 3, *AE, *extra)
+    load_keys(cluster.ports[0], keys)
+    wait(lambda: agree(cluster.ports), 120, 0.1)
+    took, sent = wipe_and_restore(cluster, extra)
+    stop(cluster.procs, None)
+    return {"keys": keys, "seconds_to_restore": round(took, 2),
+            "keys_per_s": round(keys / took), "exchange_bytes": sent}
+
+
+def differences(keys, root, extra):
+    cluster = Cluster(os.path.join(root, "diff"), 3, *AE, "--hint-max-bytes", "0",
+                      "--fault-injection", "yes", *extra)
+    load_keys(cluster.ports[0], keys)
+    wait(lambda: agree(cluster.ports), 120, 0.1)
+    peers = [f"{HOST}:{p + 10000}" for p in cluster.ports]
+    for j in (0, 1):
+        Resp(cluster.ports[2]).call(b"DYN.FAULT", b"PARTITION", peers[j])
+        Resp(cluster.ports[j]).call(b"DYN.FAULT", b"PARTITION", peers[2])
+    c = Resp(cluster.ports[0])
+    for i in range(10):
+        assert c.call(b"SET", b"key:%d" % (i * 9973), b"changed") == b"OK"
+    before = traffic(cluster.ports)
+    t0 = time.monotonic()
+    for p in cluster.ports:
+        Resp(p).call(b"DYN.FAULT", b"HEAL")
+        Resp(p).call(b"DYN.ANTIENTROPY", b"NOW")
+    wait(lambda: agree(cluster.ports), 120, 0.05)
+    took = time.monotonic() - t0
+    sent = traffic(cluster.ports) - before
+    stop(cluster.procs, None)
+    data = keys * (len(b"key:99999") + 100 + 17)
+    return {"keys": keys, "differing": 10, "seconds_to_agree": round(took, 2),
+            "exchange_bytes": sent, "data_bytes_per_replica": data,
+            "exchange_per_data": round(sent / data, 5)}
+
+
+def under_load(keys, rate, root, extra):
+    cluster = Cluster(os.path.join(root, "load"), 3, *AE, *extra)
+    load_keys(cluster.ports[0], keys)
+    wait(lambda: agree(cluster.ports), 120, 0.1)
+    before = os.path.join(cluster.root, "before")
+    bench_load(cluster.ports[0], rate, 10, keys, before).wait()
+    during = os.path.join(cluster.root, "during")
+    load = bench_load(cluster.ports[0], rate, 12, keys, during)
+    time.sleep(1.0)
+    took, sent = wipe_and_restore(cluster, extra)
+    load.wait()
+    stop(cluster.procs, None)
+    out = {"keys": keys, "rate": rate, "p99_ms_without_repair": p99(before),
+           "p99_ms_during_repair": p99(during), "seconds_to_restore": round(took, 2),
+           "exchange_bytes": sent}
+    out["p99_ratio"] = {op: round(out["p99_ms_during_repair"][op] / v, 2)
+                        for op, v in out["p99_ms_without_repair"].items()}
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--rebuild-keys", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=int, default=4000)
+    ap.add_argument("--only", choices=("rebuild", "wipe", "differences", "load"))
+    ap.add_argument("--extra", default="", help="more `fastdyn serve` flags for every node")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    extra = args.extra.split()
+    root = tempfile.mkdtemp(prefix="fastdyn-ae-")
+    results = {}
+    try:
+        for name, fn in (("rebuild", lambda: rebuild(args.rebuild_keys, root)),
+                         ("wipe", lambda: wipe(args.keys, root, extra)),
+                         ("differences", lambda: differences(args.keys, root, extra)),
+                         ("load", lambda: under_load(args.keys, args.rate, root, extra))):
+            if args.only in (None, name):
+                results[name] = fn()
+                print(name, json.dumps(results[name]), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Active anti-entropy: the replicas of a partition compare Merkle trees and repair what
+differs, so they converge even when hints are lost and nobody reads the key (Dynamo 4.7).
+
+Trees. The store keeps one per partition, updated on every change of a key (its digest is in
+the keydir: `merkle.StoreTrees`); at start-up they are rebuilt from a fold of the store a step
+at a time, and the node serves meanwhile. A node answers no exchange until its trees are whole.
+
+Exchange. Every `interval_s` (jittered) this node takes each member that replicates some of
+its partitions (`concurrency` members at a time) and, a group of partitions per message:
+1. compares the roots of their trees (AE_TREE) and descends only below the nodes whose hashes
+   differ, a level per round trip (`MerkleDiff`), down to the differing leaf segments;
+2. lists the keys of those segments on both sides with their digests (AE_LISTING) and keeps
+   the keys whose digests differ (or that one side lacks);
+3. repairs those keys both ways with the sync that read repair uses: fetches the peer's
+   objects (REPLICA_GET), syncs each into the local store, and sends back (REPLICA_PUT) only
+   what the peer lacked or held older.
+Bytes therefore move in proportion to the differences, never to the data. Exchanges wait
+while a membership change moves partitions (the handoff), and pace their messages through
+the node's admission control.
+
+Tombstones and the grace period. A delete leaves a tombstone and an expired value is one
+whose stamp is its expiry (object.py). An exchange with a peer that completes tells this node
+that the peer holds everything this node held when the exchange began. So per partition,
+`confirmed` is the oldest start among the last complete exchanges with each other replica, and
+a tombstone is reaped (deleted from the store) only when this node wrote it before
+`confirmed` (every replica holds it) and it has been dead for longer than `grace_s`. Expired
+values stay in the store the same way (`Store.expire_hold_ms`). A replica that is down, for
+however long, holds back its partitions' reaping: when it returns, the tombstones are still
+there and reach it by the next exchange. Hints older than the grace period are dropped (the
+runtime), so no late delivery can bring back a value whose tombstone has gone.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from fastdyn.cluster import object as vo
+from fastdyn.cluster.merkle import MerkleDiff, StoreTrees, diff_keys
+from fastdyn.errors import BadObject, MerkleFormatError, ProtocolError
+from fastdyn.peer import messages as m
+
+GROUP = 16                  # partitions per AE_TREE / AE_LISTING message
+REPAIR_BATCH = 256          # keys per REPLICA_GET / REPLICA_PUT of a repair
+REBUILD_STEP = 16384        # keys folded into the trees per event-loop turn at start-up
+REAP_STEP = 16384           # keydir entries the start-up search for tombstones reads per turn
+REAP_BATCH = 1024           # tombstones the reaper checks per turn
+DEAD_TAGS = bytes((vo.TAG_REGISTER_TTL, vo.TAG_OBJECT, vo.TAG_DELETED))
+MAX_DEAD_BYTES = 4096       # a tombstone-only object is small: larger ones hold values
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _dead_since(data):
+    """object.dead_since of an encoded object; None for bytes that are not one."""
+    try:
+        return vo.dead_since(vo.decode(data))
+    except BadObject:
+        return None
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AntiEntropy:
+    def __init__(self, name, replica, members, pool, partitions, *, n, interval_s=10.0,
+                 concurrency=1, grace_s=600.0, timeout_s=10.0, pace=None, log=None):
+        """n(): the replication factor now (clamped to the members); pace(nbytes): awaited
+        before each message (admission control), or None."""
+        self.name = name
+        self.replica = replica
+        self.store = replica.store
+        self.members = members
+        self.pool = pool
+        self.n = n
+        self.interval_s = interval_s
+        self.concurrency = max(1, concurrency)
+        self.grace_ms = int(grace_s * 1000)
+        self.timeout_s = timeout_s
+        self.pace = pace
+        self.log = log
+        self.trees = StoreTrees(self.store, partitions)
+        # nothing expires until an exchange round says every replica has seen it
+        self.store.expire_hold_ms = 1
+        self.exchanged = {}        # (partition, peer) -> start (ms) of the last complete exchange
+        self.last_exchange = {}    # partition -> end (ms) of its last complete exchange
+        self.rng = random.Random()
+        self.stats = {"anti_entropy_exchanges": 0, "anti_entropy_failures": 0,
+                      "anti_entropy_keys_repaired": 0, "anti_entropy_keys_sent": 0,
+                      "anti_entropy_bytes_sent": 0, "anti_entropy_bytes_received": 0,
+                      "anti_entropy_rounds": 0, "anti_entropy_tombstones_reaped": 0}
+        self.rebuild_keys_per_s = 0
+        self._wake = asyncio.Event()
+
+    # -- the loop --------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            if not self.trees.ready:
+                await self._rebuild()
+            try:
+                await self.round()
+            except Exception as exc:                 # a bug must not end anti-entropy
+                self._say("anti-entropy round failed: %r", exc)
+            try:
+                await asyncio.wait_for(self._wake.wait(),
+                                       self.interval_s * self.rng.uniform(0.8, 1.2))
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Start the next round now (DYN.ANTIENTROPY NOW)."""
+        self._wake.set()
+
+    def rebuild_trees(self) -> None:
+        """Forget the trees and rebuild them from the store before the next round
+        (DYN.ANTIENTROPY REBUILD, for trees suspected stale); exchanges wait until then."""
+        self.trees = StoreTrees(self.store, self.trees.partitions)
+        self._wake.set()
+
+    async def _rebuild(self) -> None:
+        started = time.monotonic()
+        while not self.trees.rebuild(REBUILD_STEP):
+            await asyncio.sleep(0)
+        await self._find_tombstones()
+        took = time.monotonic() - started
+        self.trees.rebuild_s = took
+        self.rebuild_keys_per_s = int(self.trees.rebuilt_keys / took) if took > 0 else 0
+        self._say("Merkle trees rebuilt from the store: %d keys in %.2f s",
+                  self.trees.rebuilt_keys, took)
+
+    async def round(self) -> None:
+        """Exchange with every member that shares partitions with this node, then reap."""
+        if self.members.change is not None:
+            return               # partitions are moving: their owners are about to change
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(peer, partitions):
+            async with semaphore:
+                await self.exchange(peer, partitions)
+        await asyncio.gather(*(one(peer, parts) for peer, parts in self._shared().items()))
+        self.stats["anti_entropy_rounds"] += 1
+        await self.reap()
+
+    def _shared(self) -> dict:
+        """{peer: [partition, ...]} for the partitions this node replicates."""
+        ring, n = self.members.ring, self.n()
+        out = {}
+        for p in ring.partitions_of(self.name, n):
+            for node in ring.preference_list(p, n):
+                if node != self.name:
+                    out.setdefault(node, []).append(p)
+        return out
+
+    # -- one exchange ----------------------------------------------------------------------
+    async def exchange(self, peer: str, partitions) -> bool:
+        """Compare and repair `partitions` with `peer`; True when complete."""
+        address = self.members.address(peer)
+        if not self.pool.reachable(address):
+            return False
+        start = wall_ms()
+        try:
+            for group in _chunks(list(partitions), GROUP):
+                differing = await self._compare(address, group)
+                if differing:
+                    await self._repair(address, differing)
+        except Exception as exc:
+            self.stats["anti_entropy_failures"] += 1
+            self._say("exchange with %s stopped: %s", peer, exc)
+            return False
+        end = wall_ms()
+        for p in partitions:
+            self.exchanged[(p, peer)] = start
+            self.last_exchange[p] = end
+        self.stats["anti_entropy_exchanges"] += 1
+        return True
+
+    async def _call(self, address, kind, payload) -> bytes:
+        if self.pace is not None:
+            await self.pace(len(payload))
+        self.stats["anti_entropy_bytes_sent"] += len(payload)
+        answer = await self.pool.call(address, kind, payload, self.timeout_s)
+        self.stats["anti_entropy_bytes_received"] += len(answer)
+        return answer
+
+    async def _compare(self, address, group) -> dict:
+        """{partition: [differing segment, ...]} after descending both trees together."""
+        walks = {p: MerkleDiff(self.trees.tree(p)) for p in group}
+        pending = list(group)
+        while pending:
+            requests = [(p, walks[p].next_request()) for p in pending]
+            replies = m.unpack_blobs(await self._call(address, m.AE_TREE,
+                                                      m.pack_tree_requests(requests)))
+            if len(replies) != len(requests):
+                raise ProtocolError(f"AE_TREE answered {len(replies)} of {len(requests)}")
+            for p, reply in zip(pending, replies):
+                if not reply:
+                    raise RuntimeError("the peer's trees are not rebuilt yet")
+                walks[p].feed(reply)
+            pending = [p for p in pending if not walks[p].done]
+        return {p: w.segments for p, w in walks.items() if w.segments}
+
+    async def _repair(self, address, differing) -> None:
+        theirs = m.unpack_digests(await self._call(address, m.AE_LISTING,
+                                                   m.pack_segments(differing)))
+        ours = {}
+        for listing in self.trees.listing(differing).values():
+            ours.update(listing)
+        keys = diff_keys(ours, theirs)
+        now = wall_ms()
+        send = []
+        for chunk in _chunks([k for k in keys if k in theirs], REPAIR_BATCH):
+            answer = await self._call(address, m.REPLICA_GET, m.pack_keys(chunk))
+            for key, (status, blob) in zip(chunk, m.unpack_results(answer)):
+                if status == m.ERROR:
+                    raise RuntimeError(f"the peer cannot read {key!r}: "
+                                       f"{bytes(blob).decode(errors='replace')}")
+                if status != m.OK:
+                    if key in ours:
+                        send.append(key)
+                    continue
+                blob = bytes(blob)
+                if key not in ours and self._long_dead(blob, now):
+                    continue           # a tombstone past its grace: absent here is the same
+                before = self.store.digest_of(key)
+                merged = self.replica.merge_in(key, blob)
+                if self.store.digest_of(key) != before:
+                    self.stats["anti_entropy_keys_repaired"] += 1
+                if merged and merged != blob:
+                    send.append((key, merged))
+        for key in keys:
+            if key not in theirs:
+                send.append(key)
+        items = []
+        for entry in send:
+            if entry.__class__ is tuple:
+                items.append(entry)
+                continue
+            data = self.replica.get(entry)
+            if data is not None and (entry in theirs or not self._long_dead(data, now)):
+                items.append((entry, data))
+        for chunk in _chunks(items, REPAIR_BATCH):
+            answer = await self._call(address, m.REPLICA_PUT, m.pack_puts(chunk))
+            for status, blob in m.unpack_results(answer):
+                if status == m.ERROR:
+                    raise RuntimeError("the peer refused a repair: "
+                                       f"{bytes(blob).decode(errors='replace')}")
+            self.stats["anti_entropy_keys_sent"] += len(chunk)
+
+    def _long_dead(self, data, now_ms: int) -> bool:
+        """Whether an encoded object is a tombstone (or expired) for longer than the grace."""
+        if not data or data[0] not in DEAD_TAGS:
+            return False
+        dead = _dead_since(data)
+        return dead is not None and dead + self.grace_ms < now_ms
+
+    # -- the answering side ----------------------------------------------------------------
+    def answer_tree(self, payload) -> bytes:
+        out = []
+        for p, request in m.unpack_tree_requests(payload):
+            if not self.trees.ready or p >= self.trees.partitions:
+                out.append(b"")
+            else:
+                out.append(self.trees.tree(p).answer(request))
+        return m.pack_blobs(out)
+
+    def answer_listing(self, payload) -> bytes:
+        wanted = m.unpack_segments(payload)
+        for p, segments in wanted.items():
+            if p >= self.trees.partitions or any(s >= self.trees.segment_count
+                                                 for s in segments):
+                raise MerkleFormatError(f"AE_LISTING names a segment outside partition {p}")
+        listing = self.trees.listing(wanted)
+        return m.pack_digests([item for part in listing.values() for item in part.items()])
+
+    # -- tombstones ------------------------------------------------------------------------
+    def confirmed(self, partition: int, ring=None, n=None, now_ms=None) -> int:
+        """The time (ms) before which everything this node held of the partition is held by
+        every replica: the oldest start of the last complete exchange with each other one."""
+        ring = ring or self.members.ring
+        others = [r for r in ring.preference_list(partition, n or self.n()) if r != self.name]
+        if not others:
+            return now_ms or wall_ms()
+        return min(self.exchanged.get((partition, r), 0) for r in others)
+
+    async def _find_tombstones(self) -> None:
+        """Once, at start-up: the stored tombstones, for the reaper (the replica notes those
+        written from now on, replica.tombstones). A step of the keydir per event-loop turn."""
+        found, cursor = self.replica.tombstones, None
+        while True:
+            cursor, records = self.store.small_records(
+                cursor, REAP_STEP, bytes((vo.TAG_OBJECT, vo.TAG_DELETED)), MAX_DEAD_BYTES)
+            for key, data, written_ms in records:
+                if key not in found and _dead_since(data) is not None:
+                    found[key] = written_ms
+            if cursor is None:
+                return
+            await asyncio.sleep(0)
+
+    async def reap(self) -> int:
+        """Delete the tombstones every replica holds that are dead for longer than the grace
+        period, and let expired values go on the same terms. Returns how many were reaped."""
+        now = wall_ms()
+        ring, n = self.members.ring, self.n()
+        confirmed = {p: self.confirmed(p, ring, n, now) for p in ring.partitions_of(self.name, n)}
+        self.store.expire_hold_ms = max(1, min(now - self.grace_ms,
+                                               min(confirmed.values(), default=now)))
+        reaped = 0
+        tombstones = self.replica.tombstones
+        for i, key in enumerate(list(tombstones)):
+            if i and i % REAP_BATCH == 0:
+                await asyncio.sleep(0)
+            written_ms = tombstones.get(key)
+            if written_ms is None:
+                continue
+            data = self.store.get(key)
+            dead = None if data is None else _dead_since(data)
+            if dead is None:
+                del tombstones[key]       # deleted, or written again since
+                continue
+            since = confirmed.get(ring.partition(key))
+            if since is not None and written_ms < since and dead + self.grace_ms < now:
+                self.store.delete(key)
+                del tombstones[key]
+                reaped += 1
+        self.stats["anti_entropy_tombstones_reaped"] += reaped
+        return reaped
+
+    # -- introspection ---------------------------------------------------------------------
+    def info(self) -> dict:
+        now = wall_ms()
+        ring, n = self.members.ring, self.n()
+        mine = ring.partitions_of(self.name, n)
+        ages = [now - self.last_exchange[p] for p in mine if p in self.last_exchange]
+        out = dict(self.stats)
+        out.update({
+            "anti_entropy_trees_ready": int(self.trees.ready),
+            "anti_entropy_tree_keys_rebuilt": self.trees.rebuilt_keys,
+            "anti_entropy_rebuild_keys_per_s": self.rebuild_keys_per_s,
+            "anti_entropy_partitions": len(mine),
+            "anti_entropy_partitions_never_exchanged": len(mine) - len(ages),
+            "anti_entropy_oldest_exchange_s": round(max(ages) / 1000, 1) if ages else -1,
+            "anti_entropy_expire_hold_lag_s":
+                round((now - self.store.expire_hold_ms) / 1000, 1),
+            "anti_entropy_grace_s": self.grace_ms / 1000,
+        })
+        return out
+
+    def partition_status(self) -> list:
+        """[(partition, root, seconds since its last complete exchange or -1), ...] for the
+        partitions this node replicates (`fastdyn cluster status --anti-entropy`)."""
+        now = wall_ms()
+        ring = self.members.ring
+        return [(p, self.trees.root(p),
+                 round((now - self.last_exchange[p]) / 1000, 1) if p in self.last_exchange
+                 else -1) for p in ring.partitions_of(self.name, self.n())]
+
+    def _say(self, text, *args) -> None:
+        if self.log is not None:
+            self.log.info(text, *args)
