@@ -96,7 +96,9 @@ def local_keys(port):
 
 
 def traffic(ports):
-    return sum(int(Resp(p).info()["anti_entropy_bytes_sent"]) for p in ports)
+    """Exchange bytes, requests and answers, as the exchanging nodes count them."""
+    return sum(int(i["anti_entropy_bytes_sent"]) + int(i["anti_entropy_bytes_received"])
+               for i in (Resp(p).info() for p in ports))
 
 
 def wipe_and_restore(cluster, extra):
@@ -106,7 +108,7 @@ def wipe_and_restore(cluster, extra):
     proc.wait()
     data = os.path.join(cluster.root, "n2")
     shutil.rmtree(data)
-    before = traffic(cluster.ports[:2])
+    before = traffic(cluster.ports[:2])     # node 2 starts again from 0
     held = local_keys(cluster.ports[0])
     t0 = time.monotonic()
     seeds = ",".join(f"{HOST}:{p + 10000}" for p in cluster.ports)

@@ -300,9 +300,9 @@ def anti_entropy(nodes, clients):
              "anti-entropy did not restore node2", timeout=40)
     took = time.monotonic() - started
     stats = [cluster_info(c) for c in clients]
-    moved = sum(int(s["anti_entropy_keys_repaired"]) + int(s["anti_entropy_keys_sent"])
-                for s in stats)
-    sent = sum(int(s["anti_entropy_bytes_sent"]) for s in stats)
+    moved = sum(int(s["anti_entropy_keys_repaired"]) for s in stats)
+    sent = sum(int(s["anti_entropy_bytes_sent"]) + int(s["anti_entropy_bytes_received"])
+               for s in stats)
     check([s["read_repairs"] for s in stats] == repairs_before + ["0"],
           "a read repair ran: somebody read")
     say(f"after {took:.1f} s node2 holds {local_keys(clients[2])} keys again and the Merkle "

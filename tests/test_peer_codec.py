@@ -195,7 +195,8 @@ def test_key_listing_requests_round_trip_and_refuse_bad_lengths():
 def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
                                 m.KEYS, m.COORDINATE, m.GOSSIP_SYN, m.GOSSIP_PUSH,
-                                m.HANDOFF_DONE, m.HANDOFF_STATUS, m.AE_TREE, m.AE_LISTING]
+                                m.HANDOFF_DONE, m.HANDOFF_STATUS, m.AE_TREE, m.AE_LISTING,
+                                m.AE_DONE]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 
@@ -283,3 +284,10 @@ def test_anti_entropy_tree_messages_round_trip(requests, replies):
 def test_anti_entropy_listing_messages_round_trip(segments, digests):
     assert m.unpack_segments(memoryview(m.pack_segments(segments))) == segments
     assert m.unpack_digests(memoryview(m.pack_digests(list(digests.items())))) == digests
+
+
+@given(st.text(max_size=20), st.integers(0, 2**64 - 1),
+       st.lists(st.integers(0, 2**32 - 1), max_size=6))
+def test_anti_entropy_done_round_trips(name, start, partitions):
+    assert m.unpack_exchanged(memoryview(m.pack_exchanged((name, start, partitions)))) == (
+        name, start, partitions)

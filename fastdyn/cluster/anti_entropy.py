@@ -11,17 +11,19 @@ its partitions (`concurrency` members at a time) and, a group of partitions per 
    differ, a level per round trip (`MerkleDiff`), down to the differing leaf segments;
 2. lists the keys of those segments on both sides with their digests (AE_LISTING) and keeps
    the keys whose digests differ (or that one side lacks);
-3. repairs those keys both ways with the sync that read repair uses: fetches the peer's
-   objects (REPLICA_GET), syncs each into the local store, and sends back (REPLICA_PUT) only
-   what the peer lacked or held older.
+3. fetches the peer's objects of those keys (REPLICA_GET) and syncs each into the local store
+   with the sync that read repair uses (an exchange pulls; the peer's own exchange with this
+   node pulls the other way, so no object crosses twice);
+4. tells the peer (AE_DONE) that this node now holds everything the peer held when the
+   exchange began.
 Bytes therefore move in proportion to the differences, never to the data. Exchanges wait
 while a membership change moves partitions (the handoff), and pace their messages through
 the node's admission control.
 
 Tombstones and the grace period. A delete leaves a tombstone and an expired value is one
-whose stamp is its expiry (object.py). An exchange with a peer that completes tells this node
-that the peer holds everything this node held when the exchange began. So per partition,
-`confirmed` is the oldest start among the last complete exchanges with each other replica, and
+whose stamp is its expiry (object.py). A peer's AE_DONE tells this node that the peer holds
+everything this node held when the peer's exchange began. So per partition, `confirmed` is
+the oldest of those starts over the other replicas, and
 a tombstone is reaped (deleted from the store) only when this node wrote it before
 `confirmed` (every replica holds it) and it has been dead for longer than `grace_s`. Expired
 values stay in the store the same way (`Store.expire_hold_ms`). A replica that is down, for
@@ -86,11 +88,13 @@ class AntiEntropy:
         self.trees = StoreTrees(self.store, partitions)
         # nothing expires until an exchange round says every replica has seen it
         self.store.expire_hold_ms = 1
-        self.exchanged = {}        # (partition, peer) -> start (ms) of the last complete exchange
+        # (partition, peer) -> the peer holds everything this node held then (ms): the start
+        # of the peer's last complete exchange with this node (AE_DONE)
+        self.exchanged = {}
         self.last_exchange = {}    # partition -> end (ms) of its last complete exchange
         self.rng = random.Random()
         self.stats = {"anti_entropy_exchanges": 0, "anti_entropy_failures": 0,
-                      "anti_entropy_keys_repaired": 0, "anti_entropy_keys_sent": 0,
+                      "anti_entropy_keys_repaired": 0,
                       "anti_entropy_bytes_sent": 0, "anti_entropy_bytes_received": 0,
                       "anti_entropy_rounds": 0, "anti_entropy_tombstones_reaped": 0}
         self.rebuild_keys_per_s = 0
@@ -174,9 +178,16 @@ class AntiEntropy:
             return False
         end = wall_ms()
         for p in partitions:
-            self.exchanged[(p, peer)] = start
             self.last_exchange[p] = end
         self.stats["anti_entropy_exchanges"] += 1
+        # the peer learns that this node now holds all it held at `start`: its tombstones
+        # from before then may go once every replica has said so (best effort: a lost
+        # message only delays that)
+        try:
+            await self._call(address, m.AE_DONE,
+                             m.pack_exchanged((self.name, start, partitions)))
+        except Exception as exc:
+            self._say("telling %s of the exchange failed: %s", peer, exc)
         return True
 
     async def _call(self, address, kind, payload) -> bytes:
@@ -205,51 +216,31 @@ class AntiEntropy:
         return {p: w.segments for p, w in walks.items() if w.segments}
 
     async def _repair(self, address, differing) -> None:
+        """Pull: sync in the peer's objects of the keys whose digests differ. The peer pulls
+        what this node has in its own exchange, so no object crosses twice (a wiped replica
+        fetches everything once, instead of having every other replica push it)."""
         theirs = m.unpack_digests(await self._call(address, m.AE_LISTING,
                                                    m.pack_segments(differing)))
         ours = {}
         for listing in self.trees.listing(differing).values():
             ours.update(listing)
-        keys = diff_keys(ours, theirs)
         now = wall_ms()
-        send = []
-        for chunk in _chunks([k for k in keys if k in theirs], REPAIR_BATCH):
+        wanted = [k for k in diff_keys(ours, theirs) if k in theirs]
+        for chunk in _chunks(wanted, REPAIR_BATCH):
             answer = await self._call(address, m.REPLICA_GET, m.pack_keys(chunk))
             for key, (status, blob) in zip(chunk, m.unpack_results(answer)):
                 if status == m.ERROR:
                     raise RuntimeError(f"the peer cannot read {key!r}: "
                                        f"{bytes(blob).decode(errors='replace')}")
                 if status != m.OK:
-                    if key in ours:
-                        send.append(key)
-                    continue
+                    continue           # gone since it listed it
                 blob = bytes(blob)
                 if key not in ours and self._long_dead(blob, now):
                     continue           # a tombstone past its grace: absent here is the same
                 before = self.store.digest_of(key)
-                merged = self.replica.merge_in(key, blob)
+                self.replica.merge_in(key, blob)
                 if self.store.digest_of(key) != before:
                     self.stats["anti_entropy_keys_repaired"] += 1
-                if merged and merged != blob:
-                    send.append((key, merged))
-        for key in keys:
-            if key not in theirs:
-                send.append(key)
-        items = []
-        for entry in send:
-            if entry.__class__ is tuple:
-                items.append(entry)
-                continue
-            data = self.replica.get(entry)
-            if data is not None and (entry in theirs or not self._long_dead(data, now)):
-                items.append((entry, data))
-        for chunk in _chunks(items, REPAIR_BATCH):
-            answer = await self._call(address, m.REPLICA_PUT, m.pack_puts(chunk))
-            for status, blob in m.unpack_results(answer):
-                if status == m.ERROR:
-                    raise RuntimeError("the peer refused a repair: "
-                                       f"{bytes(blob).decode(errors='replace')}")
-            self.stats["anti_entropy_keys_sent"] += len(chunk)
 
     def _long_dead(self, data, now_ms: int) -> bool:
         """Whether an encoded object is a tombstone (or expired) for longer than the grace."""
@@ -267,6 +258,14 @@ class AntiEntropy:
             else:
                 out.append(self.trees.tree(p).answer(request))
         return m.pack_blobs(out)
+
+    def exchanged_with(self, payload) -> None:
+        """AE_DONE: the sender holds everything this node held at `start`."""
+        peer, start, partitions = m.unpack_exchanged(payload)
+        for p in partitions:
+            if p < self.trees.partitions:
+                key = (p, peer)
+                self.exchanged[key] = max(self.exchanged.get(key, 0), start)
 
     def answer_listing(self, payload) -> bytes:
         wanted = m.unpack_segments(payload)

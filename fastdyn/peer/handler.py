@@ -9,7 +9,7 @@ owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS an
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
 node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
 GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff, AE_TREE
-and AE_LISTING to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
+AE_LISTING and AE_DONE to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
 import time
@@ -78,14 +78,18 @@ class ReplicaHandler:
             self._coordinate(conn, frame)
             return
         elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS,
-                      m.AE_TREE, m.AE_LISTING) and self.membership is not None:
+                      m.AE_TREE, m.AE_LISTING, m.AE_DONE) and self.membership is not None:
             try:
-                if kind in (m.AE_TREE, m.AE_LISTING):
+                if kind in (m.AE_TREE, m.AE_LISTING, m.AE_DONE):
                     ae = self.membership.anti_entropy
                     if ae is None:
                         raise ValueError("anti-entropy is off on this node")
-                    conn.reply(frame, ae.answer_tree(frame.payload) if kind == m.AE_TREE
-                               else ae.answer_listing(frame.payload))
+                    if kind == m.AE_DONE:
+                        ae.exchanged_with(frame.payload)
+                        conn.reply(frame)
+                    else:
+                        conn.reply(frame, ae.answer_tree(frame.payload) if kind == m.AE_TREE
+                                   else ae.answer_listing(frame.payload))
                 elif kind == m.GOSSIP_SYN:
                     conn.reply(frame, self.membership.answer_syn(frame.payload))
                 elif kind == m.GOSSIP_PUSH:

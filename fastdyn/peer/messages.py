@@ -30,6 +30,9 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
     AE_LISTING   request: u32 count, count x (u32 partition, u32 n, n x u32 segment)
                  response: u32 count, count x (blob key, u32 digest): the receiver's keys in
                  those segments (fastdyn/cluster/anti_entropy.py)
+    AE_DONE      request: blob sender name, u64 start (Unix ms), u32 count, count x u32
+                 partition: the sender's exchange of those partitions with the receiver,
+                 begun at start, is complete       response: empty
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -51,12 +54,12 @@ from fastdyn.cluster import gossip
 from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
-           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS", "AE_TREE", "AE_LISTING",
+           "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS", "AE_TREE", "AE_LISTING", "AE_DONE",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
            "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done", "pack_change", "unpack_change",
            "pack_remaining", "unpack_remaining", "pack_tree_requests", "unpack_tree_requests",
            "pack_blobs", "unpack_blobs", "pack_segments", "unpack_segments", "pack_digests",
-           "unpack_digests",
+           "unpack_digests", "pack_exchanged", "unpack_exchanged",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -75,6 +78,7 @@ HANDOFF_DONE = 11
 HANDOFF_STATUS = 12
 AE_TREE = 13
 AE_LISTING = 14
+AE_DONE = 15
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -340,6 +344,33 @@ def unpack_digests(view) -> dict:
     return out
 
 
+_U64 = struct.Struct("<Q")
+
+
+def pack_exchanged(args) -> bytes:
+    """AE_DONE: (sender name, start ms, partitions)."""
+    name, start, partitions = args
+    parts = list(partitions)
+    return (pack_name(name) + _U64.pack(start) + _U32.pack(len(parts))
+            + struct.pack(f"<{len(parts)}I", *parts))
+
+
+def unpack_exchanged(view):
+    raw, at = _take_blob(view, 0, "AE_DONE sender")
+    if len(view) - at < 12:
+        raise ProtocolError("peer AE_DONE truncated")
+    (start,) = _U64.unpack_from(view, at)
+    (count,) = _U32.unpack_from(view, at + 8)
+    at += 12
+    if len(view) - at != 4 * count:
+        raise ProtocolError("peer AE_DONE partitions have the wrong size")
+    try:
+        name = bytes(raw).decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("peer AE_DONE sender is not UTF-8") from None
+    return name, start, list(struct.unpack_from(f"<{count}I", view, at))
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -383,4 +414,6 @@ KINDS = {kind.code: kind for kind in (
                 unpack_blobs),
     MessageKind(AE_LISTING, "AE_LISTING", pack_segments, unpack_segments, pack_digests,
                 unpack_digests),
+    MessageKind(AE_DONE, "AE_DONE", pack_exchanged, unpack_exchanged, pack_empty,
+                unpack_empty),
 )}
