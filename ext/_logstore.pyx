@@ -1028,7 +1028,8 @@ cdef class Store:
         return 0
 
     cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
-                    uint32_t size, uint64_t expiry, uint32_t digest) except -1:
+                    uint32_t size, uint64_t expiry, uint32_t digest,
+                    uint64_t *leaf=NULL) except -1:
         """Point key at a record (insert or update), moving its live bytes; digest is the
         value's anti-entropy digest (0 when the trees are off or it is not known)."""
         cdef uint64_t h = kd_hash(&self.kd, kp, kl)
@@ -1053,7 +1054,10 @@ cdef class Store:
         e.size = size
         e.expiry = expiry
         if e.digest != digest:
-            self._tree_update(kp, kl, e.digest, digest)
+            if leaf != NULL:
+                leaf[0] += <uint64_t>digest - <uint64_t>e.digest
+            else:
+                self._tree_update(kp, kl, e.digest, digest)
             e.digest = digest
         self.segs[seg].live += size
         return 0
@@ -1067,20 +1071,33 @@ cdef class Store:
         cdef uint32_t d = <uint32_t>(h ^ (h >> 32))
         return d if d != 0 else 1
 
+    cdef uint64_t *_tree_leaf(self, const char *kp, size_t kl) noexcept:
+        """The leaf of key's tree, marked for refresh_trees, and fetched into the cache: a
+        write asks for it before appending its record, so the (random) leaf is in cache by
+        the time the write adds to it. NULL when the trees are off."""
+        if self.tree_nodes == NULL:
+            return NULL
+        cdef uint64_t h = fd_xxh64(kp, kl, FD_KEY_SEED)
+        cdef uint64_t t = (h >> (64 - self.tree_pbits)) if self.tree_pbits else 0
+        cdef uint64_t *leaf = self.tree_nodes + (t * self.tree_size
+                                                 + self.tree_offsets[self.tree_depth]
+                                                 + (h & <uint64_t>(self.tree_leaves - 1)))
+        self.tree_dirty[t] = 1
+        __builtin_prefetch(leaf)
+        return leaf
+
     cdef void _tree_update(self, const char *kp, size_t kl, uint32_t old, uint32_t new) noexcept:
         """Replace one item of its partition's tree (0 = absent): a leaf is the sum of its
-        items' digests, an inner node the sum of its children, so a write updates one path."""
+        items' digests, so a write changes one leaf; the inner levels (sums of their
+        children) are summed again when the tree is next read (refresh_trees): one memory
+        write per write instead of one per level."""
         if self.tree_nodes == NULL or old == new:
             return
         cdef uint64_t h = fd_xxh64(kp, kl, FD_KEY_SEED)
-        cdef uint64_t delta = <uint64_t>new - <uint64_t>old
-        cdef uint64_t *tree = self.tree_nodes + (
-            (h >> (64 - self.tree_pbits)) * self.tree_size if self.tree_pbits else 0)
-        cdef uint64_t segment = h & <uint64_t>(self.tree_leaves - 1)
-        cdef int level
-        for level in range(self.tree_depth, -1, -1):
-            tree[self.tree_offsets[level] + segment] += delta
-            segment >>= self.tree_fbits
+        cdef uint64_t t = (h >> (64 - self.tree_pbits)) if self.tree_pbits else 0
+        self.tree_nodes[t * self.tree_size + self.tree_offsets[self.tree_depth]
+                        + (h & <uint64_t>(self.tree_leaves - 1))] += <uint64_t>new - <uint64_t>old
+        self.tree_dirty[t] = 1
 
     cdef int64_t _expiry_clock(self, int64_t now) noexcept:
         """The time records expire by: now, or the hold when one is set and earlier."""
@@ -1474,9 +1491,11 @@ cdef class Store:
                     uint64_t expiry_ms, uint8_t flags, uint32_t digest) except -1:
         """Append the record of a checked key and value (as stored) and index it."""
         cdef int64_t now = self._now()
+        cdef uint64_t *leaf = self._tree_leaf(kp, kl) if digest else NULL
         self._append(kp, kl, vp, vl, expiry_ms, flags, now)
         cdef uint32_t off = <uint32_t>(self.segs[self.active].size + self.wlen - (HDR + kl + vl))
-        self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms, digest)
+        self._index(kp, kl, self.active, off, <uint32_t>(HDR + kl + vl), expiry_ms, digest,
+                    leaf)
         if expiry_ms != 0 and <int64_t>expiry_ms <= self._expiry_clock(now):
             # written already expired (e.g. SET .. PXAT in the past): the key is gone
             self._remove_slot(kd_find(&self.kd, kp, kl, kd_hash(&self.kd, kp, kl)))
@@ -2512,6 +2531,9 @@ cdef class Store:
             e.digest = 0
         self.tree_array = nodes
         self.tree_nodes = &view[0]
+        self.tree_dirty_array = bytearray(1 << partition_bits)
+        cdef uint8_t[::1] dirty = self.tree_dirty_array
+        self.tree_dirty = &dirty[0]
         self.tree_pbits = partition_bits
         self.tree_fbits = fbits
         self.tree_depth = depth
@@ -2519,6 +2541,33 @@ cdef class Store:
         self.tree_leaves = width // fanout
         self.tree_pos = 0
         self.tree_gen = self.kd.gen
+
+    def refresh_trees(self):
+        """Sum the inner levels of every tree whose leaves changed since (call before reading
+        a tree's inner levels); returns how many trees were summed."""
+        if self.tree_nodes == NULL:
+            return 0
+        cdef size_t t, i, j, base, child, width, fanout = <size_t>1 << self.tree_fbits
+        cdef size_t count = <size_t>1 << self.tree_pbits, done = 0
+        cdef int level
+        cdef uint64_t acc
+        cdef uint64_t *tree
+        for t in range(count):
+            if not self.tree_dirty[t]:
+                continue
+            self.tree_dirty[t] = 0
+            tree = self.tree_nodes + t * self.tree_size
+            for level in range(self.tree_depth - 1, -1, -1):
+                base = self.tree_offsets[level]
+                child = self.tree_offsets[level + 1]
+                width = child - base
+                for i in range(width):
+                    acc = 0
+                    for j in range(fanout):
+                        acc += tree[child + i * fanout + j]
+                    tree[base + i] = acc
+            done += 1
+        return done
 
     def rebuild_trees(self, max_keys=65536):
         """Add up to max_keys stored keys whose digest is not known yet to the trees (a fold
@@ -2560,24 +2609,29 @@ cdef class Store:
             added += 1
         return added, self.tree_pos >= self.kd.arena_used
 
-    def tree_listing(self, wanted):
-        """(key, digest) of every stored key in the wanted segments: `wanted` is a uint8 array
-        with one flag per (partition, segment), partition-major. Keys whose digest is not
-        known yet are left out (their trees are not complete either)."""
+    def tree_listing(self, wanted, cursor=None, max_entries=1 << 62):
+        """A step of a walk over the keydir listing (key, digest) of the stored keys in the
+        wanted segments: `wanted` is a uint8 array with one flag per (partition, segment),
+        partition-major. Returns (next cursor or None at the end, [(key, digest), ...]);
+        start with cursor None. Keys whose digest is not known yet are left out (their trees
+        are not complete either); a walk that the keydir moved under starts again."""
         self._check_open()
         if self.tree_nodes == NULL:
             raise StorageError("the anti-entropy trees are not enabled")
         cdef const uint8_t[::1] flags = wanted
-        cdef size_t pos = 0, kl
-        cdef uint64_t h, index
+        cdef size_t pos = 0, kl, seen = 0, limit = max_entries
+        cdef uint64_t h, index, gen = self.kd.gen
         cdef kd_entry *e
         if <size_t>flags.shape[0] != self.tree_leaves << self.tree_pbits:
             raise ValueError(f"expected {self.tree_leaves << self.tree_pbits} flags, "
                              f"got {flags.shape[0]}")
+        if cursor is not None and cursor[1] == gen:
+            pos = cursor[0]
         out = []
-        while pos < self.kd.arena_used:
+        while pos < self.kd.arena_used and seen < limit:
             e = <kd_entry *>(self.kd.arena + pos)
             pos += kd_entry_bytes(e)
+            seen += 1
             if e.seg == KD_DEAD or e.digest == 0:
                 continue
             kl = <size_t>e.klen_m1 + 1
@@ -2587,7 +2641,7 @@ cdef class Store:
                 index += (h >> (64 - self.tree_pbits)) * self.tree_leaves
             if flags[index]:
                 out.append((PyBytes_FromStringAndSize(e.key, kl), e.digest))
-        return out
+        return (None if pos >= self.kd.arena_used else (pos, gen)), out
 
     def small_records(self, cursor, max_entries, tags, max_value):
         """A step of a walk over the keydir for the live keys whose value (as written) is at

@@ -110,6 +110,8 @@ cdef class Store:
     cdef size_t tree_offsets[8]
     cdef size_t tree_pos            # the rebuild's place in the keydir arena
     cdef uint64_t tree_gen          # the keydir's gen when tree_pos was taken
+    cdef uint8_t *tree_dirty        # per tree: leaves changed since its inner levels were summed
+    cdef object tree_dirty_array
     cdef int64_t expire_hold        # > 0: nothing expires later than this (ms)
 
     cdef int64_t _now(self) except? -1
@@ -130,7 +132,9 @@ cdef class Store:
     cdef int _append(self, const char *kp, size_t kl, const char *vp, size_t vl,
                      uint64_t expiry, uint8_t flags, int64_t now) except -1
     cdef int _index(self, const char *kp, size_t kl, uint32_t seg, uint32_t off,
-                    uint32_t size, uint64_t expiry, uint32_t digest) except -1
+                    uint32_t size, uint64_t expiry, uint32_t digest,
+                    uint64_t *leaf=*) except -1
+    cdef uint64_t *_tree_leaf(self, const char *kp, size_t kl) noexcept
     cdef uint32_t _digest(self, const char *kp, size_t kl, const char *vp, size_t vl) noexcept
     cdef void _tree_update(self, const char *kp, size_t kl, uint32_t old, uint32_t new) noexcept
     cdef int64_t _expiry_clock(self, int64_t now) noexcept

@@ -102,10 +102,19 @@ def test_listing_names_the_keys_of_the_wanted_segments(tmp_path):
         key = b"key7"
         p, seg = ring.partition(key), trees.tree(0).segment_of(key)
         listing = trees.listing({p: [seg]})
-        assert listing[p][key] == value_digest(key, b"value7")
+        assert listing[key] == value_digest(key, b"value7")
         assert all(ring.partition(k) == p and trees.tree(p).segment_of(k) == seg
-                   for k in listing[p])
+                   for k in listing)
         assert trees.listing({}) == {}
+        # a step at a time: the same listing
+        steps, walked = trees.listing_steps({p: [seg]}, step=7), 0
+        while True:
+            try:
+                next(steps)
+                walked += 1
+            except StopIteration as done:
+                assert done.value == listing and walked >= 500 // 7
+                break
 
 
 def test_trees_rebuild_from_a_fold_of_existing_data(tmp_path):

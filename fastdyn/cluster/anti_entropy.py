@@ -47,6 +47,7 @@ REPAIR_BATCH = 256          # keys per REPLICA_GET / REPLICA_PUT of a repair
 REBUILD_STEP = 16384        # keys folded into the trees per event-loop turn at start-up
 REAP_STEP = 16384           # keydir entries the start-up search for tombstones reads per turn
 REAP_BATCH = 1024           # tombstones the reaper checks per turn
+LISTING_STEP = 65536        # keydir entries a listing walks per turn (about 1 ms)
 DEAD_TAGS = bytes((vo.TAG_REGISTER_TTL, vo.TAG_OBJECT, vo.TAG_DELETED))
 MAX_DEAD_BYTES = 4096       # a tombstone-only object is small: larger ones hold values
 
@@ -208,6 +209,7 @@ class AntiEntropy:
                                                       m.pack_tree_requests(requests)))
             if len(replies) != len(requests):
                 raise ProtocolError(f"AE_TREE answered {len(replies)} of {len(requests)}")
+            self.trees.refresh()
             for p, reply in zip(pending, replies):
                 if not reply:
                     raise RuntimeError("the peer's trees are not rebuilt yet")
@@ -221,9 +223,7 @@ class AntiEntropy:
         fetches everything once, instead of having every other replica push it)."""
         theirs = m.unpack_digests(await self._call(address, m.AE_LISTING,
                                                    m.pack_segments(differing)))
-        ours = {}
-        for listing in self.trees.listing(differing).values():
-            ours.update(listing)
+        ours = await self._listing(differing)
         now = wall_ms()
         wanted = [k for k in diff_keys(ours, theirs) if k in theirs]
         for chunk in _chunks(wanted, REPAIR_BATCH):
@@ -251,6 +251,7 @@ class AntiEntropy:
 
     # -- the answering side ----------------------------------------------------------------
     def answer_tree(self, payload) -> bytes:
+        self.trees.refresh()
         out = []
         for p, request in m.unpack_tree_requests(payload):
             if not self.trees.ready or p >= self.trees.partitions:
@@ -267,14 +268,24 @@ class AntiEntropy:
                 key = (p, peer)
                 self.exchanged[key] = max(self.exchanged.get(key, 0), start)
 
-    def answer_listing(self, payload) -> bytes:
+    async def answer_listing(self, payload) -> bytes:
         wanted = m.unpack_segments(payload)
         for p, segments in wanted.items():
             if p >= self.trees.partitions or any(s >= self.trees.segment_count
                                                  for s in segments):
                 raise MerkleFormatError(f"AE_LISTING names a segment outside partition {p}")
-        listing = self.trees.listing(wanted)
-        return m.pack_digests([item for part in listing.values() for item in part.items()])
+        return m.pack_digests(list((await self._listing(wanted)).items()))
+
+    async def _listing(self, segments) -> dict:
+        """StoreTrees.listing with the event loop served between steps of the walk (a
+        million keys take about 20 ms to walk)."""
+        steps = self.trees.listing_steps(segments, LISTING_STEP)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(0)
 
     # -- tombstones ------------------------------------------------------------------------
     def confirmed(self, partition: int, ring=None, n=None, now_ms=None) -> int:

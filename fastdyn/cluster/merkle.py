@@ -247,8 +247,12 @@ class StoreTrees:
         bits = partitions.bit_length() - 1
         if partitions < 1 or partitions != 1 << bits:
             raise ValueError(f"partitions must be a power of two, got {partitions}")
-        # about a million leaves in all, at most 4096 per partition
-        self.depth = max(1, min(3, (20 - bits) // 4))
+        # about 4,096 leaves in all (16 per partition of 256): every write adds to a random
+        # leaf, and the trees must stay within a few pages, or those adds miss the TLB (with
+        # 65,536 leaves, 140 pages, the page walks took 16% of a replica's CPU on a virtual
+        # machine; with 4,096, too little to measure). An exchange lists the keys of each
+        # differing leaf: about 25 per difference at 100,000 keys.
+        self.depth = max(1, min(3, (12 - bits) // 4))
         self.partitions = partitions
         per_tree = sum(self.FANOUT ** level for level in range(self.depth + 1))
         self.nodes = np.zeros(per_tree * partitions, dtype=np.uint64)
@@ -262,10 +266,17 @@ class StoreTrees:
         self.rebuilt_keys = 0
         self.rebuild_s = 0.0
 
+    def refresh(self) -> None:
+        """Sum the inner levels the writes since left stale (the store updates only the
+        leaves on a write); done by tree() and root(), and before each step of an exchange."""
+        self.store.refresh_trees()
+
     def tree(self, partition: int) -> MerkleTree:
+        self.store.refresh_trees()
         return self._views[partition]
 
     def root(self, partition: int) -> int:
+        self.store.refresh_trees()
         return self._views[partition].root
 
     def rebuild(self, max_keys: int = 65536) -> bool:
@@ -275,16 +286,30 @@ class StoreTrees:
         self.ready = self.ready or done
         return done
 
-    def listing(self, segments: dict) -> dict:
-        """{partition: {key: digest}} of the keys in the given {partition: [segment, ...]}."""
+    def listing_steps(self, segments: dict, step: int = 1 << 16):
+        """{key: digest} of the keys in the given {partition: [segment, ...]}, built a walk
+        of `step` keydir entries at a time: a generator that yields between the steps (so an
+        event loop can serve clients meanwhile) and returns the listing."""
+        out = {}
+        if not segments:
+            return out
         wanted = np.zeros(self.partitions * self.segment_count, dtype=np.uint8)
         for p, segs in segments.items():
             wanted[p * self.segment_count + np.asarray(list(segs), dtype=np.int64)] = 1
-        out = {p: {} for p in segments}
-        if not segments:
-            return out
-        shift = 64 - (self.partitions.bit_length() - 1)
-        for key, d in self.store.tree_listing(wanted):
-            out[hash64(key) >> shift if shift < 64 else 0][key] = d
-        return out
+        cursor = None
+        while True:
+            cursor, items = self.store.tree_listing(wanted, cursor, step)
+            out.update(items)
+            if cursor is None:
+                return out
+            yield
+
+    def listing(self, segments: dict) -> dict:
+        """listing_steps() at once."""
+        steps = self.listing_steps(segments)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
 

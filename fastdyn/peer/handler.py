@@ -12,6 +12,7 @@ GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its 
 AE_LISTING and AE_DONE to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
+import asyncio
 import time
 
 from fastdyn.cluster import object as vo
@@ -29,6 +30,17 @@ def _attempt(fn, *args):
         return fn(*args)
     except Exception as exc:
         return exc
+
+
+def _answer_task(conn, frame, task) -> None:
+    """Reply with what a task returned, or with its error."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is None:
+        conn.reply(frame, task.result())
+    else:
+        conn.reply_error(frame, str(error))
 
 
 def _coordinated(result):
@@ -87,9 +99,11 @@ class ReplicaHandler:
                     if kind == m.AE_DONE:
                         ae.exchanged_with(frame.payload)
                         conn.reply(frame)
-                    else:
-                        conn.reply(frame, ae.answer_tree(frame.payload) if kind == m.AE_TREE
-                                   else ae.answer_listing(frame.payload))
+                    elif kind == m.AE_TREE:
+                        conn.reply(frame, ae.answer_tree(frame.payload))
+                    else:       # a walk of the keydir, a step per event-loop turn
+                        asyncio.ensure_future(ae.answer_listing(frame.payload)) \
+                            .add_done_callback(lambda task: _answer_task(conn, frame, task))
                 elif kind == m.GOSSIP_SYN:
                     conn.reply(frame, self.membership.answer_syn(frame.payload))
                 elif kind == m.GOSSIP_PUSH:
