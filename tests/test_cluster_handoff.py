@@ -208,6 +208,37 @@ def test_a_handoff_resumes_after_the_giver_and_the_joiner_are_killed(tmp_path):
     assert {b"k:%d" % i for i in range(6000) if ring.partition(b"k:%d" % i) in mine} <= held
 
 
+def test_a_join_completes_while_a_giver_is_dead(tmp_path):
+    """The partitions a dead giver owes come from another replica of each (fallback giver)."""
+    cluster = Cluster(tmp_path, 3, *FAST).start()
+    joiner = None
+    try:
+        with cluster.client(0) as c:
+            pipeline_set(c, [(b"k:%d" % i, b"v%d" % i) for i in range(3000)])
+        cluster.kill(1)
+        wait_until(lambda: all(cluster.names[1] in info_fields(cluster.ports[i], "cluster")[
+            "cluster_unreachable"] for i in (0, 2)), 30, "the dead node is not noticed")
+        joiner = start_alone(tmp_path, "node3")
+        with RawClient(joiner.port) as c:
+            assert c.call("DYN.JOIN", cluster.peer_addresses[0]) == ("simple", b"OK")
+        wait_settled([cluster.ports[0], cluster.ports[2], joiner.port], 4)
+        ring = Ring(sorted(cluster.names + [f"{HOST}:{joiner.port}"]))
+        mine = set(ring.partitions_of(f"{HOST}:{joiner.port}", 3))
+        assert any(cluster.names[1] in ring.preference_list(p, 3)[:3] for p in mine)
+        with RawClient(joiner.port, timeout=30) as c:
+            for i in range(0, 3000, 7):
+                assert c.call("GET", b"k:%d" % i) == ("bulk", b"v%d" % i), i
+    finally:
+        if joiner is not None:
+            joiner.kill()
+        cluster.kill_all()
+    import fastdyn
+
+    with fastdyn.open(joiner.data_dir) as store:
+        held = set(store.keys())
+    assert {b"k:%d" % i for i in range(3000) if ring.partition(b"k:%d" % i) in mine} <= held
+
+
 def test_a_dead_member_is_forced_out_and_its_name_joins_again(tmp_path):
     cluster = Cluster(tmp_path, 4, *FAST).start()
     try:

@@ -101,14 +101,32 @@ class Handoff:
 
     # -- what this node owes and awaits ------------------------------------------------------
     def to_give(self) -> dict[str, set]:
-        """receiver -> partitions this node still has to give it in the pending change."""
+        """receiver -> partitions this node still has to give it in the pending change: those
+        it is the giver of, and those whose giver is unreachable and for which it is the first
+        reachable other replica (a fallback giver: a join does not wait for a dead node; if
+        two nodes both stream a partition, the receiver syncs the same objects twice)."""
         me = self.members.name
         out: dict[str, set] = {}
         for p, pairs in self.members.moves.items():
             for giver, receiver in pairs:
-                if giver == me and receiver != me and p not in self.given.get(receiver, ()):
+                if receiver == me or p in self.given.get(receiver, ()):
+                    continue
+                if giver == me or (giver in self.members.records
+                                   and self._fallback(p, giver, receiver) == me):
                     out.setdefault(receiver, set()).add(p)
         return out
+
+    def _fallback(self, partition, giver, receiver):
+        """The replica that gives `partition` in place of an unreachable giver: the first
+        reachable one of its current preference list; None while the giver is reachable."""
+        members = self.members
+        if self.pool.reachable(members.address(giver)):
+            return None
+        for node in members.ring.preference_list(partition, members.replicas):
+            if node not in (giver, receiver) and (
+                    node == members.name or self.pool.reachable(members.address(node))):
+                return node
+        return None
 
     def to_receive(self) -> set:
         me = self.members.name
