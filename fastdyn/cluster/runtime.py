@@ -3,7 +3,9 @@
 The server builds this when the node is given --seeds. It listens on the peer port, gossips
 membership (first with every seed, then every round with a random member), suspects members
 whose heartbeats stop (phi accrual; the peer pool then probes them until they answer), and
-delivers hints to their owners whenever those are reachable.
+delivers hints to their owners whenever those are reachable. Background work (handoff, hint
+delivery, anti-entropy, merges) is paced by admission control (`admission.py`), which keeps
+the budget it leaves them low while clients' latency is high.
 
 Data format: a cluster node stores versioned objects (`object.py`), a single node stores plain
 values. The data directory's `FORMAT` file says which; a single node's directory started as a
@@ -14,6 +16,7 @@ import logging
 import os
 
 from fastdyn.cluster import object as vo
+from fastdyn.cluster.admission import Admission, AdmissionController
 from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.failure_detector import PhiAccrual
 from fastdyn.cluster.gossip import Gossip
@@ -123,6 +126,12 @@ class Cluster:
         self._verifying = set()
         self._delivering = set()
         self._timers = []
+        background = config.background_bytes_per_s
+        self.admission = Admission(
+            AdmissionController(config.admission_p99_ms, config.admission_control),
+            {"handoff": config.handoff_bytes_per_s, "hints": background,
+             "anti_entropy": background},
+            stores=(self.replica.store, self.hints.store))
 
     async def start(self, loop, commits, sockets=()) -> None:
         """Serve peers on `sockets` (bound by the caller), or bind the peer port here; replica
@@ -142,9 +151,10 @@ class Cluster:
         else:
             await self.server.start(cfg.host, cfg.peer_port)
         self.loop = loop
+        self.admission.start(loop)
         self.handoff = Handoff(self.members, self.replica.store, self.pool, cfg.data_dir,
                                concurrency=cfg.handoff_concurrency,
-                               bytes_per_s=cfg.handoff_bytes_per_s,
+                               pace=self.admission.pace,
                                settle_s=cfg.handoff_settle_ms / 1000,
                                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log,
                                on_removed=self._removed)
@@ -330,9 +340,13 @@ class Cluster:
             if not batch:
                 continue
             self._delivering.add(owner)
-            self.pool.request(address, m.REPLICA_PUT, m.pack_puts(batch), 5.0,
-                              lambda result, owner=owner, batch=batch:
-                              self._hints_delivered(owner, batch, result))
+            payload = m.pack_puts(batch)
+            self.loop.call_later(self.admission.delay("hints", len(payload)), self._send_hints,
+                                 owner, address, batch, payload)
+
+    def _send_hints(self, owner, address, batch, payload) -> None:
+        self.pool.request(address, m.REPLICA_PUT, payload, 5.0,
+                          lambda result: self._hints_delivered(owner, batch, result))
 
     def _rehome_hints(self, owner) -> None:
         """Hints for a member that has left go to the keys' replicas now (best effort: a
@@ -381,6 +395,7 @@ class Cluster:
         if self.handoff is not None:
             out.update(self.handoff.info())
         out.update(self.coordinator.stats)
+        out.update(self.admission.info())
         return out
 
     def members_view(self) -> list:
@@ -400,6 +415,7 @@ class Cluster:
     async def close(self) -> None:
         for t in self._timers:
             t.cancel()
+        self.admission.close()
         if self.handoff is not None:
             self.handoff.close()
         self.members.flush()

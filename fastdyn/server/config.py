@@ -15,6 +15,9 @@ DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
 MIN_MAX_OUTPUT = 1024 * 1024  # the output a client may have before it is paused anyway
 
 
+YES_NO = ("protected_mode", "fault_injection", "admission_control")   # yes|no flags
+
+
 class ConfigError(ValueError):
     """A setting is unknown or out of range; the message names it."""
 
@@ -48,6 +51,9 @@ class ServerConfig:
     handoff_concurrency: int = 2        # partitions' receivers streamed to at once
     handoff_bytes_per_s: int = 64 << 20  # handoff throughput bound (0 = none)
     handoff_settle_ms: int = 3000       # wait after learning of a change before streaming
+    admission_control: bool = True      # slow background work while clients' latency is high
+    admission_p99_ms: float = 2.0       # the bound on the event loop's lag p99 it keeps
+    background_bytes_per_s: int = 64 << 20  # hints' and anti-entropy's bound (0 = none)
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -79,7 +85,9 @@ class ServerConfig:
                              ("hint_max_bytes", 0, 1 << 50), ("peer_timeout_ms", 1, 600_000),
                              ("gossip_interval_ms", 10, 600_000), ("phi_threshold", 1, 100),
                              ("handoff_concurrency", 1, 64), ("handoff_bytes_per_s", 0, 1 << 40),
-                             ("handoff_settle_ms", 0, 600_000)):
+                             ("handoff_settle_ms", 0, 600_000),
+                             ("admission_p99_ms", 0.1, 10_000),
+                             ("background_bytes_per_s", 0, 1 << 40)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
@@ -111,7 +119,7 @@ def load_toml(path: str) -> dict:
         want = known[name].type
         if name == "seeds" and isinstance(value, str):
             value = [s for s in value.split(",") if s]
-        if name in ("protected_mode", "fault_injection") and isinstance(value, str) \
+        if name in YES_NO and isinstance(value, str) \
                 and value in ("yes", "no"):
             value = value == "yes"
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -160,6 +168,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="bound of a node's handoff throughput in bytes/s (default 64 MiB, 0 = none)")
     a("--handoff-settle-ms", type=int,
       help="wait after learning of a membership change before streaming (default 3000)")
+    a("--admission-control", choices=("yes", "no"),
+      help="slow background work (handoff, hints, anti-entropy, merges) while the event "
+           "loop's lag p99 is above --admission-p99-ms (default yes)")
+    a("--admission-p99-ms", type=float,
+      help="the lag p99 admission control keeps background work under (default 2)")
+    a("--background-bytes-per-s", type=int,
+      help="bound of hint delivery and anti-entropy in bytes/s each (default 64 MiB, 0 = none)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")
@@ -171,7 +186,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name in ("protected_mode", "fault_injection"):
+        if f.name in YES_NO:
             value = value == "yes"
         settings[f.name] = value
     cfg = ServerConfig(**settings)
