@@ -1,14 +1,15 @@
 """Admission control's core (AIMD budget from latency samples) and its pacing arithmetic."""
 import asyncio
 import tempfile
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastdyn
-from fastdyn.cluster.admission import (KINDS, MAX_MERGE_PAUSE_US, REFERENCE_BYTES_PER_S,
-                                       Admission, AdmissionController)
+from fastdyn.cluster.admission import (KINDS, MAX_MERGE_PAUSE_US, SLICE_WAIT_MAX_S, Admission,
+                                       AdmissionController)
 from fastdyn.server.config import ServerConfig, load_toml
 
 PROBE = 0.0105      # probes run a little late, never early
@@ -115,13 +116,18 @@ def test_pacing_follows_rate_times_factor():
     assert stats["admission_handoff_waits"] == 2
 
 
-def test_unbounded_kind_waits_only_below_full_budget():
+def test_time_slices_below_full_budget():
     a = Admission(FixedController(1.0), {})
+    assert a.delay("hints", 1 << 30) == 0.0       # no bound, full budget: never waits
     assert a.delay("hints", 1 << 30) == 0.0
-    assert a.delay("hints", 1 << 30) == 0.0
-    a.controller.factor = 0.5
-    a.delay("hints", REFERENCE_BYTES_PER_S // 2)
-    assert a.delay("hints", 1) > 0.9
+    a.controller.factor = 0.25
+    a._resumed["hints"] = time.monotonic() - 0.02     # worked 20 ms since it went on
+    assert 0.06 <= a.delay("hints", 100) <= 0.07      # waits 3x that: runs 1/4 of the time
+    a._resumed["hints"] = time.monotonic() - 10       # idle since: nothing to make up for
+    assert a.delay("hints", 100) == 0.0
+    a.controller.factor = 0.001
+    a._resumed["hints"] = time.monotonic() - 0.05
+    assert a.delay("hints", 100) == SLICE_WAIT_MAX_S
 
 
 def test_pace_awaits_and_counts_every_kind():

@@ -24,11 +24,13 @@ from collections import deque
 
 KINDS = ("anti_entropy", "hints", "handoff", "compaction")
 PROBE_S = 0.010
-# at full budget a kind without its own rate bound still slows down with the factor from
-# this rate on (the default handoff throttle)
-REFERENCE_BYTES_PER_S = 64 << 20
-# what one merge step (ext/_logstore.pyx: up to 256 KiB or MERGE_STEP records) holds the GIL
-# for, about: the pause between steps that gives the merge `factor` of the time
+# a kind that worked this long since its last pace was idle meanwhile, not busy
+BUSY_MAX_S = 0.1
+# the longest single wait of the time-slice rule, so a recovered budget is soon used
+SLICE_WAIT_MAX_S = 1.0
+# the CPU time of one merge step (ext/_logstore.pyx: up to 256 KiB of output), about (0.8 ms
+# measured merging 200,000 keys of 100 bytes): the pause after each step that leaves the merge
+# `factor` of the time is MERGE_STEP_US * (1/factor - 1)
 MERGE_STEP_US = 1000
 MAX_MERGE_PAUSE_US = 100_000
 
@@ -93,7 +95,12 @@ class AdmissionController:
 
 class Admission:
     """The controller on the event loop: probes the loop's lag, slows the merges of `stores`,
-    and paces background transfers (`pace`, `delay`) at each kind's rate times the factor."""
+    and paces background transfers (`pace`, `delay`).
+
+    A kind is paced two ways, whichever waits longer: its rate bound (0: none) times the
+    factor, and time slices, as Dynamo allots them: after working `busy` seconds since it last
+    went on, it waits busy * (1/factor - 1), so it runs about `factor` of the time (the bound
+    alone would not slow a stream running below it)."""
 
     def __init__(self, controller: AdmissionController, rates: dict, stores=()):
         self.controller = controller
@@ -101,6 +108,7 @@ class Admission:
         self.stores = list(stores)
         self.loop = None
         self._next = dict.fromkeys(KINDS, 0.0)       # when each kind's bucket lets bytes go
+        self._resumed = dict.fromkeys(KINDS, 0.0)    # when each kind last went on
         self._timer = None
         self._due = 0.0
         self.stats = {kind: {"bytes": 0, "waits": 0, "wait_s": 0.0} for kind in KINDS}
@@ -145,15 +153,18 @@ class Admission:
         factor = self.controller.factor
         stats = self.stats[kind]
         stats["bytes"] += nbytes
-        if factor < 1 and not rate:
-            rate = REFERENCE_BYTES_PER_S
-        if not rate:
-            return 0.0
-        # one bucket per kind for the whole node: the bound is the node's
         now = time.monotonic()
-        start = max(now, self._next[kind])
-        self._next[kind] = start + nbytes / (rate * factor)
-        wait = start - now
+        wait = 0.0
+        if rate:
+            # one bucket per kind for the whole node: the bound is the node's
+            start = max(now, self._next[kind])
+            self._next[kind] = start + nbytes / (rate * factor)
+            wait = start - now
+        if factor < 1:
+            busy = now - self._resumed[kind]
+            if busy <= BUSY_MAX_S:
+                wait = max(wait, min(SLICE_WAIT_MAX_S, busy * (1 / factor - 1)))
+        self._resumed[kind] = now + wait
         if wait > 0:
             stats["waits"] += 1
             stats["wait_s"] += wait
