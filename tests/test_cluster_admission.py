@@ -87,3 +87,20 @@ def test_switched_off_the_budget_stays_full(tmp_path):
         assert state["admission_decreases"] == "0"
     finally:
         node.kill()
+
+
+def test_hints_are_delivered_through_a_lowered_budget(start_cluster):
+    cluster = start_cluster(3, *TIGHT)
+    cluster.kill(2)
+    keys = [b"h:%d" % i for i in range(300)]
+    with cluster.client(0) as c:
+        assert c.pipeline([("SET", key, b"v") for key in keys]) == [("simple", b"OK")] * 300
+    wait_until(lambda: cluster.hints_pending(0) == 300, 30, "no hints kept for the down node")
+    with Load(cluster.ports[0]):
+        wait_until(lambda: float(admission(cluster.ports[0])["admission_factor"]) < 1, 30,
+                   "the budget did not fall under load")
+        cluster.restart(2)
+        cluster.wait_hints_delivered(60)
+    assert int(admission(cluster.ports[0])["admission_hints_bytes"]) > 0
+    assert cluster.stop_all() == [0, 0, 0]
+    assert cluster.misplaced(dict.fromkeys(keys, b"v")) == {}

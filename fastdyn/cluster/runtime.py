@@ -125,6 +125,7 @@ class Cluster:
         self.on_removed = None      # set by the server: stops the node
         self._verifying = set()
         self._delivering = set()
+        self._hints_waiting = {}    # owner -> the timer of its next batch, paced
         self._timers = []
         background = config.background_bytes_per_s
         self.admission = Admission(
@@ -341,10 +342,15 @@ class Cluster:
                 continue
             self._delivering.add(owner)
             payload = m.pack_puts(batch)
-            self.loop.call_later(self.admission.delay("hints", len(payload)), self._send_hints,
-                                 owner, address, batch, payload)
+            wait = self.admission.delay("hints", len(payload))
+            if wait > 0:
+                self._hints_waiting[owner] = self.loop.call_later(
+                    wait, self._send_hints, owner, address, batch, payload)
+            else:
+                self._send_hints(owner, address, batch, payload)
 
     def _send_hints(self, owner, address, batch, payload) -> None:
+        self._hints_waiting.pop(owner, None)
         self.pool.request(address, m.REPLICA_PUT, payload, 5.0,
                           lambda result: self._hints_delivered(owner, batch, result))
 
@@ -413,7 +419,7 @@ class Cluster:
         return out
 
     async def close(self) -> None:
-        for t in self._timers:
+        for t in self._timers + list(self._hints_waiting.values()):
             t.cancel()
         self.admission.close()
         if self.handoff is not None:
