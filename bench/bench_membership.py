@@ -9,13 +9,16 @@
    and keys/s (INFO handoff_bytes_sent/keys_sent summed over the givers, over the longest
    stream's time): alone and unthrottled, then with the default throttle under a foreground
    `fastdyn bench --rate` load, whose p99 is compared with the same load on the same cluster
-   before the join.
+   before the join. `--admission on,off` runs the handoff under load once per setting of
+   admission control (--admission-control yes|no), alternating, `--repeat` times.
 
     python bench/bench_membership.py [--keys 200000] [--value-size 100] [--rate 4000]
                                      [--only detect|handoff] [--under-load-only]
-                                     [--handoff-bytes-per-s B] [--json FILE]
+                                     [--handoff-bytes-per-s B] [--admission on,off]
+                                     [--repeat K] [--json FILE]
 """
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -196,21 +199,34 @@ def p99(out):
     return {name: round(v["p99_ms"], 3) for name, v in ops.items()}
 
 
-def handoff(keys, value_size, rate, root, foreground, throttle=None):
-    base = os.path.join(root, f"handoff-{foreground}")
+def worst_second_p99(out):
+    """The highest p99 of one second (all operations) in a run: what admission control,
+    which watches the last second, bounds."""
+    with open(os.path.join(out, "intervals.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == "all" and r["warmup"] == "0"
+                and r["p99_ms"]]
+    return max(float(r["p99_ms"]) for r in rows)
+
+
+def handoff(keys, value_size, rate, root, foreground, throttle=None, admission=None):
+    base = os.path.join(root, f"handoff-{foreground}-{admission}")
+    shutil.rmtree(base, ignore_errors=True)
     # alone: as fast as it goes; under load: the node's default throttle unless given
     flags = ("--handoff-settle-ms", "1000") + (
         ("--handoff-bytes-per-s", "0") if not foreground else
-        () if throttle is None else ("--handoff-bytes-per-s", str(throttle)))
+        () if throttle is None else ("--handoff-bytes-per-s", str(throttle))) + (
+        () if admission is None else ("--admission-control",
+                                      "yes" if admission == "on" else "no"))
     cluster = Cluster(base, 3, *flags)
     fill(cluster.ports[0], keys, value_size)
     # DBSIZE lists every key of every member: never while a latency is measured
-    out = {"foreground": foreground,
+    out = {"foreground": foreground, "admission": admission,
            "keys_loaded": int(Resp(cluster.ports[0]).call(b"DBSIZE"))}
     if foreground:
         before = os.path.join(base, "before")
         bench_load(cluster.ports[0], rate, 10, 100000, before).wait()
         out["p99_ms_without_handoff"] = p99(before)
+        out["worst_second_p99_ms_without_handoff"] = worst_second_p99(before)
     (port,) = ports(1)
     joiner = cluster.serve(port, "joiner", "--seeds", f"{HOST}:{port + PEER}", *flags)
     during = os.path.join(base, "during")
@@ -221,8 +237,14 @@ def handoff(keys, value_size, rate, root, foreground, throttle=None):
     reply = Resp(port).call(b"DYN.JOIN", f"{HOST}:{cluster.ports[0] + PEER}")
     assert reply == b"OK", reply
     every = [Resp(p) for p in cluster.ports + [port]]      # one connection each: polling
-    wait(lambda: all((lambda i: i["handoff_change"] == "" and i["cluster_members"] == "4")(
-        c.info()) for c in every), 600, 0.05)
+    lowest = [1.0]
+
+    def done():
+        infos = [c.info() for c in every]
+        lowest[0] = min([lowest[0]] + [float(i.get("admission_factor", 1)) for i in infos])
+        return all(i["handoff_change"] == "" and i["cluster_members"] == "4" for i in infos)
+    wait(done, 600, 0.05)
+    out["admission_factor_lowest"] = lowest[0]
     seconds = time.monotonic() - t0
     infos = [c.info() for c in every]
     sent = sum(int(i["handoff_bytes_sent"]) for i in infos)
@@ -237,6 +259,14 @@ def handoff(keys, value_size, rate, root, foreground, throttle=None):
     if load is not None:
         load.wait()
         out["p99_ms_during_handoff"] = p99(during)
+        out["worst_second_p99_ms_during_handoff"] = worst_second_p99(during)
+        out["p99_ratio"] = {op: round(v / max(out["p99_ms_without_handoff"][op], 1e-3), 2)
+                            for op, v in out["p99_ms_during_handoff"].items()}
+        admitted = [c.info() for c in every[:len(cluster.ports)]]
+        out["admission_decreases"] = sum(int(i.get("admission_decreases", 0))
+                                         for i in admitted)
+        out["admission_handoff_wait_ms"] = sum(int(i.get("admission_handoff_wait_ms", 0))
+                                               for i in admitted)
     stop(cluster.procs + [joiner], None)
     return out
 
@@ -251,6 +281,9 @@ def main(argv=None):
                    help="run only the handoff under a foreground load")
     p.add_argument("--handoff-bytes-per-s", type=int,
                    help="the nodes' handoff throttle under load (default: theirs)")
+    p.add_argument("--admission", help="on,off: the handoff under load with admission "
+                   "control on and off, alternating")
+    p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args(argv)
     root = tempfile.mkdtemp(prefix="fastdyn-membership-")
@@ -261,9 +294,14 @@ def main(argv=None):
                 results.append(detection(how, with_load, root))
                 print(json.dumps(results[-1]), flush=True)
         if args.only != "detect":
-            for foreground in ((True,) if args.under_load_only else (False, True)):
+            settings = args.admission.split(",") if args.admission else [None]
+            runs = [(foreground, admission) for _ in range(args.repeat)
+                    for foreground in ((True,) if args.under_load_only or args.admission
+                                       else (False, True))
+                    for admission in settings]
+            for foreground, admission in runs:
                 results.append(handoff(args.keys, args.value_size, args.rate, root,
-                                       foreground, args.handoff_bytes_per_s))
+                                       foreground, args.handoff_bytes_per_s, admission))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -552,6 +552,14 @@ cdef void let_others_run() noexcept nogil:
     usleep(50)
 
 
+cdef void merge_pause(uint32_t us, uint64_t *paused) noexcept nogil:
+    """Called with the GIL released, between steps of a merge: the node may slow its merges
+    down (Store.merge_pause_us, 0 unless a cluster's admission control sets it)."""
+    if us:
+        usleep(us)
+        paused[0] += us
+
+
 cdef class _Batch:
     """Context manager returned by Store.batch(); nests."""
     cdef Store store
@@ -2280,6 +2288,7 @@ cdef class Store:
                                     err = errno
                                     break
                                 rel += r
+                            merge_pause(self.merge_pause_us, &self.merge_paused_us)
                         if err == -1:
                             raise MemoryError("cannot build a hint file")
                         if err:
@@ -2308,6 +2317,7 @@ cdef class Store:
                         self.segs[out].nshadow += nshadow_out
                         self.segs[out].size += mlen
                         out_size += mlen
+                        self.merge_written += mlen
                         self.merge_copied += nmoves
                     if not stopped:
                         if rank in walked and walk:
@@ -2441,6 +2451,7 @@ cdef class Store:
                         pos += kd_entry_bytes(e)
                     with nogil:
                         let_others_run()
+                        merge_pause(self.merge_pause_us, &self.merge_paused_us)
                     if self.merge_stop or self.closed or self.clears != clears:
                         return 1
                     if self.kd.gen != kgen[0]:

@@ -101,6 +101,9 @@ cdef class Store:
     cdef object _flusher
     cdef object _flusher_stop
     cdef object _merges_done
+    cdef public uint32_t merge_pause_us   # sleep between merge steps (0: none): slows merges
+    cdef readonly uint64_t merge_paused_us  # time merges slept so, since open
+    cdef readonly uint64_t merge_written    # bytes merges wrote, since open
     cdef object __weakref__
     # anti-entropy: one Merkle tree per partition over the keys' digests (enable_trees)
     cdef uint64_t *tree_nodes

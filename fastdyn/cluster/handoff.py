@@ -23,8 +23,9 @@ have acknowledged them; and only after a change this node took part in,
 never for members learnt at start-up).
 
 Transfers are throttled, like Riak's handoff_concurrency and Cassandra's stream throughput:
-at most `concurrency` receivers at a time, at most `bytes_per_s` in all (0: unlimited), one
-batch in flight per receiver.
+at most `concurrency` receivers at a time, one batch in flight per receiver, and every batch
+(and every SCAN page of the drop) paced by `pace` (admission.py: the node's handoff rate
+scaled by the budget admission control leaves to background work).
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ SCAN_PAGE = 1024            # keys looked at between two yields to the event loo
 RETRY_S = 1.0
 DROP_PAUSE_S = 0.005        # between SCAN pages of the drop: nothing waits for it
 
+
 class Handoff:
-    def __init__(self, members, store, pool, data_dir, *, concurrency=2, bytes_per_s=0,
+    def __init__(self, members, store, pool, data_dir, *, pace, concurrency=2,
                  settle_s=3.0, timeout_s=10.0, log=None, on_removed=None):
         self.members = members
         self.store = store
@@ -53,7 +55,7 @@ class Handoff:
         self.path = os.path.join(data_dir, FILE)
         self._file = StateFile(self.path, background=True)
         self.concurrency = concurrency
-        self.bytes_per_s = bytes_per_s
+        self.pace = pace
         self.settle_s = settle_s
         self.timeout_s = timeout_s
         self.log = log
@@ -64,7 +66,6 @@ class Handoff:
         self._load()
         self._learned_at = time.monotonic()
         self._sessions: dict[str, asyncio.Task] = {}
-        self._next_send = 0.0       # when the throttle lets the next batch go
         self._remaining: dict[str, int] = {}   # receiver -> partitions it still awaits
         self._asking: set = set()
         self._retry_at: dict[str, float] = {}
@@ -253,13 +254,7 @@ class Handoff:
                   receiver, keys, sent, time.monotonic() - started)
 
     async def _send_batch(self, address, batch, size) -> int:
-        if self.bytes_per_s:
-            # one bucket for every stream of this node: the bound is the node's
-            now = time.monotonic()
-            start = max(now, self._next_send)
-            self._next_send = start + size / self.bytes_per_s
-            if start > now:
-                await asyncio.sleep(start - now)
+        await self.pace("handoff", size)
         result = await self._request(address, m.REPLICA_PUT, m.pack_puts(batch))
         for status, blob in m.unpack_results(result):
             if status == m.ERROR:
@@ -271,10 +266,11 @@ class Handoff:
     def _request(self, address, kind, payload):
         return self.pool.call(address, kind, payload, self.timeout_s)
 
-    async def _keys(self, pause_s: float = 0.0):
+    async def _keys(self, paced: bool = False):
         """Every key of the store, a SCAN page at a time with the event loop served between
         pages (no pass over the whole store at once: a fold of a million keys would stall
-        the node's clients), and `pause_s` more between pages when nothing waits on it."""
+        the node's clients); `paced` (nothing waits on it): DROP_PAUSE_S more between pages,
+        and the page's key bytes paced as handoff traffic."""
         cursor = 0
         while True:
             cursor, keys = self.store.scan(cursor, SCAN_PAGE)
@@ -282,7 +278,9 @@ class Handoff:
                 yield key
             if cursor == 0:
                 return
-            await asyncio.sleep(pause_s)
+            await asyncio.sleep(DROP_PAUSE_S if paced else 0)
+            if paced:
+                await self.pace("handoff", sum(map(len, keys)))
 
     # -- receiving -------------------------------------------------------------------------
     def receive_done(self, payload) -> None:
@@ -323,7 +321,7 @@ class Handoff:
         mine = set(ring.partitions_of(me, n))
         dropped = 0
         try:
-            async for key in self._keys(DROP_PAUSE_S):
+            async for key in self._keys(paced=True):
                 if self.members.ring is not ring or self.members.change is not None:
                     return
                 if ring.partition(key) not in mine:

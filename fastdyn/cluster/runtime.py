@@ -3,7 +3,9 @@
 The server builds this when the node is given --seeds. It listens on the peer port, gossips
 membership (first with every seed, then every round with a random member), suspects members
 whose heartbeats stop (phi accrual; the peer pool then probes them until they answer), and
-delivers hints to their owners whenever those are reachable.
+delivers hints to their owners whenever those are reachable. Background work (handoff, hint
+delivery, anti-entropy, merges) is paced by admission control (`admission.py`), which keeps
+the budget it leaves them low while clients' latency is high.
 
 Data format: a cluster node stores versioned objects (`object.py`), a single node stores plain
 values. The data directory's `FORMAT` file says which; a single node's directory started as a
@@ -16,6 +18,7 @@ import time
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.anti_entropy import AntiEntropy
+from fastdyn.cluster.admission import Admission, AdmissionController
 from fastdyn.cluster.dvv import node_id
 from fastdyn.cluster.failure_detector import PhiAccrual
 from fastdyn.cluster.gossip import Gossip
@@ -126,7 +129,14 @@ class Cluster:
         self.on_removed = None      # set by the server: stops the node
         self._verifying = set()
         self._delivering = set()
+        self._hints_waiting = {}    # owner -> the timer of its next batch, paced
         self._timers = []
+        background = config.background_bytes_per_s
+        self.admission = Admission(
+            AdmissionController(config.admission_p99_ms, config.admission_control),
+            {"handoff": config.handoff_bytes_per_s, "hints": background,
+             "anti_entropy": background},
+            stores=(self.replica.store, self.hints.store))
 
     async def start(self, loop, commits, sockets=()) -> None:
         """Serve peers on `sockets` (bound by the caller), or bind the peer port here; replica
@@ -146,9 +156,10 @@ class Cluster:
         else:
             await self.server.start(cfg.host, cfg.peer_port)
         self.loop = loop
+        self.admission.start(loop)
         self.handoff = Handoff(self.members, self.replica.store, self.pool, cfg.data_dir,
                                concurrency=cfg.handoff_concurrency,
-                               bytes_per_s=cfg.handoff_bytes_per_s,
+                               pace=self.admission.pace,
                                settle_s=cfg.handoff_settle_ms / 1000,
                                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log,
                                on_removed=self._removed)
@@ -163,7 +174,8 @@ class Cluster:
                 n=lambda: self.quorum_coordinator.quorum().n,
                 interval_s=cfg.anti_entropy_interval_ms / 1000,
                 concurrency=cfg.anti_entropy_concurrency, grace_s=cfg.tombstone_grace_s,
-                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0), log=log)
+                timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0),
+                pace=lambda nbytes: self.admission.pace("anti_entropy", nbytes), log=log)
             self._tasks.append(loop.create_task(self.anti_entropy.run()))
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))
@@ -342,9 +354,18 @@ class Cluster:
             if not batch:
                 continue
             self._delivering.add(owner)
-            self.pool.request(address, m.REPLICA_PUT, m.pack_puts(batch), 5.0,
-                              lambda result, owner=owner, batch=batch:
-                              self._hints_delivered(owner, batch, result))
+            payload = m.pack_puts(batch)
+            wait = self.admission.delay("hints", len(payload))
+            if wait > 0:
+                self._hints_waiting[owner] = self.loop.call_later(
+                    wait, self._send_hints, owner, address, batch, payload)
+            else:
+                self._send_hints(owner, address, batch, payload)
+
+    def _send_hints(self, owner, address, batch, payload) -> None:
+        self._hints_waiting.pop(owner, None)
+        self.pool.request(address, m.REPLICA_PUT, payload, 5.0,
+                          lambda result: self._hints_delivered(owner, batch, result))
 
     def _without_old_hints(self, owner, batch) -> list:
         """The batch less the hints older than the tombstone grace period, which are dropped,
@@ -413,6 +434,7 @@ class Cluster:
         if self.anti_entropy is not None:
             out.update(self.anti_entropy.info())
         out.update(self.coordinator.stats)
+        out.update(self.admission.info())
         return out
 
     def members_view(self) -> list:
@@ -430,10 +452,11 @@ class Cluster:
         return out
 
     async def close(self) -> None:
-        for t in self._timers:
+        for t in self._timers + list(self._hints_waiting.values()):
             t.cancel()
         for task in self._tasks:
             task.cancel()
+        self.admission.close()
         if self.handoff is not None:
             self.handoff.close()
         self.members.flush()

@@ -15,6 +15,9 @@ DEFAULT_MAX_OUTPUT = 1024 * 1024 * 1024
 MIN_MAX_OUTPUT = 1024 * 1024  # the output a client may have before it is paused anyway
 
 
+YES_NO = ("protected_mode", "fault_injection", "admission_control")   # yes|no flags
+
+
 class ConfigError(ValueError):
     """A setting is unknown or out of range; the message names it."""
 
@@ -51,6 +54,9 @@ class ServerConfig:
     anti_entropy_interval_ms: int = 10000  # period of an anti-entropy round (0 = none)
     anti_entropy_concurrency: int = 1   # members exchanged with at once
     tombstone_grace_s: int = 600        # a confirmed tombstone is reaped this long after death
+    admission_control: bool = True      # slow background work while clients' latency is high
+    admission_p99_ms: float = 2.0       # the bound on the event loop's lag p99 it keeps
+    background_bytes_per_s: int = 64 << 20  # hints' and anti-entropy's bound (0 = none)
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -85,7 +91,9 @@ class ServerConfig:
                              ("handoff_settle_ms", 0, 600_000),
                              ("anti_entropy_interval_ms", 0, 86_400_000),
                              ("anti_entropy_concurrency", 1, 64),
-                             ("tombstone_grace_s", 0, 10 * 365 * 86_400)):
+                             ("tombstone_grace_s", 0, 10 * 365 * 86_400),
+                             ("admission_p99_ms", 0.1, 10_000),
+                             ("background_bytes_per_s", 0, 1 << 40)):
             value = getattr(self, name)
             if not lo <= value <= hi:
                 raise ConfigError(f"{name.replace('_', '-')}: {value} is outside {lo}..{hi}")
@@ -117,7 +125,7 @@ def load_toml(path: str) -> dict:
         want = known[name].type
         if name == "seeds" and isinstance(value, str):
             value = [s for s in value.split(",") if s]
-        if name in ("protected_mode", "fault_injection") and isinstance(value, str) \
+        if name in YES_NO and isinstance(value, str) \
                 and value in ("yes", "no"):
             value = value == "yes"
         if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -172,6 +180,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="members one anti-entropy round exchanges with at once (default 1)")
     a("--tombstone-grace-s", type=int,
       help="seconds a tombstone every replica holds is kept after the delete (default 600)")
+    a("--admission-control", choices=("yes", "no"),
+      help="slow background work (handoff, hints, anti-entropy, merges) while the event "
+           "loop's lag p99 is above --admission-p99-ms (default yes)")
+    a("--admission-p99-ms", type=float,
+      help="the lag p99 admission control keeps background work under (default 2)")
+    a("--background-bytes-per-s", type=int,
+      help="bound of hint delivery and anti-entropy in bytes/s each (default 64 MiB, 0 = none)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")
@@ -183,7 +198,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name in ("protected_mode", "fault_injection"):
+        if f.name in YES_NO:
             value = value == "yes"
         settings[f.name] = value
     cfg = ServerConfig(**settings)
