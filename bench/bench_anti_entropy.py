@@ -12,10 +12,12 @@ the repair costs in traffic, and what it does to a client's tail latency.
    keys are overwritten, then healed: the exchange traffic until the roots agree, against the
    size of the data.
 4. load: a steady `fastdyn bench --rate` load through node 0, its p99 without repair, then
-   while node 2 is restored from empty (step 2 under load).
+   while node 2 is restored from empty (step 2 under load), with admission control on and
+   off (alternating, on fresh clusters).
 
     python bench/bench_anti_entropy.py [--keys 100000] [--rebuild-keys 1000000] [--rate 4000]
                                        [--only rebuild|wipe|differences|load] [--json FILE]
+                                       [--admission on,off] [--repeat N]
                                        [--extra "--flag value ..."]
 """
 import argparse
@@ -159,7 +161,7 @@ def differences(keys, root, extra):
 
 
 def under_load(keys, rate, root, extra):
-    cluster = Cluster(os.path.join(root, "load"), 3, *AE, *extra)
+    cluster = Cluster(tempfile.mkdtemp(prefix="load-", dir=root), 3, *AE, *extra)
     load_keys(cluster.ports[0], keys)
     wait(lambda: agree(cluster.ports), 120, 0.1)
     before = os.path.join(cluster.root, "before")
@@ -185,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--rate", type=int, default=4000)
     ap.add_argument("--only", choices=("rebuild", "wipe", "differences", "load"))
     ap.add_argument("--extra", default="", help="more `fastdyn serve` flags for every node")
+    ap.add_argument("--admission", default="on,off",
+                    help="load: admission control settings to run, alternating (on,off)")
+    ap.add_argument("--repeat", type=int, default=1, help="load: runs of each setting")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     extra = args.extra.split()
@@ -194,7 +199,12 @@ def main(argv=None):
         for name, fn in (("rebuild", lambda: rebuild(args.rebuild_keys, root)),
                          ("wipe", lambda: wipe(args.keys, root, extra)),
                          ("differences", lambda: differences(args.keys, root, extra)),
-                         ("load", lambda: under_load(args.keys, args.rate, root, extra))):
+                         ("load", lambda: [
+                             dict(under_load(args.keys, args.rate, root, extra + [
+                                 "--admission-control", "yes" if how == "on" else "no"]),
+                                  admission=how)
+                             for _ in range(args.repeat)
+                             for how in args.admission.split(",")])):
             if args.only in (None, name):
                 results[name] = fn()
                 print(name, json.dumps(results[name]), flush=True)
