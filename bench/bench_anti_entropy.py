@@ -11,9 +11,10 @@ the repair costs in traffic, and what it does to a client's tail latency.
 3. differences: on the loaded cluster, node 2 is cut off (fault injection, hints off) while 10
    keys are overwritten, then healed: the exchange traffic until the roots agree, against the
    size of the data.
-4. load: a steady `fastdyn bench --rate` load through node 0, its p99 without repair, then
-   while node 2 is restored from empty (step 2 under load), with admission control on and
-   off (alternating, on fresh clusters).
+4. load: a steady `fastdyn bench --rate` load through node 0 in three windows: steady; while
+   node 2 is killed and restarted on its data; while node 2 is killed, wiped and restored by
+   anti-entropy (step 2 under load). The third against the second is the repair's cost to the
+   clients. With admission control on and off (alternating, on fresh clusters).
 
     python bench/bench_anti_entropy.py [--keys 100000] [--rebuild-keys 1000000] [--rate 4000]
                                        [--only rebuild|wipe|differences|load] [--json FILE]
@@ -21,6 +22,7 @@ the repair costs in traffic, and what it does to a client's tail latency.
                                        [--extra "--flag value ..."]
 """
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -103,23 +105,24 @@ def traffic(ports):
                for i in (Resp(p).info() for p in ports))
 
 
-def wipe_and_restore(cluster, keys, extra):
-    """Kill node 2, delete its data, restart it; (seconds until its trees agree with the
-    others' and it has pulled the keys, exchange bytes). INFO keyspace and DBSIZE read every
-    key: never while a latency is measured."""
+def wipe_and_restore(cluster, keys, extra, wipe=True, quiet=False):
+    """Kill node 2, delete its data (unless not `wipe`), restart it; (seconds until it has
+    pulled the keys and its trees agree with the others', exchange bytes). INFO keyspace and
+    DBSIZE read every key: never while a latency is measured. `quiet`: while clients are
+    measured, ask only node 2, and only for its pulled keys."""
     proc = cluster.procs[2]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    data = os.path.join(cluster.root, "n2")
-    shutil.rmtree(data)
+    if wipe:
+        shutil.rmtree(os.path.join(cluster.root, "n2"))
     before = traffic(cluster.ports[:2])     # node 2 starts again from 0
     t0 = time.monotonic()
     seeds = ",".join(f"{HOST}:{p + 10000}" for p in cluster.ports)
     cluster.procs[2] = cluster.serve(cluster.ports[2], "n2", "--seeds", seeds, *AE, *extra)
-    wait(lambda: int(Resp(cluster.ports[2]).info()["anti_entropy_keys_repaired"]) >= keys
-         and agree(cluster.ports), 600, 0.1)
+    wait(lambda: int(Resp(cluster.ports[2]).info()["anti_entropy_keys_repaired"])
+         >= (keys if wipe else 0) and (quiet or agree(cluster.ports)), 600, 0.2)
     took = time.monotonic() - t0
-    return took, traffic(cluster.ports) - before
+    return took, 0 if quiet else traffic(cluster.ports) - before
 
 
 def wipe(keys, root, extra):
@@ -160,23 +163,42 @@ def differences(keys, root, extra):
             "exchange_per_data": round(sent / data, 5)}
 
 
+def per_second_p99(out):
+    """The p99 (ms) of every operation, second by second, of a `fastdyn bench --out` run."""
+    with open(os.path.join(out, "intervals.csv")) as f:
+        return [round(float(r["p99_ms"]), 2) for r in csv.DictReader(f)
+                if r["op"] == "all" and r["warmup"] == "0" and r["p99_ms"]]
+
+
 def under_load(keys, rate, root, extra):
+    """Three 12 s windows of the same open-loop load through node 0 on one cluster: steady;
+    node 2 killed and restarted on its data (hints only); node 2 killed, wiped and restarted
+    (a full repair by anti-entropy). The third against the second is what the repair costs
+    the clients; against the first, what losing a replica's disk costs them."""
     cluster = Cluster(tempfile.mkdtemp(prefix="load-", dir=root), 3, *AE, *extra)
     load_keys(cluster.ports[0], keys)
     wait(lambda: agree(cluster.ports), 120, 0.1)
-    before = os.path.join(cluster.root, "before")
-    bench_load(cluster.ports[0], rate, 10, keys, before).wait()
-    during = os.path.join(cluster.root, "during")
-    load = bench_load(cluster.ports[0], rate, 12, keys, during)
-    time.sleep(1.0)
-    took, sent = wipe_and_restore(cluster, keys, extra)
-    load.wait()
+    out = {"keys": keys, "rate": rate}
+    for window, action in (("steady", None), ("restart", False), ("wipe", True)):
+        path = os.path.join(cluster.root, window)
+        load = bench_load(cluster.ports[0], rate, 12, keys, path)
+        if action is not None:
+            time.sleep(3.0)
+            took, _ = wipe_and_restore(cluster, keys, extra, wipe=action, quiet=True)
+            if action:
+                out["seconds_to_pull_every_key"] = round(took, 2)
+        load.wait()
+        out[f"{window}_p99_ms"] = p99(path)
+        out[f"{window}_p99_ms_per_second"] = per_second_p99(path)
+        wait(lambda: agree(cluster.ports), 120, 0.1)
+    out["admission_per_node"] = [
+        {k: i[k] for k in ("admission_decreases", "anti_entropy_yield_ms",
+                           "admission_hints_wait_ms")}
+        for i in (Resp(p).info() for p in cluster.ports)]
     stop(cluster.procs, None)
-    out = {"keys": keys, "rate": rate, "p99_ms_without_repair": p99(before),
-           "p99_ms_during_repair": p99(during), "seconds_to_restore": round(took, 2),
-           "exchange_bytes": sent}
-    out["p99_ratio"] = {op: round(out["p99_ms_during_repair"][op] / v, 2)
-                        for op, v in out["p99_ms_without_repair"].items()}
+    for name, base in (("repair", "restart"), ("wipe_vs_steady", "steady")):
+        out[f"p99_ratio_{name}"] = {op: round(out["wipe_p99_ms"][op] / v, 2)
+                                    for op, v in out[f"{base}_p99_ms"].items()}
     return out
 
 

@@ -139,7 +139,7 @@ def test_pace_awaits_and_counts_every_kind():
             await a.pace(kind, 100)
     asyncio.run(run())
     info = a.info()
-    for kind in ("anti_entropy", "hints", "handoff"):
+    for kind in ("hints", "handoff"):
         assert info[f"admission_{kind}_bytes"] == 200
         assert info[f"admission_{kind}_waits"] == 1
         assert info[f"admission_{kind}_wait_ms"] >= 5

@@ -10,7 +10,7 @@ from test_cluster_handoff import FAST, pipeline_set, start_alone, wait_settled
 FIELDS = ("admission_enabled", "admission_factor", "admission_p99_ms", "admission_bound_ms",
           "admission_decreases", "admission_compaction_bytes",
           "admission_compaction_wait_ms") + tuple(
-    f"admission_{kind}_{what}" for kind in ("anti_entropy", "hints", "handoff")
+    f"admission_{kind}_{what}" for kind in ("hints", "handoff")
     for what in ("bytes", "waits", "wait_ms"))
 # no loaded node keeps its loop's lag p99 under 0.1 ms: the budget must fall
 TIGHT = ("--admission-p99-ms", "0.1")

@@ -107,14 +107,9 @@ def test_listing_names_the_keys_of_the_wanted_segments(tmp_path):
                    for k in listing)
         assert trees.listing({}) == {}
         # a step at a time: the same listing
-        steps, walked = trees.listing_steps({p: [seg]}, step=7), 0
-        while True:
-            try:
-                next(steps)
-                walked += 1
-            except StopIteration as done:
-                assert done.value == listing and walked >= 500 // 7
-                break
+        steps = list(trees.listing_steps({p: [seg]}, step=7))
+        assert len(steps) >= 500 // 7
+        assert dict(item for items in steps for item in items) == listing
 
 
 def test_trees_rebuild_from_a_fold_of_existing_data(tmp_path):

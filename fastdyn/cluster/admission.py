@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections import deque
 
-KINDS = ("anti_entropy", "hints", "handoff", "compaction")
+KINDS = ("hints", "handoff", "compaction")   # anti-entropy yields by its answers' delay
 PROBE_S = 0.010
 # a kind that worked this long since its last pace was idle meanwhile, not busy
 BUSY_MAX_S = 0.1

@@ -17,8 +17,8 @@ its partitions (`concurrency` members at a time) and, a group of partitions per 
 4. tells the peer (AE_DONE) that this node now holds everything the peer held when the
    exchange began.
 Bytes therefore move in proportion to the differences, never to the data. Exchanges wait
-while a membership change moves partitions (the handoff), and pace their messages through
-the node's admission control.
+while a membership change moves partitions (the handoff), and yield to clients by the delay
+of their own answers (`_call`).
 
 Tombstones and the grace period. A delete leaves a tombstone and an expired value is one
 whose stamp is its expiry (object.py). A peer's AE_DONE tells this node that the peer holds
@@ -34,20 +34,26 @@ runtime), so no late delivery can bring back a value whose tombstone has gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 
 from fastdyn.cluster import object as vo
-from fastdyn.cluster.merkle import MerkleDiff, StoreTrees, diff_keys
+from fastdyn.cluster.merkle import MerkleDiff, StoreTrees
 from fastdyn.errors import BadObject, MerkleFormatError, ProtocolError
 from fastdyn.peer import messages as m
 
-GROUP = 16                  # partitions per AE_TREE / AE_LISTING message
-REPAIR_BATCH = 256          # keys per REPLICA_GET / REPLICA_PUT of a repair
+GROUP = 16                  # partitions per AE_TREE message
+LISTING_GROUP = 64          # partitions per AE_LISTING: the peer walks its keydir once for each
+REPAIR_BATCH = 128          # keys per REPLICA_GET of a repair
 REBUILD_STEP = 16384        # keys folded into the trees per event-loop turn at start-up
 REAP_STEP = 16384           # keydir entries the start-up search for tombstones reads per turn
 REAP_BATCH = 1024           # tombstones the reaper checks per turn
-LISTING_STEP = 65536        # keydir entries a listing walks per turn (about 1 ms)
+LISTING_STEP = 16384        # keydir entries a listing walks per turn (under 1 ms)
+RTT_HISTORY = 64            # round trips to a peer whose least is its unloaded round trip
+QUEUEING_TARGET_S = 0.0005  # extra delay of an answer that an exchange lets pass
+YIELD = 4.0                 # an exchange waits this many times an answer's extra delay
+MAX_YIELD_S = 0.5
 DEAD_TAGS = bytes((vo.TAG_REGISTER_TTL, vo.TAG_OBJECT, vo.TAG_DELETED))
 MAX_DEAD_BYTES = 4096       # a tombstone-only object is small: larger ones hold values
 
@@ -71,9 +77,10 @@ def wall_ms() -> int:
 
 class AntiEntropy:
     def __init__(self, name, replica, members, pool, partitions, *, n, interval_s=10.0,
-                 concurrency=1, grace_s=600.0, timeout_s=10.0, pace=None, log=None):
-        """n(): the replication factor now (clamped to the members); pace(nbytes): awaited
-        before each message (admission control), or None."""
+                 concurrency=1, grace_s=600.0, timeout_s=10.0, yield_to_clients=True,
+                 log=None):
+        """n(): the replication factor now (clamped to the members); yield_to_clients: wait
+        after answers that come back late (the node's admission control, `_call`)."""
         self.name = name
         self.replica = replica
         self.store = replica.store
@@ -84,7 +91,7 @@ class AntiEntropy:
         self.concurrency = max(1, concurrency)
         self.grace_ms = int(grace_s * 1000)
         self.timeout_s = timeout_s
-        self.pace = pace
+        self.yield_to_clients = yield_to_clients
         self.log = log
         self.trees = StoreTrees(self.store, partitions)
         # nothing expires until an exchange round says every replica has seen it
@@ -97,7 +104,9 @@ class AntiEntropy:
         self.stats = {"anti_entropy_exchanges": 0, "anti_entropy_failures": 0,
                       "anti_entropy_keys_repaired": 0,
                       "anti_entropy_bytes_sent": 0, "anti_entropy_bytes_received": 0,
-                      "anti_entropy_rounds": 0, "anti_entropy_tombstones_reaped": 0}
+                      "anti_entropy_rounds": 0, "anti_entropy_tombstones_reaped": 0,
+                      "anti_entropy_yield_ms": 0}
+        self._rtts = {}            # peer address -> its recent round trips (s)
         self.rebuild_keys_per_s = 0
         self._wake = asyncio.Event()
 
@@ -169,10 +178,12 @@ class AntiEntropy:
             return False
         start = wall_ms()
         try:
+            differing = {}
             for group in _chunks(list(partitions), GROUP):
-                differing = await self._compare(address, group)
-                if differing:
-                    await self._repair(address, differing)
+                differing.update(await self._compare(address, group))
+            parts = list(differing)
+            for group in _chunks(parts, LISTING_GROUP):
+                await self._repair(address, {p: differing[p] for p in group})
         except Exception as exc:
             self.stats["anti_entropy_failures"] += 1
             self._say("exchange with %s stopped: %s", peer, exc)
@@ -192,11 +203,26 @@ class AntiEntropy:
         return True
 
     async def _call(self, address, kind, payload) -> bytes:
-        if self.pace is not None:
-            await self.pace(len(payload))
+        """One request of an exchange, paced by the queueing delay its answer shows: the
+        admission control of anti-entropy (Dynamo 6.5), as LEDBAT paces background traffic
+        (RFC 6817). A peer busy with its clients answers late, and this node's own loop, busy
+        with them, reads the answer late; either way the exchange waits a few times that extra
+        delay before its next request, so a repair slows where clients wait and runs at full
+        speed where nobody does. It reacts within a round trip; pacing by the node-wide
+        controller as well (a one-second window) stretched a wiped replica's repair from 2 s
+        to 5 s and raised the clients' p99 during it instead (docs/benchmarks.md)."""
         self.stats["anti_entropy_bytes_sent"] += len(payload)
+        started = time.monotonic()
         answer = await self.pool.call(address, kind, payload, self.timeout_s)
+        rtt = time.monotonic() - started
         self.stats["anti_entropy_bytes_received"] += len(answer)
+        rtts = self._rtts.setdefault(address, collections.deque(maxlen=RTT_HISTORY))
+        rtts.append(rtt)
+        extra = rtt - min(rtts)
+        if extra > QUEUEING_TARGET_S and self.yield_to_clients:
+            waited = min(extra * YIELD, MAX_YIELD_S)
+            self.stats["anti_entropy_yield_ms"] += int(waited * 1000)
+            await asyncio.sleep(waited)
         return answer
 
     async def _compare(self, address, group) -> dict:
@@ -223,9 +249,11 @@ class AntiEntropy:
         fetches everything once, instead of having every other replica push it)."""
         theirs = m.unpack_digests(await self._call(address, m.AE_LISTING,
                                                    m.pack_segments(differing)))
-        ours = await self._listing(differing)
+        # a pull needs only this node's digests of the keys the peer listed (0: absent)
+        digest_of = self.store.digest_of
+        ours = {k: digest_of(k) for k in theirs}
         now = wall_ms()
-        wanted = [k for k in diff_keys(ours, theirs) if k in theirs]
+        wanted = [k for k, d in theirs.items() if ours[k] != d]
         for chunk in _chunks(wanted, REPAIR_BATCH):
             answer = await self._call(address, m.REPLICA_GET, m.pack_keys(chunk))
             for key, (status, blob) in zip(chunk, m.unpack_results(answer)):
@@ -235,7 +263,7 @@ class AntiEntropy:
                 if status != m.OK:
                     continue           # gone since it listed it
                 blob = bytes(blob)
-                if key not in ours and self._long_dead(blob, now):
+                if not ours[key] and self._long_dead(blob, now):
                     continue           # a tombstone past its grace: absent here is the same
                 before = self.store.digest_of(key)
                 self.replica.merge_in(key, blob)
@@ -274,18 +302,14 @@ class AntiEntropy:
             if p >= self.trees.partitions or any(s >= self.trees.segment_count
                                                  for s in segments):
                 raise MerkleFormatError(f"AE_LISTING names a segment outside partition {p}")
-        return m.pack_digests(list((await self._listing(wanted)).items()))
-
-    async def _listing(self, segments) -> dict:
-        """StoreTrees.listing with the event loop served between steps of the walk (a
-        million keys take about 20 ms to walk)."""
-        steps = self.trees.listing_steps(segments, LISTING_STEP)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        # a step of the walk and its part of the answer per event-loop turn: a million keys
+        # take about 20 ms to walk and longer to pack
+        parts, count = [], 0
+        for items in self.trees.listing_steps(wanted, LISTING_STEP):
+            parts.append(m.pack_digest_items(items))
+            count += len(items)
             await asyncio.sleep(0)
+        return b"".join([count.to_bytes(4, "little")] + parts)
 
     # -- tombstones ------------------------------------------------------------------------
     def confirmed(self, partition: int, ring=None, n=None, now_ms=None) -> int:

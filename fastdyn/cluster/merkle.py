@@ -287,29 +287,25 @@ class StoreTrees:
         return done
 
     def listing_steps(self, segments: dict, step: int = 1 << 16):
-        """{key: digest} of the keys in the given {partition: [segment, ...]}, built a walk
-        of `step` keydir entries at a time: a generator that yields between the steps (so an
-        event loop can serve clients meanwhile) and returns the listing."""
-        out = {}
+        """The (key, digest) pairs of the keys in the given {partition: [segment, ...]}, a
+        list per walk of `step` keydir entries (so an event loop can serve clients between
+        the steps). A key the keydir moved during the walk may come twice."""
         if not segments:
-            return out
+            return
         wanted = np.zeros(self.partitions * self.segment_count, dtype=np.uint8)
         for p, segs in segments.items():
             wanted[p * self.segment_count + np.asarray(list(segs), dtype=np.int64)] = 1
         cursor = None
         while True:
             cursor, items = self.store.tree_listing(wanted, cursor, step)
-            out.update(items)
+            yield items
             if cursor is None:
-                return out
-            yield
+                return
 
     def listing(self, segments: dict) -> dict:
-        """listing_steps() at once."""
-        steps = self.listing_steps(segments)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        """{key: digest} of listing_steps() at once."""
+        out = {}
+        for items in self.listing_steps(segments):
+            out.update(items)
+        return out
 

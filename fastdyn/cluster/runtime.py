@@ -131,11 +131,9 @@ class Cluster:
         self._delivering = set()
         self._hints_waiting = {}    # owner -> the timer of its next batch, paced
         self._timers = []
-        background = config.background_bytes_per_s
         self.admission = Admission(
             AdmissionController(config.admission_p99_ms, config.admission_control),
-            {"handoff": config.handoff_bytes_per_s, "hints": background,
-             "anti_entropy": background},
+            {"handoff": config.handoff_bytes_per_s, "hints": config.background_bytes_per_s},
             stores=(self.replica.store, self.hints.store))
 
     async def start(self, loop, commits, sockets=()) -> None:
@@ -175,7 +173,7 @@ class Cluster:
                 interval_s=cfg.anti_entropy_interval_ms / 1000,
                 concurrency=cfg.anti_entropy_concurrency, grace_s=cfg.tombstone_grace_s,
                 timeout_s=max(cfg.peer_timeout_ms / 1000, 5.0),
-                pace=lambda nbytes: self.admission.pace("anti_entropy", nbytes), log=log)
+                yield_to_clients=cfg.admission_control, log=log)
             self._tasks.append(loop.create_task(self.anti_entropy.run()))
         log.info("cluster member %s, peer port %d, %d members known", self.name,
                  cfg.peer_port, len(self.members))

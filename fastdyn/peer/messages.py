@@ -327,8 +327,13 @@ def unpack_segments(view) -> dict:
 
 def pack_digests(items) -> bytes:
     """AE_LISTING answer: [(key, digest), ...]."""
-    return _U32.pack(len(items)) + b"".join(
-        _U32.pack(len(k)) + k + _U32.pack(d) for k, d in items)
+    return _U32.pack(len(items)) + pack_digest_items(items)
+
+
+def pack_digest_items(items) -> bytes:
+    """The entries of an AE_LISTING answer without its count (to build it a part at a time:
+    the count, then the parts)."""
+    return b"".join(_U32.pack(len(k)) + k + _U32.pack(d) for k, d in items)
 
 
 def unpack_digests(view) -> dict:

@@ -56,7 +56,7 @@ class ServerConfig:
     tombstone_grace_s: int = 600        # a confirmed tombstone is reaped this long after death
     admission_control: bool = True      # slow background work while clients' latency is high
     admission_p99_ms: float = 2.0       # the bound on the event loop's lag p99 it keeps
-    background_bytes_per_s: int = 64 << 20  # hints' and anti-entropy's bound (0 = none)
+    background_bytes_per_s: int = 64 << 20  # hint delivery's bound (0 = none)
     fault_injection: bool = False       # DYN.FAULT may drop/delay peer traffic (tests only)
 
     def finish(self) -> "ServerConfig":
@@ -186,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--admission-p99-ms", type=float,
       help="the lag p99 admission control keeps background work under (default 2)")
     a("--background-bytes-per-s", type=int,
-      help="bound of hint delivery and anti-entropy in bytes/s each (default 64 MiB, 0 = none)")
+      help="bound of hint delivery in bytes/s (default 64 MiB, 0 = none)")
     a("--fault-injection", choices=("yes", "no"),
       help="accept DYN.FAULT, which drops or delays peer traffic (testing only; default no)")
     a("--config", help="TOML file with the same settings (flags override it)")
