@@ -54,6 +54,10 @@ RTT_HISTORY = 64            # round trips to a peer whose least is its unloaded 
 QUEUEING_TARGET_S = 0.0005  # extra delay of an answer that an exchange lets pass
 YIELD = 4.0                 # an exchange waits this many times an answer's extra delay
 MAX_YIELD_S = 0.5
+# a peer's AE_DONE start is its clock, a record's write time this node's: a tombstone counts as
+# held by the peer only if written this much (at most half the grace period) before the peer's
+# exchange began
+CLOCK_MARGIN_MS = 30_000
 DEAD_TAGS = bytes((vo.TAG_REGISTER_TTL, vo.TAG_OBJECT, vo.TAG_DELETED))
 MAX_DEAD_BYTES = 4096       # a tombstone-only object is small: larger ones hold values
 
@@ -90,6 +94,7 @@ class AntiEntropy:
         self.interval_s = interval_s
         self.concurrency = max(1, concurrency)
         self.grace_ms = int(grace_s * 1000)
+        self.clock_margin_ms = min(CLOCK_MARGIN_MS, self.grace_ms // 2)
         self.timeout_s = timeout_s
         self.yield_to_clients = yield_to_clients
         self.log = log
@@ -357,7 +362,8 @@ class AntiEntropy:
                 del tombstones[key]       # deleted, or written again since
                 continue
             since = confirmed.get(ring.partition(key))
-            if since is not None and written_ms < since and dead + self.grace_ms < now:
+            if (since is not None and written_ms < since - self.clock_margin_ms
+                    and dead + self.grace_ms < now):
                 self.store.delete(key)
                 del tombstones[key]
                 reaped += 1
