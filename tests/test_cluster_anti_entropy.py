@@ -207,3 +207,24 @@ def test_repair_traffic_follows_the_differences_not_the_data(tmp_path):
         # a few rounds of roots, the descent and listing of ten leaves and ten objects,
         # against the 11 MB of data
         assert sent < data_bytes / 20, (sent, data_bytes)
+
+
+def test_a_node_outside_the_ring_reports_no_partitions(tmp_path):
+    """A joining or removed node replicates nothing: its anti-entropy answers INFO and
+    DYN.ANTIENTROPY with no partitions (INFO failed on a joiner once), and a round is a no-op."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from fastdyn._logstore import Store
+    from fastdyn.cluster.anti_entropy import AntiEntropy
+    from fastdyn.ring import Ring
+
+    with Store(tmp_path / "d") as store:
+        members = SimpleNamespace(ring=Ring(["a", "b", "c"]), change=None,
+                                  address=lambda name: name)
+        ae = AntiEntropy("joiner", SimpleNamespace(store=store, tombstones={}), members,
+                         None, 256, n=lambda: 3)
+        assert ae.info()["anti_entropy_partitions"] == 0
+        assert ae.partition_status() == []
+        asyncio.run(ae.round())
+        assert ae.stats["anti_entropy_rounds"] == 1

@@ -165,11 +165,15 @@ class AntiEntropy:
         self.stats["anti_entropy_rounds"] += 1
         await self.reap()
 
+    def _mine(self, ring, n) -> list:
+        """The partitions this node replicates: none while it is joining or once removed."""
+        return ring.partitions_of(self.name, n) if self.name in ring.members else []
+
     def _shared(self) -> dict:
         """{peer: [partition, ...]} for the partitions this node replicates."""
         ring, n = self.members.ring, self.n()
         out = {}
-        for p in ring.partitions_of(self.name, n):
+        for p in self._mine(ring, n):
             for node in ring.preference_list(p, n):
                 if node != self.name:
                     out.setdefault(node, []).append(p)
@@ -345,7 +349,7 @@ class AntiEntropy:
         period, and let expired values go on the same terms. Returns how many were reaped."""
         now = wall_ms()
         ring, n = self.members.ring, self.n()
-        confirmed = {p: self.confirmed(p, ring, n, now) for p in ring.partitions_of(self.name, n)}
+        confirmed = {p: self.confirmed(p, ring, n, now) for p in self._mine(ring, n)}
         self.store.expire_hold_ms = max(1, min(now - self.grace_ms,
                                                min(confirmed.values(), default=now)))
         reaped = 0
@@ -374,7 +378,7 @@ class AntiEntropy:
     def info(self) -> dict:
         now = wall_ms()
         ring, n = self.members.ring, self.n()
-        mine = ring.partitions_of(self.name, n)
+        mine = self._mine(ring, n)
         ages = [now - self.last_exchange[p] for p in mine if p in self.last_exchange]
         out = dict(self.stats)
         out.update({
@@ -397,7 +401,7 @@ class AntiEntropy:
         ring = self.members.ring
         return [(p, self.trees.root(p),
                  round((now - self.last_exchange[p]) / 1000, 1) if p in self.last_exchange
-                 else -1) for p in ring.partitions_of(self.name, self.n())]
+                 else -1) for p in self._mine(ring, self.n())]
 
     def _say(self, text, *args) -> None:
         if self.log is not None:
