@@ -1,7 +1,7 @@
 """Strategy-3 ring: deterministic, balanced, minimal movement, and the fixed Python API."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from fastdyn._hash import hash64
 from fastdyn._ring import node_hash
@@ -122,6 +122,8 @@ def _slot_moves(before, after, n):
 
 
 @given(member_sets, names, st.integers(1, 3))
+@example(["0", "1", "00", "id", "000", "001", "017h", "0000000", "0060ef0", "00000000",
+          "0000000000"], "00000000000", 1)    # 37 primaries move: within 0.085, not 0.06
 @FAST
 def test_join_moves_about_one_in_s_plus_one(members, newcomer, n):
     if newcomer in members:
@@ -131,7 +133,9 @@ def test_join_moves_about_one_in_s_plus_one(members, newcomer, n):
     primaries = len(before.moved(after, 1))
     assert primaries <= Q * (1 / s1 + PRIMARY_MARGIN)
     k = min(n, s1)
-    assert _slot_moves(before, after, k) <= k * Q * (1 / s1 + REPLICA_MARGIN)
+    # with one replica the slots are the primaries: their bound, not the replicas' tighter one
+    margin = PRIMARY_MARGIN if k == 1 else REPLICA_MARGIN
+    assert _slot_moves(before, after, k) <= k * Q * (1 / s1 + margin)
     # Every moved primary went to the newcomer or was displaced by the rebalance.
     assert len(after.partitions_of(newcomer, 1)) in (Q // s1, -(-Q // s1))
 
