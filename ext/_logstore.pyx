@@ -2621,38 +2621,90 @@ cdef class Store:
         return added, self.tree_pos >= self.kd.arena_used
 
     def tree_listing(self, wanted, cursor=None, max_entries=1 << 62):
-        """A step of a walk over the keydir listing (key, digest) of the stored keys in the
-        wanted segments: `wanted` is a uint8 array with one flag per (partition, segment),
-        partition-major. Returns (next cursor or None at the end, [(key, digest), ...]);
-        start with cursor None. Keys whose digest is not known yet are left out (their trees
-        are not complete either); a walk that the keydir moved under starts again."""
+        """A step of a walk over the keydir listing the stored keys in the wanted segments
+        with their digests: `wanted` is a uint8 array with one flag per (partition, segment),
+        partition-major. Returns (next cursor or None at the end, entries, listing), the
+        listing being the entries packed as (key length u32 LE, key, digest u32 LE), the form
+        `listing_differences` reads (anti-entropy sends it as it is). Start with cursor None.
+        Keys whose digest is not known yet are left out (their trees are not complete
+        either); a walk that the keydir moved under starts again."""
         self._check_open()
         if self.tree_nodes == NULL:
             raise StorageError("the anti-entropy trees are not enabled")
         cdef const uint8_t[::1] flags = wanted
-        cdef size_t pos = 0, kl, seen = 0, limit = max_entries
+        cdef size_t pos = 0, kl, seen = 0, limit = max_entries, used = 0, cap = 1 << 16, count = 0
         cdef uint64_t h, index, gen = self.kd.gen
         cdef kd_entry *e
+        cdef uint32_t le
+        cdef char *buf
+        cdef char *grown
         if <size_t>flags.shape[0] != self.tree_leaves << self.tree_pbits:
             raise ValueError(f"expected {self.tree_leaves << self.tree_pbits} flags, "
                              f"got {flags.shape[0]}")
         if cursor is not None and cursor[1] == gen:
             pos = cursor[0]
+        buf = <char *>malloc(cap)
+        if buf == NULL:
+            raise MemoryError()
+        try:
+            while pos < self.kd.arena_used and seen < limit:
+                e = <kd_entry *>(self.kd.arena + pos)
+                pos += kd_entry_bytes(e)
+                seen += 1
+                if e.seg == KD_DEAD or e.digest == 0:
+                    continue
+                kl = <size_t>e.klen_m1 + 1
+                h = fd_xxh64(e.key, kl, FD_KEY_SEED)
+                index = h & <uint64_t>(self.tree_leaves - 1)
+                if self.tree_pbits:
+                    index += (h >> (64 - self.tree_pbits)) * self.tree_leaves
+                if not flags[index]:
+                    continue
+                if used + kl + 8 > cap:
+                    cap = 2 * (used + kl + 8)
+                    grown = <char *>realloc(buf, cap)
+                    if grown == NULL:
+                        raise MemoryError()
+                    buf = grown
+                le = <uint32_t>kl                 # the platforms built for are little-endian
+                memcpy(buf + used, &le, 4)
+                memcpy(buf + used + 4, e.key, kl)
+                le = e.digest
+                memcpy(buf + used + 4 + kl, &le, 4)
+                used += kl + 8
+                count += 1
+            listing = PyBytes_FromStringAndSize(buf, used)
+        finally:
+            free(buf)
+        return (None if pos >= self.kd.arena_used else (pos, gen)), count, listing
+
+    def listing_differences(self, listing, size_t at=0, size_t max_entries=1 << 62):
+        """Read up to max_entries entries of a listing (see `tree_listing`) from byte `at`
+        and compare their digests with this store's: returns (next offset, entries read,
+        [(key, this store's digest or 0 when absent), ...] for the keys whose digests differ).
+        A listing that does not parse raises ValueError (it came from a peer)."""
+        self._check_open()
+        cdef const uint8_t[::1] view = listing
+        cdef size_t n = view.shape[0], seen = 0
+        cdef uint32_t kl, theirs, ours
+        cdef const char *key
+        cdef int64_t slot
         out = []
-        while pos < self.kd.arena_used and seen < limit:
-            e = <kd_entry *>(self.kd.arena + pos)
-            pos += kd_entry_bytes(e)
+        while at < n and seen < max_entries:
+            if n - at < 4:
+                raise ValueError(f"listing truncated at byte {at}")
+            memcpy(&kl, &view[at], 4)
+            if kl == 0 or kl > MAX_KEY or n - at - 4 < <size_t>kl + 4:
+                raise ValueError(f"listing entry at byte {at} has a bad key length {kl}")
+            key = <const char *>&view[at + 4]
+            memcpy(&theirs, &view[at + 4 + kl], 4)
+            at += <size_t>kl + 8
             seen += 1
-            if e.seg == KD_DEAD or e.digest == 0:
-                continue
-            kl = <size_t>e.klen_m1 + 1
-            h = fd_xxh64(e.key, kl, FD_KEY_SEED)
-            index = h & <uint64_t>(self.tree_leaves - 1)
-            if self.tree_pbits:
-                index += (h >> (64 - self.tree_pbits)) * self.tree_leaves
-            if flags[index]:
-                out.append((PyBytes_FromStringAndSize(e.key, kl), e.digest))
-        return (None if pos >= self.kd.arena_used else (pos, gen)), out
+            slot = kd_find(&self.kd, key, kl, kd_hash(&self.kd, key, kl))
+            ours = 0 if slot < 0 else kd_entry_at(&self.kd, slot).digest
+            if ours != theirs:
+                out.append((PyBytes_FromStringAndSize(key, kl), ours))
+        return at, seen, out
 
     def small_records(self, cursor, max_entries, tags, max_value):
         """A step of a walk over the keydir for the live keys whose value (as written) is at

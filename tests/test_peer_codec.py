@@ -196,7 +196,7 @@ def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
                                 m.KEYS, m.COORDINATE, m.GOSSIP_SYN, m.GOSSIP_PUSH,
                                 m.HANDOFF_DONE, m.HANDOFF_STATUS, m.AE_TREE, m.AE_LISTING,
-                                m.AE_DONE]
+                                m.AE_DONE, m.AE_ROOTS]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 
@@ -284,6 +284,25 @@ def test_anti_entropy_tree_messages_round_trip(requests, replies):
 def test_anti_entropy_listing_messages_round_trip(segments, digests):
     assert m.unpack_segments(memoryview(m.pack_segments(segments))) == segments
     assert m.unpack_digests(memoryview(m.pack_digests(list(digests.items())))) == digests
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300),
+       st.lists(st.integers(0, 2**64 - 1), max_size=300))
+def test_anti_entropy_roots_messages_round_trip(partitions, roots):
+    assert m.unpack_partitions(memoryview(m.pack_partitions(partitions))) == partitions
+    assert m.unpack_roots(memoryview(m.pack_roots(roots))) == roots
+
+
+@pytest.mark.parametrize("unpack, payload", [
+    (m.unpack_partitions, b"\x01\x00"),
+    (m.unpack_partitions, struct.pack("<II", 2, 7)),
+    (m.unpack_partitions, struct.pack("<II", 0, 7)),
+    (m.unpack_roots, struct.pack("<IQ", 2, 7)),
+    (m.unpack_roots, struct.pack("<I", 1) + b"\0" * 7),
+])
+def test_anti_entropy_roots_messages_refuse_bad_lengths(unpack, payload):
+    with pytest.raises(ProtocolError):
+        unpack(memoryview(payload))
 
 
 @given(st.text(max_size=20), st.integers(0, 2**64 - 1),

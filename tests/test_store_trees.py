@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fastdyn._logstore import Store
-from fastdyn.cluster.merkle import MerkleTree, StoreTrees, value_digest
+from fastdyn.cluster.merkle import MerkleTree, StoreTrees, unpack_listing, value_digest
 from fastdyn.ring import Ring
 
 PARTITIONS = 8
@@ -109,7 +109,47 @@ def test_listing_names_the_keys_of_the_wanted_segments(tmp_path):
         # a step at a time: the same listing
         steps = list(trees.listing_steps({p: [seg]}, step=7))
         assert len(steps) >= 500 // 7
-        assert dict(item for items in steps for item in items) == listing
+        merged = {}
+        for count, packed in steps:
+            part = unpack_listing(packed)
+            assert len(part) == count
+            merged.update(part)
+        assert merged == listing
+
+
+def test_listing_differences_names_the_keys_whose_digests_differ_here(tmp_path):
+    with Store(tmp_path / "a") as a, Store(tmp_path / "b") as b:
+        trees_a, trees_b = StoreTrees(a, PARTITIONS), StoreTrees(b, PARTITIONS)
+        for i in range(300):
+            a.put(b"k%d" % i, b"v")
+            if i % 3:
+                b.put(b"k%d" % i, b"v" if i % 2 else b"other")
+        every = {p: range(trees_a.segment_count) for p in range(PARTITIONS)}
+        listing = b"".join(packed for _, packed in trees_a.listing_steps(every, step=50))
+        at, found, seen = 0, {}, 0
+        while at < len(listing):        # a few entries at a time, as a puller reads it
+            at, step, differing = b.listing_differences(listing, at, 13)
+            seen += step
+            found.update(differing)
+        assert seen == 300 and at == len(listing)
+        digest_b = {k: b.digest_of(k) for k in found}
+        assert found == digest_b
+        assert set(found) == {b"k%d" % i for i in range(300) if i % 3 == 0 or i % 2 == 0}
+        assert all(found[b"k%d" % i] == 0 for i in range(0, 300, 3))
+        del trees_b
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=64))
+def test_a_listing_that_does_not_parse_is_a_value_error(tmp_path, junk):
+    with Store(tmp_path) as store:
+        StoreTrees(store, PARTITIONS)
+        store.put(b"k", b"v")
+        try:
+            at, seen, found = store.listing_differences(junk)
+        except ValueError:
+            return
+        assert at == len(junk) and seen >= 0 and all(isinstance(k, bytes) for k, _ in found)
 
 
 def test_trees_rebuild_from_a_fold_of_existing_data(tmp_path):

@@ -21,11 +21,12 @@ from fastdyn._merkle import MerkleCore, item_digest, item_digests, value_digest
 from fastdyn.errors import MerkleFormatError
 
 __all__ = ["MerkleTree", "MerkleDiff", "StoreTrees", "digest", "digests", "value_digest",
-           "diff_keys", "FORMAT_VERSION"]
+           "diff_keys", "unpack_listing", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _TREE = struct.Struct("<BcHB")          # version, kind, fanout, depth
 _MESSAGE = struct.Struct("<BcHBBI")     # version, kind, fanout, depth, level, count
+_U32 = struct.Struct("<I")
 
 digest = item_digest
 digests = item_digests
@@ -200,6 +201,18 @@ class MerkleDiff:
         self._level += 1
 
 
+def unpack_listing(listing) -> dict:
+    """{key: digest} of a packed listing (`Store.tree_listing`)."""
+    out, at, view = {}, 0, memoryview(listing)
+    while at < len(view):
+        (size,) = _U32.unpack_from(view, at)
+        if size == 0 or len(view) - at < size + 8:
+            raise MerkleFormatError(f"listing entry at byte {at} is cut or empty")
+        out[bytes(view[at + 4:at + 4 + size])] = _U32.unpack_from(view, at + 4 + size)[0]
+        at += size + 8
+    return out
+
+
 def diff_keys(local: dict, remote: dict) -> list:
     """Keys whose digests differ between two listings of the same segments (a key missing
     on one side differs), sorted."""
@@ -279,6 +292,12 @@ class StoreTrees:
         self.store.refresh_trees()
         return self._views[partition].root
 
+    def roots(self, partitions) -> np.ndarray:
+        """The roots of the given partitions' trees (uint64)."""
+        self.store.refresh_trees()
+        per_tree = self.nodes.size // self.partitions
+        return self.nodes[np.asarray(partitions, dtype=np.int64) * per_tree]
+
     def rebuild(self, max_keys: int = 65536) -> bool:
         """Fold up to max_keys more stored keys into the trees; True once every key is in."""
         added, done = self.store.rebuild_trees(max_keys)
@@ -287,9 +306,10 @@ class StoreTrees:
         return done
 
     def listing_steps(self, segments: dict, step: int = 1 << 16):
-        """The (key, digest) pairs of the keys in the given {partition: [segment, ...]}, a
-        list per walk of `step` keydir entries (so an event loop can serve clients between
-        the steps). A key the keydir moved during the walk may come twice."""
+        """The keys in the given {partition: [segment, ...]} with their digests, packed
+        (`Store.tree_listing`): (entries, listing) per walk of `step` keydir entries, so an
+        event loop can serve clients between the steps. A key the keydir moved during the
+        walk may come twice."""
         if not segments:
             return
         wanted = np.zeros(self.partitions * self.segment_count, dtype=np.uint8)
@@ -297,15 +317,15 @@ class StoreTrees:
             wanted[p * self.segment_count + np.asarray(list(segs), dtype=np.int64)] = 1
         cursor = None
         while True:
-            cursor, items = self.store.tree_listing(wanted, cursor, step)
-            yield items
+            cursor, count, listing = self.store.tree_listing(wanted, cursor, step)
+            yield count, listing
             if cursor is None:
                 return
 
     def listing(self, segments: dict) -> dict:
         """{key: digest} of listing_steps() at once."""
         out = {}
-        for items in self.listing_steps(segments):
-            out.update(items)
+        for count, listing in self.listing_steps(segments):
+            out.update(unpack_listing(listing))
         return out
 

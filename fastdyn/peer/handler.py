@@ -8,8 +8,8 @@ fsync covers the turn's client and replica writes); HINT keeps each object for i
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
 node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
-GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff, AE_TREE
-AE_LISTING and AE_DONE to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
+GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff, AE_ROOTS,
+AE_TREE, AE_LISTING and AE_DONE to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
 """
 import asyncio
@@ -90,15 +90,18 @@ class ReplicaHandler:
             self._coordinate(conn, frame)
             return
         elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS,
-                      m.AE_TREE, m.AE_LISTING, m.AE_DONE) and self.membership is not None:
+                      m.AE_TREE, m.AE_LISTING, m.AE_DONE, m.AE_ROOTS) \
+                and self.membership is not None:
             try:
-                if kind in (m.AE_TREE, m.AE_LISTING, m.AE_DONE):
+                if kind in (m.AE_TREE, m.AE_LISTING, m.AE_DONE, m.AE_ROOTS):
                     ae = self.membership.anti_entropy
                     if ae is None:
                         raise ValueError("anti-entropy is off on this node")
                     if kind == m.AE_DONE:
                         ae.exchanged_with(frame.payload)
                         conn.reply(frame)
+                    elif kind == m.AE_ROOTS:
+                        conn.reply(frame, ae.answer_roots(frame.payload))
                     elif kind == m.AE_TREE:
                         conn.reply(frame, ae.answer_tree(frame.payload))
                     else:       # a walk of the keydir, a step per event-loop turn

@@ -33,6 +33,9 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
     AE_DONE      request: blob sender name, u64 start (Unix ms), u32 count, count x u32
                  partition: the sender's exchange of those partitions with the receiver,
                  begun at start, is complete       response: empty
+    AE_ROOTS     request: u32 count, count x u32 partition
+                 response: u32 count, count x u64 the root of the receiver's tree of each
+                 (an error response while its trees are not ready)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -55,11 +58,13 @@ from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
            "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS", "AE_TREE", "AE_LISTING", "AE_DONE",
+           "AE_ROOTS",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
            "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done", "pack_change", "unpack_change",
            "pack_remaining", "unpack_remaining", "pack_tree_requests", "unpack_tree_requests",
            "pack_blobs", "unpack_blobs", "pack_segments", "unpack_segments", "pack_digests",
-           "unpack_digests", "pack_exchanged", "unpack_exchanged",
+           "unpack_digests", "pack_exchanged", "unpack_exchanged", "pack_partitions",
+           "unpack_partitions", "pack_roots", "unpack_roots",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -79,6 +84,7 @@ HANDOFF_STATUS = 12
 AE_TREE = 13
 AE_LISTING = 14
 AE_DONE = 15
+AE_ROOTS = 16
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -376,6 +382,36 @@ def unpack_exchanged(view):
     return name, start, list(struct.unpack_from(f"<{count}I", view, at))
 
 
+def _pack_array(code: str, items) -> bytes:
+    items = list(items)
+    return _U32.pack(len(items)) + struct.pack(f"<{len(items)}{code}", *items)
+
+
+def _unpack_array(view, code: str, what: str) -> list:
+    count, size = _count(view, what), struct.calcsize(code)
+    if len(view) != 4 + size * count:
+        raise ProtocolError(f"peer {what} announces {count} items in {len(view) - 4} bytes")
+    return list(struct.unpack_from(f"<{count}{code}", view, 4))
+
+
+def pack_partitions(partitions) -> bytes:
+    """AE_ROOTS: [partition, ...]."""
+    return _pack_array("I", partitions)
+
+
+def unpack_partitions(view) -> list:
+    return _unpack_array(view, "I", "AE_ROOTS")
+
+
+def pack_roots(roots) -> bytes:
+    """AE_ROOTS answer: [root, ...] (u64 each)."""
+    return _pack_array("Q", roots)
+
+
+def unpack_roots(view) -> list:
+    return _unpack_array(view, "Q", "AE_ROOTS answer")
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -421,4 +457,6 @@ KINDS = {kind.code: kind for kind in (
                 unpack_digests),
     MessageKind(AE_DONE, "AE_DONE", pack_exchanged, unpack_exchanged, pack_empty,
                 unpack_empty),
+    MessageKind(AE_ROOTS, "AE_ROOTS", pack_partitions, unpack_partitions, pack_roots,
+                unpack_roots),
 )}
