@@ -15,9 +15,12 @@ the repair costs in traffic, and what it does to a client's tail latency.
    node 2 is killed and restarted on its data; while node 2 is killed, wiped and restored by
    anti-entropy (step 2 under load). The third against the second is the repair's cost to the
    clients. With admission control on and off (alternating, on fresh clusters).
+5. idle: the same steady load on fresh clusters with a round every second that finds nothing
+   to repair, against anti-entropy off: what idle rounds cost the clients.
 
     python bench/bench_anti_entropy.py [--keys 100000] [--rebuild-keys 1000000] [--rate 4000]
-                                       [--only rebuild|wipe|differences|load] [--json FILE]
+                                       [--only rebuild|wipe|differences|load|idle]
+                                       [--json FILE]
                                        [--admission on,off] [--repeat N]
                                        [--extra "--flag value ..."]
 """
@@ -202,16 +205,35 @@ def under_load(keys, rate, root, extra):
     return out
 
 
+def idle_rounds(keys, rate, root, extra, seconds=30):
+    """What rounds that find nothing cost the clients: a steady load (as in `under_load`) on a
+    fresh loaded cluster with rounds every second, against anti-entropy off."""
+    out = {}
+    for name, flags in (("rounds_every_1s", ()), ("off", ("--anti-entropy-interval-ms", "0"))):
+        cluster = Cluster(tempfile.mkdtemp(prefix="idle-", dir=root), 3, *AE, *extra, *flags)
+        load_keys(cluster.ports[0], keys)
+        if not flags:
+            wait(lambda: agree(cluster.ports), 120, 0.1)
+        time.sleep(3.0)
+        path = os.path.join(cluster.root, "steady")
+        bench_load(cluster.ports[0], rate, seconds, keys, path).wait()
+        seconds_p99 = sorted(per_second_p99(path))
+        out[name] = {"p99_ms": p99(path),
+                     "median_second_p99_ms": seconds_p99[len(seconds_p99) // 2]}
+        stop(cluster.procs, None)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--rebuild-keys", type=int, default=1_000_000)
     ap.add_argument("--rate", type=int, default=4000)
-    ap.add_argument("--only", choices=("rebuild", "wipe", "differences", "load"))
+    ap.add_argument("--only", choices=("rebuild", "wipe", "differences", "load", "idle"))
     ap.add_argument("--extra", default="", help="more `fastdyn serve` flags for every node")
     ap.add_argument("--admission", default="on,off",
                     help="load: admission control settings to run, alternating (on,off)")
-    ap.add_argument("--repeat", type=int, default=1, help="load: runs of each setting")
+    ap.add_argument("--repeat", type=int, default=1, help="load, idle: runs of each setting")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     extra = args.extra.split()
@@ -226,7 +248,9 @@ def main(argv=None):
                                  "--admission-control", "yes" if how == "on" else "no"]),
                                   admission=how)
                              for _ in range(args.repeat)
-                             for how in args.admission.split(",")])):
+                             for how in args.admission.split(",")]),
+                         ("idle", lambda: [idle_rounds(args.keys, args.rate, root, extra)
+                                           for _ in range(args.repeat)])):
             if args.only in (None, name):
                 results[name] = fn()
                 print(name, json.dumps(results[name]), flush=True)
