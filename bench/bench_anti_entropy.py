@@ -25,7 +25,6 @@ the repair costs in traffic, and what it does to a client's tail latency.
                                        [--extra "--flag value ..."]
 """
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -35,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_membership import Cluster, Resp, bench_load, p99, wait  # noqa: E402
+from bench_membership import Cluster, Resp, bench_load, p99, per_second_p99, wait  # noqa: E402
 from bench_server import HOST, stop  # noqa: E402
 
 AE = ("--anti-entropy-interval-ms", "1000", "--gossip-interval-ms", "500")
@@ -164,13 +163,6 @@ def differences(keys, root, extra):
     return {"keys": keys, "differing": 10, "seconds_to_agree": round(took, 2),
             "exchange_bytes": sent, "data_bytes_per_replica": data,
             "exchange_per_data": round(sent / data, 5)}
-
-
-def per_second_p99(out):
-    """The p99 (ms) of every operation, second by second, of a `fastdyn bench --out` run."""
-    with open(os.path.join(out, "intervals.csv")) as f:
-        return [round(float(r["p99_ms"]), 2) for r in csv.DictReader(f)
-                if r["op"] == "all" and r["warmup"] == "0" and r["p99_ms"]]
 
 
 def under_load(keys, rate, root, extra):

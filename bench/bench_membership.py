@@ -199,13 +199,17 @@ def p99(out):
     return {name: round(v["p99_ms"], 3) for name, v in ops.items()}
 
 
+def per_second_p99(out):
+    """The p99 (ms) of every operation, second by second, of a `fastdyn bench --out` run."""
+    with open(os.path.join(out, "intervals.csv")) as f:
+        return [round(float(r["p99_ms"]), 2) for r in csv.DictReader(f)
+                if r["op"] == "all" and r["warmup"] == "0" and r["p99_ms"]]
+
+
 def worst_second_p99(out):
     """The highest p99 of one second (all operations) in a run: what admission control,
     which watches the last second, bounds."""
-    with open(os.path.join(out, "intervals.csv")) as f:
-        rows = [r for r in csv.DictReader(f) if r["op"] == "all" and r["warmup"] == "0"
-                and r["p99_ms"]]
-    return max(float(r["p99_ms"]) for r in rows)
+    return max(per_second_p99(out))
 
 
 def handoff(keys, value_size, rate, root, foreground, throttle=None, admission=None):
@@ -260,6 +264,7 @@ def handoff(keys, value_size, rate, root, foreground, throttle=None, admission=N
         load.wait()
         out["p99_ms_during_handoff"] = p99(during)
         out["worst_second_p99_ms_during_handoff"] = worst_second_p99(during)
+        out["p99_ms_per_second_during_handoff"] = per_second_p99(during)
         out["p99_ratio"] = {op: round(v / max(out["p99_ms_without_handoff"][op], 1e-3), 2)
                             for op, v in out["p99_ms_during_handoff"].items()}
         admitted = [c.info() for c in every[:len(cluster.ports)]]
