@@ -19,12 +19,15 @@ from fastdyn.errors import ProtocolError, StorageError
 
 cdef extern from "keydir.h":
     kd_entry *kd_entry_at(const keydir *kd, size_t i) nogil
+    size_t kd_entry_bytes(const kd_entry *e) nogil
+    enum: KD_DEAD
 
 cdef enum:
     TAG_REGISTER = 0xA1
     TAG_REGISTER_TTL = 0xA2
     TAG_DELETED = 0xA4
     REGISTER_SIZE = 17
+    REGISTER_TTL_SIZE = 21
     OK = 0
     NOT_FOUND = 1
     PUT_DURABLE = 0x01
@@ -333,3 +336,45 @@ cdef inline void _put32(char *p, size_t v) noexcept:
     p[1] = <char>((v >> 8) & 0xFF)
     p[2] = <char>((v >> 16) & 0xFF)
     p[3] = <char>((v >> 24) & 0xFF)
+
+
+def census_step(Store store, cursor, size_t max_entries, uint64_t now_ms, uint64_t flush_epoch):
+    """A step of a count of the keys a plain GET finds here (INFO's keyspace line): walks up to
+    max_entries keydir entries from `cursor` (None: the start) and decides short registers
+    from their headers. Returns (next cursor or None at the end, live, live with a TTL, keys
+    to decide from their whole object: siblings, counters, compressed or unreadable values),
+    and `restarted` first: True when the keydir moved since `cursor`, so the walk began again
+    and the counts so far are void."""
+    store._check_open()
+    cdef keydir *kd = &store.kd
+    cdef size_t pos = 0, seen = 0, live = 0, ttl = 0
+    cdef uint64_t ts, gen = kd.gen
+    cdef kd_entry *e
+    cdef Py_ssize_t n
+    cdef unsigned char head[REGISTER_TTL_SIZE]
+    restarted = cursor is not None and cursor[1] != gen
+    if cursor is not None and not restarted:
+        pos = cursor[0]
+    others = []
+    while pos < kd.arena_used and seen < max_entries:
+        e = <kd_entry *>(kd.arena + pos)
+        pos += kd_entry_bytes(e)
+        if e.seg == KD_DEAD:
+            continue
+        seen += 1
+        try:
+            n = store._value_head(e, <char *>head, REGISTER_TTL_SIZE)
+        except StorageError:
+            n = -1
+        if n >= REGISTER_SIZE and (head[0] == TAG_REGISTER or head[0] == TAG_DELETED):
+            if head[0] == TAG_REGISTER and _u64(head + 9) >= flush_epoch:
+                live += 1
+            continue
+        if n >= REGISTER_TTL_SIZE and head[0] == TAG_REGISTER_TTL:
+            ts = _u64(head + 9)
+            if ts >= flush_epoch and ts // 1000 + _u32(head + 17) > now_ms:
+                live += 1
+                ttl += 1
+            continue
+        others.append(PyBytes_FromStringAndSize(e.key, <Py_ssize_t>e.klen_m1 + 1))
+    return (restarted, None if pos >= kd.arena_used else (pos, gen), live, ttl, others)

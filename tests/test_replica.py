@@ -91,3 +91,49 @@ def test_a_plain_write_stamped_before_the_flush_epoch_is_dropped(tmp_path):
     newer = vo.encode(vo.lww_object(2, b"new", 6000))
     assert replica.merge_in(b"k", newer) == newer
     assert replica.store.data == {b"k": (newer, 0)}
+
+
+def test_key_count_agrees_with_a_plain_get_of_every_key(tmp_path):
+    """INFO's keyspace line on a cluster member (replica.KeyCount): counted in C from the short
+    registers' headers and in Python for the rest, a step per event-loop turn, it equals a
+    plain GET of every key: expired, deleted, flushed and compressed values included."""
+    import asyncio
+
+    from fastdyn._logstore import Store
+    from fastdyn.cluster.replica import KeyCount
+
+    now = 50_000                     # ms; stamps are µs
+    rnd = random.Random(7)
+    replica = Replica(Store(str(tmp_path / "d")), str(tmp_path), HybridClock())
+    replica.flush_epoch = 3_000_000
+    replica.store.expire_hold_ms = 1            # expired records stay, as anti-entropy keeps them
+    for i in range(3000):
+        ts, kind = rnd.randrange(1, 60) * 1_000_000, i % 6
+        if kind == 0:
+            obj = vo.lww_object(1, b"", ts, tombstone=True)
+        elif kind == 1:                 # some expired by `now`, some not
+            obj = vo.lww_object(1, b"v", ts, ts // 1000 + rnd.randrange(1, 20_000))
+        elif kind == 2:
+            obj = vo.causal_write(vo.NOTHING, CausalContext(), 2, b"c", ts).object
+        elif kind == 3:                 # compressed when stored
+            obj = vo.lww_object(1, b"z" * 5000, ts)
+        else:
+            obj = vo.lww_object(1, b"v%d" % i, ts)
+        replica.store_object(b"k%d" % i, obj)
+    expected = [vo.lww_winner(vo.decode(data), now, replica.flush_epoch)
+                for _, data, _ in replica.store.items()]
+    want = (sum(e is not None for e in expected), sum(bool(e and e[1]) for e in expected))
+    assert 0 < want[1] < want[0] < len(expected) <= 3000
+
+    async def count(step):
+        counter = KeyCount(replica, lambda: now, step=step)
+        first = counter.counts()          # a large store: counted in the background
+        while counter._task is not None:
+            await asyncio.sleep(0)
+        return first, counter.counts()
+    first, counted = asyncio.run(count(100))
+    stats = replica.store.stats()
+    assert first == (stats["keys"], stats["keys_with_expiry"])     # shown before the count
+    assert counted == want
+    assert asyncio.run(count(5000))[0] == want          # a small store: counted at once
+    replica.store.close()

@@ -37,6 +37,7 @@ from fastdyn.cluster.keyspace import live_keys_from, merge_pages
 from fastdyn._quorum import (Batch, PlainPath, Write, coordinator_get, coordinator_put,
                              merge_encoded, queue_request, read_quorum, write_to_primaries)
 from fastdyn.cluster.put_core import FAILED, PutCore
+from fastdyn.cluster.replica import KeyCount
 from fastdyn.errors import (BadContext, BadObject, CommandError, HintStoreFull,
                             PeerUnreachable, ProtocolError, SiblingLimitExceeded, StorageError)
 from fastdyn.peer import messages as m
@@ -63,6 +64,7 @@ class QuorumCoordinator:
         self.n, self.r, self.w, self.dw = n, r, w, dw
         self.timeout_s = timeout_s
         self.clock = clock
+        self.key_count = KeyCount(replica, clock)
         self.limits = {"max_siblings": max_siblings, "warn_siblings": warn_siblings}
         self.log = log
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
@@ -280,12 +282,12 @@ class QuorumCoordinator:
         return then(self.keys(), len)
 
     def local_size(self) -> int:
-        """Live keys held by this node (INFO's keyspace line)."""
-        return sum(1 for _ in self.replica.live_expiries(self.clock()))
+        """Live keys held by this node (INFO's keyspace line; replica.KeyCount)."""
+        return self.key_count.counts()[0]
 
     def expires(self) -> int:
         """Of the live keys held by this node, those with a TTL (INFO's keyspace line)."""
-        return sum(1 for expiry in self.replica.live_expiries(self.clock()) if expiry)
+        return self.key_count.counts()[1]
 
     def _listing(self, start: int, limit: int):
         peers = self.members.peers()
