@@ -497,6 +497,41 @@ cdef int fold_item_cmp(const void *a, const void *b) noexcept nogil:
     return 0
 
 
+ctypedef struct HashedKey:
+    uint64_t h
+    size_t pos                  # the entry's place in the keydir arena
+
+
+cdef int hashed_key_cmp(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<const HashedKey *>a).h, y = (<const HashedKey *>b).h
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef uint64_t select_hash(HashedKey *a, size_t n, size_t k) noexcept nogil:
+    """The k-th smallest hash of a[0:n] (k < n), a moved so that a[0:k] hold no greater ones
+    and a[k+1:n] no smaller ones (Hoare's FIND, as Wirth writes it)."""
+    cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>n - 1, i, j, kk = <Py_ssize_t>k
+    cdef uint64_t pivot
+    cdef HashedKey t
+    while lo < hi:
+        pivot = a[kk].h
+        i, j = lo, hi
+        while i <= j:
+            while a[i].h < pivot:
+                i += 1
+            while pivot < a[j].h:
+                j -= 1
+            if i <= j:
+                t = a[i]; a[i] = a[j]; a[j] = t
+                i += 1
+                j -= 1
+        if j < kk:
+            lo = i
+        if kk < i:
+            hi = j
+    return a[kk].h
+
+
 cdef int sort_pairs(uint64_t *a, size_t n) noexcept nogil:
     """Sort the n pairs of words at a by their first word: LSD radix a byte at a time,
     skipping the bytes all keys share (a merge sorts up to one pair per keydir entry; qsort
@@ -2705,6 +2740,50 @@ cdef class Store:
             if ours != theirs:
                 out.append((PyBytes_FromStringAndSize(key, kl), ours))
         return at, seen, out
+
+    def keys_by_hash(self, uint64_t start, size_t limit):
+        """The `limit` stored keys with the smallest ring hashes (xxh64, as the ring and the
+        trees hash them) at or after `start`, plus every further key sharing the last one's
+        hash, as sorted [(hash, key), ...], and whether keys past them remain: (more, pairs).
+        One pass over the keydir in C and a selection, whatever the store holds: SCAN, KEYS
+        and DBSIZE read a cluster member's keys in hash order this way."""
+        self._check_open()
+        cdef size_t pos = 0, m = 0, chosen, i, kl
+        cdef uint64_t h, last
+        cdef kd_entry *e
+        cdef HashedKey *items = NULL
+        if limit == 0:
+            return self.kd.count > 0, []
+        items = <HashedKey *>malloc((self.kd.count + 1) * sizeof(HashedKey))
+        if items == NULL:
+            raise MemoryError()
+        try:
+            while pos < self.kd.arena_used:
+                e = <kd_entry *>(self.kd.arena + pos)
+                if e.seg != KD_DEAD:
+                    h = fd_xxh64(e.key, <size_t>e.klen_m1 + 1, FD_KEY_SEED)
+                    if h >= start:
+                        items[m].h = h
+                        items[m].pos = pos
+                        m += 1
+                pos += kd_entry_bytes(e)
+            chosen = m
+            if m > limit:
+                last = select_hash(items, m, limit - 1)
+                chosen = limit
+                for i in range(limit, m):      # the keys sharing the last hash come too
+                    if items[i].h == last:
+                        items[chosen], items[i] = items[i], items[chosen]
+                        chosen += 1
+            qsort(items, chosen, sizeof(HashedKey), hashed_key_cmp)
+            out = []
+            for i in range(chosen):
+                e = <kd_entry *>(self.kd.arena + items[i].pos)
+                kl = <size_t>e.klen_m1 + 1
+                out.append((items[i].h, PyBytes_FromStringAndSize(e.key, kl)))
+        finally:
+            free(items)
+        return chosen < m, out
 
     def small_records(self, cursor, max_entries, tags, max_value):
         """A step of a walk over the keydir for the live keys whose value (as written) is at
