@@ -507,14 +507,18 @@ cdef int hashed_key_cmp(const void *a, const void *b) noexcept nogil:
     return -1 if x < y else (1 if x > y else 0)
 
 
-cdef uint64_t select_hash(HashedKey *a, size_t n, size_t k) noexcept nogil:
+cdef uint64_t select_hash(HashedKey *a, size_t n, size_t k, uint64_t seed) noexcept nogil:
     """The k-th smallest hash of a[0:n] (k < n), a moved so that a[0:k] hold no greater ones
-    and a[k+1:n] no smaller ones (Hoare's FIND, as Wirth writes it)."""
+    and a[k+1:n] no smaller ones: Hoare's FIND (as Wirth writes it) around random pivots, so
+    that no order of keys a client writes makes it quadratic."""
     cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>n - 1, i, j, kk = <Py_ssize_t>k
-    cdef uint64_t pivot
+    cdef uint64_t pivot, x = seed | 1
     cdef HashedKey t
     while lo < hi:
-        pivot = a[kk].h
+        x ^= x << 13                      # xorshift64
+        x ^= x >> 7
+        x ^= x << 17
+        pivot = a[lo + <Py_ssize_t>(x % <uint64_t>(hi - lo + 1))].h
         i, j = lo, hi
         while i <= j:
             while a[i].h < pivot:
@@ -2769,7 +2773,7 @@ cdef class Store:
                 pos += kd_entry_bytes(e)
             chosen = m
             if m > limit:
-                last = select_hash(items, m, limit - 1)
+                last = select_hash(items, m, limit - 1, self.kd.seed0 ^ m ^ start)
                 chosen = limit
                 for i in range(limit, m):      # the keys sharing the last hash come too
                     if items[i].h == last:

@@ -75,3 +75,20 @@ def test_keys_by_hash_walks_every_key_once_in_hash_order(tmp_path):
         assert seen == want
         assert store.keys_by_hash(0, 0) == (True, [])
         assert store.keys_by_hash(END - 1, 5) == (False, [p for p in want if p[0] == END - 1])
+
+
+def test_keys_by_hash_is_right_whatever_order_the_keys_were_written_in(tmp_path):
+    keys = [b"o%d" % i for i in range(3000)]
+    for name, order in (("up", sorted(keys, key=hash64)),
+                        ("down", sorted(keys, key=hash64, reverse=True)),
+                        ("organ", sorted(keys, key=hash64)[::2]
+                         + sorted(keys, key=hash64)[1::2][::-1])):
+        with Store(tmp_path / name) as store:
+            for key in order:
+                store.put(key, b"v")
+            want = sorted((hash64(k), k) for k in keys)
+            for limit in (1, 2, 17, 1500, 2999, 3000, 5000):
+                more, pairs = store.keys_by_hash(0, limit)
+                assert pairs == want[:limit] and more == (limit < 3000), (name, limit)
+            middle = want[1234][0]
+            assert store.keys_by_hash(middle, 10) == (True, want[1234:1244])

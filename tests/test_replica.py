@@ -126,7 +126,7 @@ def test_key_count_agrees_with_a_plain_get_of_every_key(tmp_path):
     assert 0 < want[1] < want[0] < len(expected) <= 3000
 
     async def count(step):
-        counter = KeyCount(replica, lambda: now, step=step)
+        counter = KeyCount(replica, lambda: now, step=step, watched_s=0)
         first = counter.counts()          # a large store: counted in the background
         while counter._task is not None:
             await asyncio.sleep(0)
