@@ -223,7 +223,7 @@ def handoff(keys, value_size, rate, root, foreground, throttle=None, admission=N
                                       "yes" if admission == "on" else "no"))
     cluster = Cluster(base, 3, *flags)
     fill(cluster.ports[0], keys, value_size)
-    # DBSIZE lists every key of every member: never while a latency is measured
+    # DBSIZE has every member count its keys: never while a latency is measured
     out = {"foreground": foreground, "admission": admission,
            "keys_loaded": int(Resp(cluster.ports[0]).call(b"DBSIZE"))}
     if foreground:

@@ -14,6 +14,7 @@ from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from fastdyn._logstore cimport Store, kd_entry, keydir
+from xxh64 cimport FD_KEY_SEED, fd_xxh64
 
 from fastdyn.errors import ProtocolError, StorageError
 
@@ -338,23 +339,35 @@ cdef inline void _put32(char *p, size_t v) noexcept:
     p[3] = <char>((v >> 24) & 0xFF)
 
 
-def census_step(Store store, cursor, size_t max_entries, uint64_t now_ms, uint64_t flush_epoch):
-    """A step of a count of the keys a plain GET finds here (INFO's keyspace line): walks up to
-    max_entries keydir entries from `cursor` (None: the start) and decides short registers
-    from their headers. Returns (next cursor or None at the end, live, live with a TTL, keys
-    to decide from their whole object: siblings, counters, compressed or unreadable values),
-    and `restarted` first: True when the keydir moved since `cursor`, so the walk began again
-    and the counts so far are void."""
+def census_step(Store store, cursor, size_t max_entries, uint64_t now_ms, uint64_t flush_epoch,
+                uint64_t[::1] per_partition):
+    """A step of a count of the keys a plain GET finds here (INFO's keyspace line, DBSIZE):
+    walks up to max_entries keydir entries from `cursor` (None: the start) and decides short
+    registers from their headers, adding each live one to its ring partition's count in
+    `per_partition` (one per partition, a power of two of them). Returns (restarted, next
+    cursor or None at the end, live, live with a TTL, keys to decide from their whole object:
+    siblings, counters, compressed or unreadable values); `restarted` is True when the keydir
+    moved since `cursor`, so the walk began again: per_partition was zeroed first and the
+    caller's counts so far are void."""
     store._check_open()
     cdef keydir *kd = &store.kd
-    cdef size_t pos = 0, seen = 0, live = 0, ttl = 0
+    cdef size_t pos = 0, seen = 0, live = 0, ttl = 0, kl
+    cdef size_t parts = per_partition.shape[0]
+    cdef int pbits = 0
     cdef uint64_t ts, gen = kd.gen
     cdef kd_entry *e
     cdef Py_ssize_t n
+    cdef bint alive
     cdef unsigned char head[REGISTER_TTL_SIZE]
+    if parts == 0 or parts & (parts - 1):
+        raise ValueError(f"per_partition needs a power of two of counts, got {parts}")
+    while (<size_t>1 << pbits) < parts:
+        pbits += 1
     restarted = cursor is not None and cursor[1] != gen
     if cursor is not None and not restarted:
         pos = cursor[0]
+    if restarted:
+        per_partition[:] = 0
     others = []
     while pos < kd.arena_used and seen < max_entries:
         e = <kd_entry *>(kd.arena + pos)
@@ -362,19 +375,21 @@ def census_step(Store store, cursor, size_t max_entries, uint64_t now_ms, uint64
         if e.seg == KD_DEAD:
             continue
         seen += 1
+        kl = <size_t>e.klen_m1 + 1
         try:
             n = store._value_head(e, <char *>head, REGISTER_TTL_SIZE)
         except StorageError:
             n = -1
         if n >= REGISTER_SIZE and (head[0] == TAG_REGISTER or head[0] == TAG_DELETED):
-            if head[0] == TAG_REGISTER and _u64(head + 9) >= flush_epoch:
-                live += 1
-            continue
-        if n >= REGISTER_TTL_SIZE and head[0] == TAG_REGISTER_TTL:
+            alive = head[0] == TAG_REGISTER and _u64(head + 9) >= flush_epoch
+        elif n >= REGISTER_TTL_SIZE and head[0] == TAG_REGISTER_TTL:
             ts = _u64(head + 9)
-            if ts >= flush_epoch and ts // 1000 + _u32(head + 17) > now_ms:
-                live += 1
-                ttl += 1
+            alive = ts >= flush_epoch and ts // 1000 + _u32(head + 17) > now_ms
+            ttl += alive
+        else:
+            others.append(PyBytes_FromStringAndSize(e.key, <Py_ssize_t>kl))
             continue
-        others.append(PyBytes_FromStringAndSize(e.key, <Py_ssize_t>e.klen_m1 + 1))
+        if alive:
+            live += 1
+            per_partition[0 if pbits == 0 else fd_xxh64(e.key, kl, FD_KEY_SEED) >> (64 - pbits)] += 1
     return (restarted, None if pos >= kd.arena_used else (pos, gen), live, ttl, others)

@@ -78,6 +78,29 @@ def test_scan_keys_and_dbsize_cover_the_cluster_once(cluster):
             os.kill(nodes[2]["pid"], signal.SIGCONT)
 
 
+def test_dbsize_and_info_of_a_large_cluster_come_from_counts_kept_in_the_background(cluster):
+    """Past 16,384 keys a member counts its live keys in the background (replica.KeyCount):
+    INFO shows the last count; DBSIZE has every member count afresh and adds up, per
+    partition, the counts of its replicas."""
+    base, _ = cluster
+    keys = [b"big:%d" % i for i in range(20_000)]
+    with RawClient(base) as c:
+        c.call("FLUSHDB")
+        for start in range(0, len(keys), 1000):
+            replies = c.pipeline([("SET", k, b"v") for k in keys[start:start + 1000]])
+            assert replies == [("simple", b"OK")] * 1000
+        assert c.call("DEL", *keys[:500]) == ("int", 500)
+        c.call("SET", "big:ttl", "v", "EX", 100)
+    for port in (base, base + 1, base + 2):
+        with RawClient(port) as c:
+            # every member counts afresh for a DBSIZE: the writes above are all in it
+            assert c.call("DBSIZE") == ("int", 19_501), port
+            wait_until(lambda: info_fields(port, "keyspace").get("db0")
+                       == "keys=19501,expires=1,avg_ttl=0", 20, f"INFO keyspace on {port}")
+    with RawClient(base) as c:
+        c.call("FLUSHDB")
+
+
 def test_info_keyspace_counts_the_keys_a_node_holds_and_those_with_a_ttl(cluster):
     base, _ = cluster
     with RawClient(base) as c:

@@ -92,3 +92,25 @@ def test_keys_by_hash_is_right_whatever_order_the_keys_were_written_in(tmp_path)
                 assert pairs == want[:limit] and more == (limit < 3000), (name, limit)
             middle = want[1234][0]
             assert store.keys_by_hash(middle, 10) == (True, want[1234:1244])
+
+
+def test_dbsize_takes_per_partition_the_largest_count_of_its_replicas():
+    import numpy as np
+    import pytest
+
+    from fastdyn.cluster.quorum import _add_up_counts
+    from fastdyn.errors import CommandError
+    from fastdyn.ring import Ring
+
+    ring = Ring(["a", "b", "c"], partitions=8)
+    counts = {name: np.zeros(8, dtype=np.uint64) for name in ring.members}
+    for p in range(8):
+        owners = ring.preference_list(p, 2)
+        counts[owners[0]][p] = 10 + p          # one replica lags behind the other
+        counts[owners[1]][p] = 9 + p
+    assert _add_up_counts(counts, ring, 2) == sum(10 + p for p in range(8))
+    counts["d"] = np.full(8, 1000, dtype=np.uint64)     # not a member: ignored
+    assert _add_up_counts(counts, ring, 2) == sum(10 + p for p in range(8))
+    lone = {"a": counts["a"]}                  # b and c did not answer
+    with pytest.raises(CommandError, match="no replica of some partitions"):
+        _add_up_counts(lone, ring, 2)

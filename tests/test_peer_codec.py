@@ -196,7 +196,7 @@ def test_every_kind_has_a_record_with_its_code():
     assert sorted(m.KINDS) == [m.PING, m.HELLO, m.REPLICA_GET, m.REPLICA_PUT, m.HINT, m.FLUSH,
                                 m.KEYS, m.COORDINATE, m.GOSSIP_SYN, m.GOSSIP_PUSH,
                                 m.HANDOFF_DONE, m.HANDOFF_STATUS, m.AE_TREE, m.AE_LISTING,
-                                m.AE_DONE, m.AE_ROOTS]
+                                m.AE_DONE, m.AE_ROOTS, m.KEY_COUNTS]
     for code, kind in m.KINDS.items():
         assert kind.code == code
 
@@ -293,14 +293,21 @@ def test_anti_entropy_roots_messages_round_trip(partitions, roots):
     assert m.unpack_roots(memoryview(m.pack_roots(roots))) == roots
 
 
+def test_key_count_messages_round_trip():
+    assert m.unpack_count_request(memoryview(m.pack_count_request(256))) == 256
+    assert m.unpack_counts(memoryview(m.pack_counts([0, 7, 2**64 - 1]))) == [0, 7, 2**64 - 1]
+
+
 @pytest.mark.parametrize("unpack, payload", [
+    (m.unpack_count_request, b"\x01\x00"),
+    (m.unpack_counts, struct.pack("<IQ", 2, 7)),
     (m.unpack_partitions, b"\x01\x00"),
     (m.unpack_partitions, struct.pack("<II", 2, 7)),
     (m.unpack_partitions, struct.pack("<II", 0, 7)),
     (m.unpack_roots, struct.pack("<IQ", 2, 7)),
     (m.unpack_roots, struct.pack("<I", 1) + b"\0" * 7),
 ])
-def test_anti_entropy_roots_messages_refuse_bad_lengths(unpack, payload):
+def test_short_array_messages_refuse_bad_lengths(unpack, payload):
     with pytest.raises(ProtocolError):
         unpack(memoryview(payload))
 

@@ -101,6 +101,7 @@ def test_key_count_agrees_with_a_plain_get_of_every_key(tmp_path):
 
     from fastdyn._logstore import Store
     from fastdyn.cluster.replica import KeyCount
+    from fastdyn.ring import Ring
 
     now = 50_000                     # ms; stamps are µs
     rnd = random.Random(7)
@@ -125,15 +126,24 @@ def test_key_count_agrees_with_a_plain_get_of_every_key(tmp_path):
     want = (sum(e is not None for e in expected), sum(bool(e and e[1]) for e in expected))
     assert 0 < want[1] < want[0] < len(expected) <= 3000
 
+    ring = Ring(["a"], partitions=16)
+    per_partition = [0] * 16
+    for key, data, _ in replica.store.items():
+        if vo.lww_winner(vo.decode(data), now, replica.flush_epoch) is not None:
+            per_partition[ring.partition(key)] += 1
+
     async def count(step):
-        counter = KeyCount(replica, lambda: now, step=step, watched_s=0)
-        first = counter.counts()          # a large store: counted in the background
+        counter = KeyCount(replica, lambda: now, 16, step=step, watched_s=0)
+        first = counter.counts()            # a large store: counted in the background
+        fresh = []
+        counter.when_counted(lambda parts: fresh.append(parts.tolist()))
         while counter._task is not None:
             await asyncio.sleep(0)
-        return first, counter.counts()
-    first, counted = asyncio.run(count(100))
+        return first, counter.counts(), fresh
+    first, counted, fresh = asyncio.run(count(100))
     stats = replica.store.stats()
-    assert first == (stats["keys"], stats["keys_with_expiry"])     # shown before the count
-    assert counted == want
-    assert asyncio.run(count(5000))[0] == want          # a small store: counted at once
+    assert first == (stats["keys"], stats["keys_with_expiry"])     # before the first count
+    assert counted == want and fresh == [per_partition]
+    first, _, fresh = asyncio.run(count(5000))      # a small store: counted at once
+    assert first == want and fresh == [per_partition]
     replica.store.close()

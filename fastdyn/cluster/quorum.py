@@ -26,7 +26,10 @@ Read-modify-write commands (SETNX, GETSET, APPEND, INCR, EXPIRE ...) are read qu
 decide -> write quorum: not atomic against a concurrent writer of the same key through another
 node (docs/cluster.md).
 """
+import functools
 import logging
+
+import numpy as np
 
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.apl import Target, active_targets, effective
@@ -64,7 +67,7 @@ class QuorumCoordinator:
         self.n, self.r, self.w, self.dw = n, r, w, dw
         self.timeout_s = timeout_s
         self.clock = clock
-        self.key_count = KeyCount(replica, clock)
+        self.key_count = KeyCount(replica, clock, members.ring.partition_count)
         self.limits = {"max_siblings": max_siblings, "warn_siblings": warn_siblings}
         self.log = log
         self._outbox = {}    # (node, kind) -> ([items], [callbacks], [args]) of this turn
@@ -279,7 +282,44 @@ class QuorumCoordinator:
         return then(self._listing(0, _ALL), lambda result: result[1])
 
     def size(self):
-        return then(self.keys(), len)
+        """DBSIZE: per partition, the largest of its replicas' counts of live keys, added up;
+        each member counts afresh for it (replica.KeyCount.when_counted: a count that begins
+        after the request, in C, 16,384 keys a turn), so the answer holds every write
+        acknowledged before it. While a member cannot count (an older node, unreachable),
+        every key of every member is listed instead."""
+        ring, n = self.members.ring, self.quorum().n
+        peers = self.members.peers()
+        asked = [p for p in peers if self.reachable(p)]
+        if len(peers) - len(asked) >= n:
+            raise CommandError(f"ERR cannot count every key: {len(peers) - len(asked)} members "
+                               f"are unreachable, so some keys may have no replica to answer")
+        counts = {}
+        pending, left = Pending(), [len(asked) + 1]
+
+        def answered(member, result):
+            if isinstance(result, np.ndarray) or result is None:
+                counts[member] = result
+            elif isinstance(result, Exception):
+                counts[member] = None
+            else:
+                try:
+                    counts[member] = np.array(m.unpack_counts(result), dtype=np.uint64)
+                except ProtocolError:
+                    counts[member] = None
+            left[0] -= 1
+            if not left[0]:
+                pending.complete(None)
+
+        def add_up(_):
+            if any(c is None for c in counts.values()):   # a member cannot count: list
+                return then(self.keys(), len)
+            return _add_up_counts(counts, ring, n)
+        payload = m.pack_count_request(ring.partition_count)
+        for peer in asked:
+            self.pool.request(self.members.address(peer), m.KEY_COUNTS, payload,
+                              self.timeout_s, functools.partial(answered, peer))
+        self.key_count.when_counted(functools.partial(answered, self.name))
+        return then(pending, add_up)
 
     def local_size(self) -> int:
         """Live keys held by this node (INFO's keyspace line; replica.KeyCount)."""
@@ -614,5 +654,21 @@ def _only(replies):
 
 
 _PACK = {m.REPLICA_GET: m.pack_keys, m.REPLICA_PUT: m.pack_puts, m.HINT: m.pack_hints}
+def _add_up_counts(counts, ring, n) -> int:
+    """The sum over partitions of the largest count among the members replicating each."""
+    best = np.zeros(ring.partition_count, dtype=np.uint64)
+    covered = np.zeros(ring.partition_count, dtype=bool)
+    for member, mine in counts.items():
+        if member not in ring.members or len(mine) != ring.partition_count:
+            continue
+        parts = np.asarray(ring.partitions_of(member, n), dtype=np.int64)
+        best[parts] = np.maximum(best[parts], mine[parts])
+        covered[parts] = True
+    if not covered.all():
+        raise CommandError("ERR cannot count every key: no replica of some partitions "
+                           "answered")
+    return int(best.sum())
+
+
 _ALL = (1 << 32) - 1               # a listing "limit" that means every key
 _DURABLE_PUT = -m.REPLICA_PUT     # outbox key of REPLICA_PUTs acknowledged after an fsync

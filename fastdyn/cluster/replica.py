@@ -13,6 +13,9 @@ import asyncio
 import os
 import time
 
+import numpy as np
+
+from fastdyn._hash import hash64
 from fastdyn._replica import ReplicaCore, answer_gets, apply_puts, census_step
 from fastdyn.cluster import object as vo
 from fastdyn.cluster.statefile import write_atomically
@@ -122,11 +125,14 @@ class Replica(ReplicaCore):
         self.write_seq += 1
         return True
 
-    def count_step(self, cursor, max_entries: int, now_ms: int):
+    def count_step(self, cursor, max_entries: int, now_ms: int, per_partition):
         """A step of a count of the keys a plain GET finds here (`census_step`, the keys it
-        leaves decided from their objects): (restarted, next cursor or None, live, with TTL)."""
+        leaves decided from their objects), each live key also added to its partition's
+        count in `per_partition`: (restarted, next cursor or None, live, with TTL)."""
         restarted, cursor, live, ttl, others = census_step(self.store, cursor, max_entries,
-                                                           now_ms, self.flush_epoch)
+                                                           now_ms, self.flush_epoch,
+                                                           per_partition)
+        bits = len(per_partition).bit_length() - 1
         for key in others:
             try:
                 data = self.store.get(key)
@@ -137,63 +143,106 @@ class Replica(ReplicaCore):
             if entry is not None:
                 live += 1
                 ttl += bool(entry[1])
+                per_partition[hash64(key) >> (64 - bits) if bits else 0] += 1
         return restarted, cursor, live, ttl
 
 
 class KeyCount:
-    """INFO's keyspace line on a cluster member: its live keys and those with a TTL. Deciding
-    liveness reads every object (0.3-0.5 s at 100,000 keys when it was done in Python at each
-    INFO), so a store of more than `step` keys is counted in the background, `step` keys per
-    event-loop turn, again every `max_age_s` for as long as INFO is asked at least once per
-    `watched_s`; INFO shows the last count. A smaller store is counted at once. Until a first
-    count ends, the stored keys are shown (tombstones not yet reaped included)."""
+    """The live keys a cluster member holds, those with a TTL (INFO's keyspace line), and per
+    ring partition (DBSIZE). Deciding liveness reads every object (0.3-0.5 s at 100,000 keys
+    when it was done in Python at each INFO), so a store of more than `step` keys is counted
+    in the background, `step` keys per event-loop turn; a smaller store is counted at once.
 
-    def __init__(self, replica, clock, step: int = 16384, max_age_s: float = 2.0,
-                 watched_s: float = 60.0):
+    INFO must answer at once: `counts` shows the last count (the stored keys, tombstones not
+    yet reaped included, until a first count ends), counted again every `max_age_s` for as
+    long as someone asks at least once per `watched_s`. DBSIZE can wait: `when_counted` calls
+    back with the per-partition counts of a count that began after it was called, so a DBSIZE
+    sees every write acknowledged before it."""
+
+    def __init__(self, replica, clock, partitions: int, step: int = 16384,
+                 max_age_s: float = 2.0, watched_s: float = 60.0):
         self.replica = replica
         self.clock = clock
+        self.partitions = partitions
         self.step = step
         self.max_age_s = max_age_s
         self.watched_s = watched_s
-        self._counts = None
+        self._counts = None        # (live, with TTL, per partition) of the last count
         self._asked = 0.0
         self._task = None
+        self._waiters = []         # callbacks for the next count to begin
+        self._wake = asyncio.Event()
 
     def counts(self) -> tuple[int, int]:
-        """(live keys, live keys with a TTL)."""
-        store = self.replica.store
+        """(live keys, live keys with a TTL) of the last count."""
         self._asked = time.monotonic()
-        if self._task is None and store.stats()["keys"] <= self.step:
-            _, cursor, live, ttl = self.replica.count_step(None, self.step, self.clock())
-            if cursor is None:
-                self._counts = live, ttl
-                return self._counts
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._count())
+        if self._count_now() is None:
+            self._start()
         if self._counts is None:
-            stats = store.stats()
+            stats = self.replica.store.stats()
             return stats["keys"], stats["keys_with_expiry"]
+        return self._counts[0], self._counts[1]
+
+    def when_counted(self, callback) -> None:
+        """callback(the live keys of each partition, a uint64 array) once a count that began
+        now has ended; callback(None) if the store closed first."""
+        self._asked = time.monotonic()
+        counted = self._count_now()
+        if counted is not None:
+            callback(counted[2])
+            return
+        self._waiters.append(callback)
+        self._start()
+
+    def _count_now(self):
+        """The count of a store of at most `step` keys, made now (None for a larger one)."""
+        if self._task is not None or self.replica.store.stats()["keys"] > self.step:
+            return None
+        parts = np.zeros(self.partitions, dtype=np.uint64)
+        _, cursor, live, ttl = self.replica.count_step(None, self.step, self.clock(), parts)
+        if cursor is not None:
+            return None
+        self._counts = live, ttl, parts
         return self._counts
 
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._count())
+        else:
+            self._wake.set()
+
     async def _count(self) -> None:
+        waiting = []
         try:
             while True:
+                waiting, self._waiters = self._waiters, []
                 cursor, live, ttl = None, 0, 0
+                parts = np.zeros(self.partitions, dtype=np.uint64)
                 while True:
                     restarted, cursor, more, more_ttl = self.replica.count_step(
-                        cursor, self.step, self.clock())
-                    if restarted:
+                        cursor, self.step, self.clock(), parts)
+                    if restarted:     # the step counted from the start (parts too)
                         live = ttl = 0
                     live, ttl = live + more, ttl + more_ttl
                     if cursor is None:
                         break
                     await asyncio.sleep(0)
-                self._counts = live, ttl
+                self._counts = live, ttl, parts
+                for callback in waiting:
+                    callback(parts)
+                waiting = []
+                if self._waiters:
+                    continue        # asked during this count: count again at once
                 if time.monotonic() - self._asked > self.watched_s:
-                    return      # nobody looks: the next INFO starts counting again
-                await asyncio.sleep(self.max_age_s)
-        except StorageError:
-            return          # a closed store: the node is stopping
+                    return          # nobody looks: the next ask starts counting again
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.max_age_s)
+                except asyncio.TimeoutError:
+                    pass
+        except StorageError:        # a closed store: the node is stopping
+            for callback in waiting + self._waiters:
+                callback(None)
+            self._waiters = []
         finally:
             self._task = None
-

@@ -7,7 +7,8 @@ node's group commit has written the records, fsynced for a DW put or under --syn
 fsync covers the turn's client and replica writes); HINT keeps each object for its intended
 owner; FLUSH raises the flush epoch and answers the epoch it holds then; KEYS answers a page of
 this node's live keys in hash order; COORDINATE runs a causal write or counter update that a
-node holding no replica of the key hands over, through this node's coordinator; GOSSIP_SYN and
+node holding no replica of the key hands over, through this node's coordinator; KEY_COUNTS
+answers a fresh count of this node's live keys per partition (DBSIZE); GOSSIP_SYN and
 GOSSIP_PUSH go to the node's membership, HANDOFF_DONE and HANDOFF_STATUS to its handoff, AE_ROOTS,
 AE_TREE, AE_LISTING and AE_DONE to its anti-entropy (fastdyn/cluster/runtime.py). A key whose object is bad
 gets an ERROR result of its own; the rest of the batch is served.
@@ -88,6 +89,25 @@ class ReplicaHandler:
             return
         elif kind == m.COORDINATE and self.coordinator is not None:
             self._coordinate(conn, frame)
+            return
+        elif kind == m.KEY_COUNTS and self.coordinator is not None:
+            key_count = self.coordinator.key_count
+            try:
+                wanted = m.unpack_count_request(frame.payload)
+            except ProtocolError as exc:
+                conn.reply_error(frame, str(exc))
+                return
+            if wanted != key_count.partitions:
+                conn.reply_error(frame, f"this node has {key_count.partitions} partitions, "
+                                        f"not {wanted}")
+                return
+
+            def counted(parts):     # a count that began now: it holds every earlier write
+                if parts is None:
+                    conn.reply_error(frame, "this node's store is closed")
+                else:
+                    conn.reply(frame, m.pack_counts(parts.tolist()))
+            key_count.when_counted(counted)
             return
         elif kind in (m.GOSSIP_SYN, m.GOSSIP_PUSH, m.HANDOFF_DONE, m.HANDOFF_STATUS,
                       m.AE_TREE, m.AE_LISTING, m.AE_DONE, m.AE_ROOTS) \

@@ -36,6 +36,9 @@ bytes`; a batch is `u32 count` followed by its items, so one frame carries many 
     AE_ROOTS     request: u32 count, count x u32 partition
                  response: u32 count, count x u64 the root of the receiver's tree of each
                  (an error response while its trees are not ready)
+    KEY_COUNTS   request: u32 partitions (the sender's count)
+                 response: u32 count, count x u64 the live keys the receiver holds in each
+                 partition, from a count begun after the request (DBSIZE)
     results:     batch of (u8 status, blob), one per requested key, in request order;
                  the blob is the object (OK), empty (NOT_FOUND) or a UTF-8 message (ERROR)
 
@@ -58,13 +61,14 @@ from fastdyn.errors import ProtocolError
 
 __all__ = ["PING", "HELLO", "REPLICA_GET", "REPLICA_PUT", "HINT", "FLUSH", "KEYS", "COORDINATE",
            "GOSSIP_SYN", "GOSSIP_PUSH", "HANDOFF_DONE", "HANDOFF_STATUS", "AE_TREE", "AE_LISTING", "AE_DONE",
-           "AE_ROOTS",
+           "AE_ROOTS", "KEY_COUNTS",
            "KINDS", "MessageKind", "OK", "NOT_FOUND", "ERROR", "PUT_DURABLE", "DYN_PUT", "INCR",
            "pack_coordinate", "unpack_coordinate", "pack_done", "unpack_done", "pack_change", "unpack_change",
            "pack_remaining", "unpack_remaining", "pack_tree_requests", "unpack_tree_requests",
            "pack_blobs", "unpack_blobs", "pack_segments", "unpack_segments", "pack_digests",
            "unpack_digests", "pack_exchanged", "unpack_exchanged", "pack_partitions",
-           "unpack_partitions", "pack_roots", "unpack_roots",
+           "unpack_partitions", "pack_roots", "unpack_roots", "pack_count_request",
+           "unpack_count_request", "pack_counts", "unpack_counts",
            "pack_keys", "unpack_keys", "pack_puts", "unpack_puts", "pack_hints", "unpack_hints",
            "pack_results", "unpack_results", "pack_name", "unpack_name", "pack_epoch", "unpack_epoch", "pack_listing", "unpack_listing", "pack_empty",
            "unpack_empty"]
@@ -85,6 +89,7 @@ AE_TREE = 13
 AE_LISTING = 14
 AE_DONE = 15
 AE_ROOTS = 16
+KEY_COUNTS = 17
 
 # COORDINATE operations: the writes whose dot or counter entry is the coordinator's own, so a
 # node that holds no replica of the key hands them to one that does
@@ -412,6 +417,26 @@ def unpack_roots(view) -> list:
     return _unpack_array(view, "Q", "AE_ROOTS answer")
 
 
+def pack_count_request(partitions: int) -> bytes:
+    """KEY_COUNTS: the sender's partition count."""
+    return _U32.pack(partitions)
+
+
+def unpack_count_request(view) -> int:
+    if len(view) != 4:
+        raise ProtocolError(f"a KEY_COUNTS request is 4 bytes, got {len(view)}")
+    return _U32.unpack_from(view)[0]
+
+
+def pack_counts(counts) -> bytes:
+    """KEY_COUNTS answer: [live keys, ...] per partition (u64 each)."""
+    return _pack_array("Q", counts)
+
+
+def unpack_counts(view) -> list:
+    return _unpack_array(view, "Q", "KEY_COUNTS answer")
+
+
 class MessageKind:
     """How one kind's request and response payloads are packed and unpacked."""
 
@@ -459,4 +484,6 @@ KINDS = {kind.code: kind for kind in (
                 unpack_empty),
     MessageKind(AE_ROOTS, "AE_ROOTS", pack_partitions, unpack_partitions, pack_roots,
                 unpack_roots),
+    MessageKind(KEY_COUNTS, "KEY_COUNTS", pack_count_request, unpack_count_request,
+                pack_counts, unpack_counts),
 )}
