@@ -147,3 +147,42 @@ def test_key_count_agrees_with_a_plain_get_of_every_key(tmp_path):
     first, _, fresh = asyncio.run(count(5000))      # a small store: counted at once
     assert first == want and fresh == [per_partition]
     replica.store.close()
+
+
+def test_info_asked_often_does_not_keep_the_key_count_going(tmp_path):
+    """INFO shows the last count and starts one only when none is under way or waiting;
+    a DBSIZE (when_counted) wakes the waiting count at once."""
+    import asyncio
+
+    from fastdyn._logstore import Store
+    from fastdyn.cluster.replica import KeyCount
+
+    replica = Replica(Store(str(tmp_path / "d")), str(tmp_path), HybridClock())
+    for i in range(500):
+        replica.store_object(b"k%d" % i, vo.lww_object(1, b"v", 1_000_000 + i))
+    starts = []
+    count_step = replica.count_step
+
+    def counting(cursor, *args):
+        if cursor is None:
+            starts.append(1)
+        return count_step(cursor, *args)
+    replica.count_step = counting
+
+    async def run():
+        counter = KeyCount(replica, lambda: 10_000, 8, step=100, max_age_s=30)
+        counter.counts()
+        while counter._counts is None:
+            await asyncio.sleep(0)
+        for _ in range(200):        # INFO polled hard: the last count, no new one
+            assert counter.counts() == (500, 0)
+            await asyncio.sleep(0)
+        assert len(starts) == 1
+        fresh = []
+        counter.when_counted(fresh.append)
+        while not fresh:
+            await asyncio.sleep(0)
+        assert len(starts) == 2 and int(fresh[0].sum()) == 500
+        counter._task.cancel()
+    asyncio.run(run())
+    replica.store.close()

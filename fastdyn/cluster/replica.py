@@ -176,8 +176,8 @@ class KeyCount:
     def counts(self) -> tuple[int, int]:
         """(live keys, live keys with a TTL) of the last count."""
         self._asked = time.monotonic()
-        if self._count_now() is None:
-            self._start()
+        if self._count_now() is None and self._task is None:
+            self._start()           # (a count under way or waiting its turn: not hurried)
         if self._counts is None:
             stats = self.replica.store.stats()
             return stats["keys"], stats["keys_with_expiry"]
@@ -206,6 +206,8 @@ class KeyCount:
         return self._counts
 
     def _start(self) -> None:
+        """Count now: a new task, or the waiting one woken (an INFO polled often must not
+        keep the counts going; only a DBSIZE waits for one)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._count())
         else:
