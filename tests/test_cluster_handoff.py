@@ -200,12 +200,7 @@ def test_a_handoff_resumes_after_the_giver_and_the_joiner_are_killed(tmp_path):
         if joiner is not None:
             joiner.kill()
         cluster.kill_all()
-    import fastdyn
-
-    with fastdyn.open(joiner.data_dir) as store:
-        held = set(store.keys())
-    mine = set(ring.partitions_of(f"{HOST}:{joiner.port}", 3))
-    assert {b"k:%d" % i for i in range(6000) if ring.partition(b"k:%d" % i) in mine} <= held
+    assert_holds_its_partitions(joiner, ring, 6000)
 
 
 def test_a_join_completes_while_a_giver_is_dead(tmp_path):
@@ -232,11 +227,18 @@ def test_a_join_completes_while_a_giver_is_dead(tmp_path):
         if joiner is not None:
             joiner.kill()
         cluster.kill_all()
+    assert_holds_its_partitions(joiner, ring, 3000)
+
+
+def assert_holds_its_partitions(joiner, ring, count):
+    """The stopped joiner's store holds every key k:0 .. k:count-1 of the partitions the
+    ring gives it."""
     import fastdyn
 
     with fastdyn.open(joiner.data_dir) as store:
         held = set(store.keys())
-    assert {b"k:%d" % i for i in range(3000) if ring.partition(b"k:%d" % i) in mine} <= held
+    mine = set(ring.partitions_of(f"{HOST}:{joiner.port}", 3))
+    assert {b"k:%d" % i for i in range(count) if ring.partition(b"k:%d" % i) in mine} <= held
 
 
 def test_a_dead_member_is_forced_out_and_its_name_joins_again(tmp_path):

@@ -21,12 +21,11 @@ from fastdyn._merkle import MerkleCore, item_digest, item_digests, value_digest
 from fastdyn.errors import MerkleFormatError
 
 __all__ = ["MerkleTree", "MerkleDiff", "StoreTrees", "digest", "digests", "value_digest",
-           "diff_keys", "unpack_listing", "FORMAT_VERSION"]
+           "diff_keys", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _TREE = struct.Struct("<BcHB")          # version, kind, fanout, depth
 _MESSAGE = struct.Struct("<BcHBBI")     # version, kind, fanout, depth, level, count
-_U32 = struct.Struct("<I")
 
 digest = item_digest
 digests = item_digests
@@ -201,18 +200,6 @@ class MerkleDiff:
         self._level += 1
 
 
-def unpack_listing(listing) -> dict:
-    """{key: digest} of a packed listing (`Store.tree_listing`)."""
-    out, at, view = {}, 0, memoryview(listing)
-    while at < len(view):
-        (size,) = _U32.unpack_from(view, at)
-        if size == 0 or len(view) - at < size + 8:
-            raise MerkleFormatError(f"listing entry at byte {at} is cut or empty")
-        out[bytes(view[at + 4:at + 4 + size])] = _U32.unpack_from(view, at + 4 + size)[0]
-        at += size + 8
-    return out
-
-
 def diff_keys(local: dict, remote: dict) -> list:
     """Keys whose digests differ between two listings of the same segments (a key missing
     on one side differs), sorted."""
@@ -321,11 +308,4 @@ class StoreTrees:
             yield count, listing
             if cursor is None:
                 return
-
-    def listing(self, segments: dict) -> dict:
-        """{key: digest} of listing_steps() at once."""
-        out = {}
-        for count, listing in self.listing_steps(segments):
-            out.update(unpack_listing(listing))
-        return out
 
